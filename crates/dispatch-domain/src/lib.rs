@@ -1,0 +1,29 @@
+//! The dispatch rules, pure: no I/O, no clock, no async, no randomness. Time (`now`) and
+//! identifiers (offer ids, session ids) are passed in; every decision returns a value.
+//!
+//! Layout:
+//! - [`model`]: identifiers, languages, skills, tiers, channels, profiles and case specs, each
+//!   built only through validation (errors name the field);
+//! - [`limits`]: input limits;
+//! - [`policy`]: the configurable rules (timeouts, misses, wrap-up, relaxation, weights);
+//! - [`state`]: the persisted records, [`Agent`](state::Agent) and [`Case`](state::Case), and
+//!   queue ordering;
+//! - [`scoring`]: hard filters, soft terms and ranking of candidates;
+//! - [`transition`]: the case / offer / agent state machines, returning a
+//!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
+//! - [`stats`]: planner counts over agents.
+
+pub mod limits;
+pub mod model;
+pub mod policy;
+pub mod scoring;
+pub mod state;
+pub mod stats;
+pub mod transition;
+
+pub use model::{
+    AgentId, CaseId, Channel, FieldError, Language, Level, Millis, OfferId, SessionId, Skill, Tier,
+};
+pub use policy::Policy;
+pub use state::{Activity, Agent, AgentStatus, Case, CaseState};
+pub use transition::{Change, Event, Rejection, TimerKey};

@@ -1,0 +1,751 @@
+//! The vocabulary: identifiers, languages, skills, tiers, channels, agent profiles and case specs,
+//! each constructed only through validation so that the rest of the crate can trust them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+
+/// Milliseconds since the Unix epoch. Time is always passed in; this crate never reads a clock.
+pub type Millis = i64;
+
+/// A rejected input, naming the field (dotted path, e.g. `spec.required_skills[2].level`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The offending field, as the API names it.
+    pub field: String,
+    /// What is wrong with it, lower case.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// A field error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error nested under `prefix` (`spec` + `case_id` → `spec.case_id`).
+    pub fn under(self, prefix: &str) -> Self {
+        Self {
+            field: format!("{prefix}.{}", self.field),
+            ..self
+        }
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates an identifier: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
+            pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+                validate_id(field, value, $what).map(|()| Self(value.to_owned()))
+            }
+
+            /// The identifier as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An agent, as registered in the roster.
+    AgentId, "agent id"
+);
+id_type!(
+    /// A case, as supplied by the routing service (the idempotency key of `SubmitCase`).
+    CaseId, "case id"
+);
+id_type!(
+    /// One offer of one case to one agent; minted by the dispatcher before the offer is stored.
+    OfferId, "offer id"
+);
+id_type!(
+    /// One connection of one agent device.
+    SessionId, "session id"
+);
+id_type!(
+    /// A customer, for affinity to the agent who helped them before.
+    CustomerId, "customer id"
+);
+
+fn validate_id(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, format!("{what} is required")));
+    }
+    if value.len() > limits::MAX_ID_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("{what} is longer than {} bytes", limits::MAX_ID_LEN),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("{what} has character {c:?}; allowed are A-Z a-z 0-9 . _ - : @"),
+        ));
+    }
+    Ok(())
+}
+
+/// A BCP 47 language tag in canonical case (`de`, `de-CH`, `zh-Hant-TW`, `pt-BR`).
+///
+/// Matching uses the primary language subtag: an agent speaking `de-CH` serves a case in `de`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Language(String);
+
+impl Language {
+    /// Parses the BCP 47 form `language[-script][-region][-variant]*`: a 2–3 letter primary
+    /// subtag, a 4-letter script, a 2-letter or 3-digit region, 5–8 character variants.
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+        let bad = |why: &str| {
+            FieldError::new(
+                field,
+                format!("{value:?} is not a BCP 47 language tag: {why}"),
+            )
+        };
+        if value.is_empty() {
+            return Err(FieldError::new(field, "language is required"));
+        }
+        if value.len() > 35 {
+            return Err(bad("longer than 35 characters"));
+        }
+        let mut parts = value.split('-');
+        let primary = parts.next().unwrap_or_default();
+        if !(2..=3).contains(&primary.len()) || !primary.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(bad("the primary subtag must be 2 or 3 letters"));
+        }
+        let mut out = primary.to_ascii_lowercase();
+        let mut stage = 0; // 0: script may follow, 1: region may follow, 2: only variants
+        for part in parts {
+            let alpha = part.chars().all(|c| c.is_ascii_alphabetic());
+            let digits = part.chars().all(|c| c.is_ascii_digit());
+            out.push('-');
+            if stage == 0 && part.len() == 4 && alpha {
+                let mut s = part.to_ascii_lowercase();
+                s[..1].make_ascii_uppercase();
+                out.push_str(&s);
+                stage = 1;
+            } else if stage <= 1 && ((part.len() == 2 && alpha) || (part.len() == 3 && digits)) {
+                out.push_str(&part.to_ascii_uppercase());
+                stage = 2;
+            } else if (5..=8).contains(&part.len())
+                && part.chars().all(|c| c.is_ascii_alphanumeric())
+                || (part.len() == 4 && part.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                out.push_str(&part.to_ascii_lowercase());
+                stage = 2;
+            } else {
+                return Err(bad(&format!(
+                    "subtag {part:?} is not a script, region or variant"
+                )));
+            }
+        }
+        Ok(Self(out))
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The primary language subtag (`de` for `de-CH`): the unit of matching and indexing.
+    pub fn primary(&self) -> &str {
+        self.0.split('-').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A skill name: 1 to 64 characters of `[a-z0-9_.-]`, lower case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Skill(String);
+
+impl Skill {
+    /// Validates a skill name (lower-cased first).
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+        let v = value.to_ascii_lowercase();
+        if v.is_empty() {
+            return Err(FieldError::new(field, "skill is required"));
+        }
+        if v.len() > limits::MAX_SKILL_LEN {
+            return Err(FieldError::new(
+                field,
+                format!("skill is longer than {} bytes", limits::MAX_SKILL_LEN),
+            ));
+        }
+        if let Some(c) = v
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(FieldError::new(
+                field,
+                format!("skill has character {c:?}; allowed are a-z 0-9 _ - ."),
+            ));
+        }
+        Ok(Self(v))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Skill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A level from 1 to 5: skill level or language proficiency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Level(u8);
+
+impl Level {
+    /// The lowest level.
+    pub const MIN: Level = Level(1);
+    /// The highest level.
+    pub const MAX: Level = Level(5);
+
+    /// Validates a level: 1 to 5.
+    pub fn parse(field: &str, value: u32) -> Result<Self, FieldError> {
+        match u8::try_from(value) {
+            Ok(v @ 1..=5) => Ok(Self(v)),
+            _ => Err(FieldError::new(
+                field,
+                format!("level {value} is outside 1 to 5"),
+            )),
+        }
+    }
+
+    /// The level as a number, 1 to 5.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// The level lowered by `steps`, never below 1.
+    pub fn lowered(self, steps: u8) -> Level {
+        Level(self.0.saturating_sub(steps).max(1))
+    }
+}
+
+/// Customer tier: VIP cases go first and only to VIP-certified agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Everyone else.
+    Standard,
+    /// VIP customers.
+    Vip,
+}
+
+impl Tier {
+    /// Lower-case name, as used in explanations and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "standard",
+            Tier::Vip => "vip",
+        }
+    }
+}
+
+/// The medium of a case; agents have a capacity per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// A phone or voice-over-IP call.
+    Voice,
+    /// A chat conversation.
+    Chat,
+    /// An e-mail thread.
+    Email,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 3] = [Channel::Voice, Channel::Chat, Channel::Email];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Voice => "voice",
+            Channel::Chat => "chat",
+            Channel::Email => "email",
+        }
+    }
+}
+
+/// A skill at a level.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SkillLevel {
+    /// The skill.
+    pub skill: Skill,
+    /// The level held (profile) or required (case).
+    pub level: Level,
+}
+
+/// A language with the agent's proficiency.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LanguageProficiency {
+    /// The language.
+    pub language: Language,
+    /// 1 (basic) to 5 (native).
+    pub proficiency: Level,
+}
+
+/// What the roster knows about an agent; changed only by `UpsertAgent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentProfile {
+    /// The agent.
+    pub id: AgentId,
+    /// Shown to planners.
+    pub display_name: String,
+    /// Languages spoken, sorted by tag, one entry per tag.
+    pub languages: Vec<LanguageProficiency>,
+    /// Skills with levels.
+    pub skills: BTreeMap<Skill, Level>,
+    /// May take VIP cases.
+    pub vip_certified: bool,
+    /// How many cases of each channel the agent can hold at once; a missing channel is 0.
+    pub capacity: BTreeMap<Channel, u32>,
+    /// 0.0 to 5.0, from the customers' ratings.
+    pub rating: f64,
+}
+
+/// The raw parts of a profile, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct AgentProfileInput<'a> {
+    /// The agent id.
+    pub id: &'a str,
+    /// Display name.
+    pub display_name: &'a str,
+    /// (tag, proficiency) pairs.
+    pub languages: Vec<(&'a str, u32)>,
+    /// (skill, level) pairs.
+    pub skills: Vec<(&'a str, u32)>,
+    /// VIP certification.
+    pub vip_certified: bool,
+    /// (channel, capacity) pairs; `None` channel means the caller sent an unknown channel.
+    pub capacity: Vec<(Option<Channel>, u32)>,
+    /// Rating.
+    pub rating: f64,
+}
+
+impl AgentProfile {
+    /// Validates a profile; field names follow the `AgentProfile` message.
+    pub fn parse(input: AgentProfileInput<'_>) -> Result<Self, FieldError> {
+        let id = AgentId::parse("agent_id", input.id)?;
+        let display_name =
+            bounded_text("display_name", input.display_name, limits::MAX_NAME_LEN)?.to_owned();
+        if input.languages.is_empty() {
+            return Err(FieldError::new(
+                "languages",
+                "at least one language is required",
+            ));
+        }
+        if input.languages.len() > limits::MAX_LANGUAGES {
+            return Err(FieldError::new(
+                "languages",
+                format!("more than {} languages", limits::MAX_LANGUAGES),
+            ));
+        }
+        let mut languages: Vec<LanguageProficiency> = Vec::with_capacity(input.languages.len());
+        for (i, (tag, prof)) in input.languages.iter().enumerate() {
+            let language = Language::parse(&format!("languages[{i}].language"), tag)?;
+            let proficiency = Level::parse(&format!("languages[{i}].proficiency"), *prof)?;
+            if languages.iter().any(|l| l.language == language) {
+                return Err(FieldError::new(
+                    format!("languages[{i}].language"),
+                    format!("{language} is listed twice"),
+                ));
+            }
+            languages.push(LanguageProficiency {
+                language,
+                proficiency,
+            });
+        }
+        languages.sort();
+        if input.skills.len() > limits::MAX_SKILLS {
+            return Err(FieldError::new(
+                "skills",
+                format!("more than {} skills", limits::MAX_SKILLS),
+            ));
+        }
+        let mut skills = BTreeMap::new();
+        for (i, (name, level)) in input.skills.iter().enumerate() {
+            let skill = Skill::parse(&format!("skills[{i}].skill"), name)?;
+            let level = Level::parse(&format!("skills[{i}].level"), *level)?;
+            if skills.insert(skill.clone(), level).is_some() {
+                return Err(FieldError::new(
+                    format!("skills[{i}].skill"),
+                    format!("{skill} is listed twice"),
+                ));
+            }
+        }
+        let mut capacity = BTreeMap::new();
+        for (i, (channel, cap)) in input.capacity.iter().enumerate() {
+            let channel = channel.ok_or_else(|| {
+                FieldError::new(format!("capacity[{i}].channel"), "channel is required")
+            })?;
+            if *cap > limits::MAX_CAPACITY {
+                return Err(FieldError::new(
+                    format!("capacity[{i}].capacity"),
+                    format!("capacity {cap} is above {}", limits::MAX_CAPACITY),
+                ));
+            }
+            if capacity.insert(channel, *cap).is_some() {
+                return Err(FieldError::new(
+                    format!("capacity[{i}].channel"),
+                    format!("{} is listed twice", channel.as_str()),
+                ));
+            }
+        }
+        if capacity.values().all(|c| *c == 0) {
+            return Err(FieldError::new(
+                "capacity",
+                "at least one channel needs a capacity above 0",
+            ));
+        }
+        if !(0.0..=5.0).contains(&input.rating) {
+            return Err(FieldError::new(
+                "rating",
+                format!("rating {} is outside 0.0 to 5.0", input.rating),
+            ));
+        }
+        Ok(Self {
+            id,
+            display_name,
+            languages,
+            skills,
+            vip_certified: input.vip_certified,
+            capacity,
+            rating: input.rating,
+        })
+    }
+
+    /// The agent's proficiency in the primary language of `language`, if spoken.
+    pub fn proficiency(&self, language: &Language) -> Option<Level> {
+        let primary = language.primary();
+        self.languages
+            .iter()
+            .filter(|l| l.language.primary() == primary)
+            .map(|l| l.proficiency)
+            .max()
+    }
+
+    /// Capacity for `channel` (0 when not listed).
+    pub fn capacity_for(&self, channel: Channel) -> u32 {
+        self.capacity.get(&channel).copied().unwrap_or(0)
+    }
+}
+
+/// What a routing service submitted: the case's immutable part, compared as a whole to decide
+/// whether a repeated submission is a retry (equal) or a conflict (different).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseSpec {
+    /// Caller-supplied id.
+    pub id: CaseId,
+    /// The customer's language.
+    pub language: Language,
+    /// Minimum proficiency in `language`.
+    pub min_proficiency: Level,
+    /// Each at or above its level, always.
+    pub required_skills: Vec<SkillLevel>,
+    /// Required until relaxation drops them.
+    pub preferred_skills: Vec<SkillLevel>,
+    /// Customer tier.
+    pub tier: Tier,
+    /// 0 to 10; higher goes first within the ordering.
+    pub priority: u8,
+    /// Medium.
+    pub channel: Channel,
+    /// The bot's summary.
+    pub summary: String,
+    /// The bot's sentiment, -1.0 to 1.0.
+    pub sentiment: f64,
+    /// The customer, if known.
+    pub customer: Option<CustomerId>,
+    /// The agent who last helped this customer, if known.
+    pub previous_agent: Option<AgentId>,
+    /// Expire after this long without assignment; `None` waits for ever.
+    pub ttl_ms: Option<u64>,
+}
+
+/// The raw parts of a case spec, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CaseSpecInput<'a> {
+    /// Case id.
+    pub id: &'a str,
+    /// Language tag.
+    pub language: &'a str,
+    /// 0 for the default.
+    pub min_proficiency: u32,
+    /// (skill, level).
+    pub required_skills: Vec<(&'a str, u32)>,
+    /// (skill, level).
+    pub preferred_skills: Vec<(&'a str, u32)>,
+    /// `None` when the caller sent an unknown tier.
+    pub tier: Option<Tier>,
+    /// 0 to 10.
+    pub priority: u32,
+    /// `None` when the caller sent no or an unknown channel.
+    pub channel: Option<Channel>,
+    /// Bot summary.
+    pub summary: &'a str,
+    /// Sentiment.
+    pub sentiment: f64,
+    /// Empty for none.
+    pub customer_id: &'a str,
+    /// Empty for none.
+    pub previous_agent_id: &'a str,
+    /// 0 for none.
+    pub ttl_ms: u64,
+}
+
+impl CaseSpec {
+    /// Validates a submission; field names follow the `CaseSpec` message.
+    pub fn parse(
+        input: CaseSpecInput<'_>,
+        default_min_proficiency: Level,
+    ) -> Result<Self, FieldError> {
+        let id = CaseId::parse("case_id", input.id)?;
+        let language = Language::parse("language", input.language)?;
+        let min_proficiency = match input.min_proficiency {
+            0 => default_min_proficiency,
+            p => Level::parse("min_language_proficiency", p)?,
+        };
+        let required_skills = parse_skill_list("required_skills", &input.required_skills)?;
+        let preferred_skills = parse_skill_list("preferred_skills", &input.preferred_skills)?;
+        if let Some(s) = preferred_skills
+            .iter()
+            .find(|p| required_skills.iter().any(|r| r.skill == p.skill))
+        {
+            return Err(FieldError::new(
+                "preferred_skills",
+                format!("{} is already a required skill", s.skill),
+            ));
+        }
+        let tier = input
+            .tier
+            .ok_or_else(|| FieldError::new("tier", "tier is required (STANDARD or VIP)"))?;
+        let priority = match u8::try_from(input.priority) {
+            Ok(p) if p <= limits::MAX_PRIORITY => p,
+            _ => {
+                return Err(FieldError::new(
+                    "priority",
+                    format!(
+                        "priority {} is outside 0 to {}",
+                        input.priority,
+                        limits::MAX_PRIORITY
+                    ),
+                ));
+            }
+        };
+        let channel = input.channel.ok_or_else(|| {
+            FieldError::new("channel", "channel is required (VOICE, CHAT or EMAIL)")
+        })?;
+        let summary = bounded_text("summary", input.summary, limits::MAX_SUMMARY_LEN)?.to_owned();
+        if !(-1.0..=1.0).contains(&input.sentiment) {
+            return Err(FieldError::new(
+                "sentiment",
+                format!("sentiment {} is outside -1.0 to 1.0", input.sentiment),
+            ));
+        }
+        let customer = optional(input.customer_id, |v| CustomerId::parse("customer_id", v))?;
+        let previous_agent = optional(input.previous_agent_id, |v| {
+            AgentId::parse("previous_agent_id", v)
+        })?;
+        if input.ttl_ms > limits::MAX_TTL_MS {
+            return Err(FieldError::new(
+                "ttl_ms",
+                format!("ttl_ms is above {} (7 days)", limits::MAX_TTL_MS),
+            ));
+        }
+        let ttl_ms = (input.ttl_ms > 0).then_some(input.ttl_ms);
+        Ok(Self {
+            id,
+            language,
+            min_proficiency,
+            required_skills,
+            preferred_skills,
+            tier,
+            priority,
+            channel,
+            summary,
+            sentiment: input.sentiment,
+            customer,
+            previous_agent,
+            ttl_ms,
+        })
+    }
+}
+
+fn optional<T>(
+    v: &str,
+    parse: impl FnOnce(&str) -> Result<T, FieldError>,
+) -> Result<Option<T>, FieldError> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+fn parse_skill_list(field: &str, items: &[(&str, u32)]) -> Result<Vec<SkillLevel>, FieldError> {
+    if items.len() > limits::MAX_SKILLS {
+        return Err(FieldError::new(
+            field,
+            format!("more than {} skills", limits::MAX_SKILLS),
+        ));
+    }
+    let mut out: Vec<SkillLevel> = Vec::with_capacity(items.len());
+    for (i, (name, level)) in items.iter().enumerate() {
+        let skill = Skill::parse(&format!("{field}[{i}].skill"), name)?;
+        let level = Level::parse(&format!("{field}[{i}].level"), *level)?;
+        if out.iter().any(|s| s.skill == skill) {
+            return Err(FieldError::new(
+                format!("{field}[{i}].skill"),
+                format!("{skill} is listed twice"),
+            ));
+        }
+        out.push(SkillLevel { skill, level });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks a free-text field's length (in bytes) and refuses control characters other than
+/// newline and tab.
+pub fn bounded_text<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, FieldError> {
+    if value.len() > max {
+        return Err(FieldError::new(field, format!("longer than {max} bytes")));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(field, "control characters are not allowed"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_tags_are_canonicalised() {
+        let ok = [
+            ("DE", "de"),
+            ("de-ch", "de-CH"),
+            ("zh-hant-tw", "zh-Hant-TW"),
+            ("es-419", "es-419"),
+            ("sl-rozaj", "sl-rozaj"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(
+                Language::parse("language", input).unwrap().as_str(),
+                want,
+                "{input}"
+            );
+        }
+        assert_eq!(Language::parse("l", "de-CH").unwrap().primary(), "de");
+        for bad in ["", "d", "german", "de_CH", "de-", "12", "de-CH-DE"] {
+            let err = Language::parse("language", bad).unwrap_err();
+            assert_eq!(err.field, "language", "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_bounded_and_plain() {
+        assert!(AgentId::parse("agent_id", "agent-7@eu.west").is_ok());
+        assert_eq!(
+            AgentId::parse("agent_id", "").unwrap_err().reason,
+            "agent id is required"
+        );
+        assert!(AgentId::parse("agent_id", &"a".repeat(129)).is_err());
+        assert!(CaseId::parse("case_id", "a b").is_err());
+    }
+
+    #[test]
+    fn levels_are_one_to_five() {
+        assert!(Level::parse("level", 0).is_err());
+        assert!(Level::parse("level", 6).is_err());
+        assert_eq!(Level::parse("level", 5).unwrap(), Level::MAX);
+        assert_eq!(Level::MAX.lowered(9), Level::MIN);
+    }
+
+    #[test]
+    fn profile_validation_names_the_field() {
+        let base = || AgentProfileInput {
+            id: "a1",
+            display_name: "Ana",
+            languages: vec![("de", 5)],
+            skills: vec![("disputes", 3)],
+            capacity: vec![(Some(Channel::Chat), 3)],
+            rating: 4.5,
+            ..Default::default()
+        };
+        assert!(AgentProfile::parse(base()).is_ok());
+        let e = AgentProfile::parse(AgentProfileInput {
+            skills: vec![("disputes", 7)],
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "skills[0].level");
+        let e = AgentProfile::parse(AgentProfileInput {
+            languages: vec![("de", 5), ("DE", 3)],
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "languages[1].language");
+        let e = AgentProfile::parse(AgentProfileInput {
+            capacity: vec![(Some(Channel::Chat), 0)],
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "capacity");
+        let e = AgentProfile::parse(AgentProfileInput {
+            rating: 9.0,
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "rating");
+        let many: Vec<(&str, u32)> = (0..=limits::MAX_SKILLS).map(|_| ("x", 1)).collect();
+        let e = AgentProfile::parse(AgentProfileInput {
+            skills: many,
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "skills");
+    }
+}

@@ -1,0 +1,456 @@
+//! The two records the dispatcher persists: [`Agent`] (profile + live state) and [`Case`]
+//! (spec + lifecycle + offer history). Both carry a `version`, the fencing token a store checks
+//! before writing (compare-and-set); stores set it, the rules never do.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, Channel, Millis, OfferId, SessionId};
+use crate::policy::{Policy, Relaxed};
+
+/// What the agent chose, or was forced to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Signed out, or the presence grace ran out.
+    Offline,
+    /// Wants work.
+    Available,
+    /// Signed in, no new work (by choice, or after missed offers).
+    Away,
+}
+
+/// The planner's exclusive bucket for an agent at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Not signed in.
+    Offline,
+    /// Could take an offer now (for some channel).
+    Available,
+    /// Available by status but cannot take an offer now.
+    Busy,
+    /// Away.
+    Away,
+}
+
+/// One signed-in device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Minted per connection; a stale connection's events are ignored by comparing it.
+    pub id: SessionId,
+    /// The stream is open.
+    pub connected: bool,
+    /// When the stream dropped (while `connected` is false).
+    pub disconnected_at: Option<Millis>,
+}
+
+/// The offer an agent is holding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOffer {
+    /// The offer.
+    pub offer_id: OfferId,
+    /// Its case.
+    pub case_id: CaseId,
+    /// The case's channel (it counts against that capacity).
+    pub channel: Channel,
+    /// When it times out.
+    pub deadline: Millis,
+}
+
+/// An agent: the roster profile and the live state, one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// From the roster.
+    pub profile: AgentProfile,
+    /// Chosen status.
+    pub status: AgentStatus,
+    /// The current device session, if signed in.
+    pub session: Option<Session>,
+    /// The live offer, at most one at a time.
+    pub pending_offer: Option<PendingOffer>,
+    /// Cases the agent accepted and has not completed, with their channel.
+    pub assignments: BTreeMap<CaseId, Channel>,
+    /// Offers missed in a row (reset by any answer).
+    pub consecutive_misses: u32,
+    /// No offers before this time (wrap-up after a completed case).
+    pub wrap_up_until: Millis,
+    /// No offers before this time (after a decline or a miss).
+    pub cool_down_until: Millis,
+    /// When the agent last became free of all work (fairness: longest idle first).
+    pub idle_since: Millis,
+    /// Offers ever made to this agent.
+    pub offers_received: u64,
+    /// Offers this agent accepted.
+    pub offers_accepted: u64,
+    /// Fencing token, set by the store.
+    pub version: u64,
+}
+
+impl Agent {
+    /// A newly registered agent: offline, no history.
+    pub fn new(profile: AgentProfile, now: Millis) -> Self {
+        Self {
+            profile,
+            status: AgentStatus::Offline,
+            session: None,
+            pending_offer: None,
+            assignments: BTreeMap::new(),
+            consecutive_misses: 0,
+            wrap_up_until: 0,
+            cool_down_until: 0,
+            idle_since: now,
+            offers_received: 0,
+            offers_accepted: 0,
+            version: 0,
+        }
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.profile.id
+    }
+
+    /// The device stream is open.
+    pub fn connected(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.connected)
+    }
+
+    /// Offers plus assignments in `channel`.
+    pub fn load(&self, channel: Channel) -> u32 {
+        let assigned = self.assignments.values().filter(|c| **c == channel).count() as u32;
+        assigned
+            + u32::from(
+                self.pending_offer
+                    .as_ref()
+                    .is_some_and(|o| o.channel == channel),
+            )
+    }
+
+    /// Room for one more case of `channel`.
+    pub fn has_room(&self, channel: Channel) -> bool {
+        self.load(channel) < self.profile.capacity_for(channel)
+    }
+
+    /// Why the agent cannot take any offer now, ignoring the case: `None` when it can.
+    pub fn unready_reason(&self, now: Millis) -> Option<&'static str> {
+        if !self.connected() {
+            Some("not connected")
+        } else if self.status != AgentStatus::Available {
+            Some("not available")
+        } else if self.pending_offer.is_some() {
+            Some("holding an offer")
+        } else if now < self.wrap_up_until {
+            Some("in wrap-up")
+        } else if now < self.cool_down_until {
+            Some("cooling down")
+        } else {
+            None
+        }
+    }
+
+    /// The planner's bucket.
+    pub fn activity(&self, now: Millis) -> Activity {
+        match (&self.session, self.status) {
+            (None, _) | (_, AgentStatus::Offline) => Activity::Offline,
+            (Some(_), AgentStatus::Away) => Activity::Away,
+            (Some(_), AgentStatus::Available) => {
+                if self.unready_reason(now).is_none()
+                    && Channel::ALL.iter().any(|c| self.has_room(*c))
+                {
+                    Activity::Available
+                } else {
+                    Activity::Busy
+                }
+            }
+        }
+    }
+
+    /// When the agent may next become ready for work through time alone (end of wrap-up or
+    /// cool-down), if that is in the future.
+    pub fn next_ready_at(&self, now: Millis) -> Option<Millis> {
+        let at = self.wrap_up_until.max(self.cool_down_until);
+        (at > now).then_some(at)
+    }
+
+    /// Smoothed acceptance ratio, 0..=1: (accepted + 1) / (received + 2).
+    pub fn acceptance_ratio(&self) -> f64 {
+        (self.offers_accepted as f64 + 1.0) / (self.offers_received as f64 + 2.0)
+    }
+}
+
+/// Where a case is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum CaseState {
+    /// Waiting for an agent.
+    Queued,
+    /// One live offer out.
+    Offered {
+        /// The live offer.
+        offer_id: OfferId,
+        /// To whom.
+        agent_id: AgentId,
+        /// Until when.
+        deadline: Millis,
+    },
+    /// An agent accepted.
+    Assigned {
+        /// The accepted offer.
+        offer_id: OfferId,
+        /// The agent working on it.
+        agent_id: AgentId,
+    },
+    /// The agent finished it.
+    Completed,
+    /// The router cancelled it.
+    Cancelled,
+    /// Its time-to-live ran out while it waited.
+    Expired,
+}
+
+impl CaseState {
+    /// Completed, cancelled or expired: nothing more happens.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            CaseState::Completed | CaseState::Cancelled | CaseState::Expired
+        )
+    }
+
+    /// Lower-case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CaseState::Queued => "queued",
+            CaseState::Offered { .. } => "offered",
+            CaseState::Assigned { .. } => "assigned",
+            CaseState::Completed => "completed",
+            CaseState::Cancelled => "cancelled",
+            CaseState::Expired => "expired",
+        }
+    }
+}
+
+/// How an offer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferOutcome {
+    /// Still live.
+    Pending,
+    /// Accepted.
+    Accepted,
+    /// Declined by the agent.
+    Declined,
+    /// Not answered in time.
+    TimedOut,
+    /// Taken back (disconnect, away, cancel).
+    Revoked,
+}
+
+/// The soft scoring terms (see [`crate::scoring::score`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Term {
+    /// Language proficiency above the minimum.
+    Language,
+    /// Skill levels above the requirement; preferred skills held.
+    SkillDepth,
+    /// Customer rating.
+    Rating,
+    /// Time since the agent became free.
+    Idle,
+    /// Share of offers accepted.
+    Acceptance,
+    /// Previous agent of this customer.
+    Affinity,
+}
+
+impl Term {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Term::Language => "language",
+            Term::SkillDepth => "skill_depth",
+            Term::Rating => "rating",
+            Term::Idle => "idle",
+            Term::Acceptance => "acceptance",
+            Term::Affinity => "affinity",
+        }
+    }
+}
+
+/// One scoring term of one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TermScore {
+    /// Term.
+    pub name: Term,
+    /// 0..=1 before weighting.
+    pub value: f64,
+    /// The configured weight.
+    pub weight: f64,
+}
+
+impl TermScore {
+    /// `value × weight`.
+    pub fn contribution(&self) -> f64 {
+        self.value * self.weight
+    }
+}
+
+/// A candidate with its score and terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateScore {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Sum of contributions.
+    pub total: f64,
+    /// The terms, in a fixed order.
+    pub terms: Vec<TermScore>,
+}
+
+/// Why an offer went to its agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Best first; the first is the winner.
+    pub candidates: Vec<CandidateScore>,
+    /// Agents that passed the hard filters.
+    pub eligible: u32,
+    /// Relaxation in force.
+    pub relaxations: Vec<String>,
+}
+
+/// One offer in a case's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferRecord {
+    /// Offer id.
+    pub id: OfferId,
+    /// To whom.
+    pub agent_id: AgentId,
+    /// When made.
+    pub offered_at: Millis,
+    /// When it times out.
+    pub deadline: Millis,
+    /// How it ended.
+    pub outcome: OfferOutcome,
+    /// When it ended (0 while pending).
+    pub decided_at: Millis,
+    /// Decline reason or revoke cause.
+    pub reason: String,
+    /// Why this agent.
+    pub explanation: Explanation,
+}
+
+/// How many offers a case's history keeps (the oldest are dropped).
+pub const MAX_OFFER_HISTORY: usize = 64;
+
+/// A case: the spec and its life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    /// As submitted.
+    pub spec: CaseSpec,
+    /// When submitted; the age used for ordering never resets.
+    pub created_at: Millis,
+    /// Where it is.
+    pub state: CaseState,
+    /// Offers, oldest first (at most [`MAX_OFFER_HISTORY`]).
+    pub offers: Vec<OfferRecord>,
+    /// Agents not to offer it again before the given time (declined or missed).
+    pub excluded: BTreeMap<AgentId, Millis>,
+    /// Completion outcome, or cancel / expiry reason.
+    pub outcome: String,
+    /// When it reached a terminal state (0 before).
+    pub closed_at: Millis,
+    /// Fencing token, set by the store.
+    pub version: u64,
+}
+
+impl Case {
+    /// A newly submitted case.
+    pub fn new(spec: CaseSpec, now: Millis) -> Self {
+        Self {
+            spec,
+            created_at: now,
+            state: CaseState::Queued,
+            offers: Vec::new(),
+            excluded: BTreeMap::new(),
+            outcome: String::new(),
+            closed_at: 0,
+            version: 0,
+        }
+    }
+
+    /// The case's id.
+    pub fn id(&self) -> &CaseId {
+        &self.spec.id
+    }
+
+    /// How long it has waited (from submission to now, or to its end).
+    pub fn waited_ms(&self, now: Millis) -> u64 {
+        let end = if self.closed_at > 0 {
+            self.closed_at
+        } else {
+            now
+        };
+        u64::try_from(end - self.created_at).unwrap_or(0)
+    }
+
+    /// Relaxation in force at `now`.
+    pub fn relaxed(&self, policy: &Policy, now: Millis) -> Relaxed {
+        policy.relaxed(self.waited_ms(now))
+    }
+
+    /// The queue order key: lower goes first. Age plus head starts: a VIP case is worth
+    /// `vip_head_start_ms` of waiting, a priority point `priority_head_start_ms`. As every case
+    /// ages at the same rate the order of two cases never changes while they wait, and an older
+    /// standard case overtakes a newer VIP one once it has waited the head start longer: no tier
+    /// starves.
+    pub fn queue_rank(&self, policy: &Policy) -> i64 {
+        let vip = if self.spec.tier == crate::model::Tier::Vip {
+            policy.vip_head_start_ms
+        } else {
+            0
+        };
+        let prio = u64::from(self.spec.priority) * policy.priority_head_start_ms;
+        self.created_at
+            .saturating_sub(i64::try_from(vip.saturating_add(prio)).unwrap_or(i64::MAX))
+    }
+
+    /// The live or accepted offer's agent.
+    pub fn current_agent(&self) -> Option<&AgentId> {
+        match &self.state {
+            CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } => {
+                Some(agent_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The offer with this id, if in the history.
+    pub fn offer(&self, id: &OfferId) -> Option<&OfferRecord> {
+        self.offers.iter().rev().find(|o| &o.id == id)
+    }
+
+    pub(crate) fn offer_mut(&mut self, id: &OfferId) -> Option<&mut OfferRecord> {
+        self.offers.iter_mut().rev().find(|o| &o.id == id)
+    }
+
+    /// `agent` declined or missed this case and may not get it again yet.
+    pub fn excludes(&self, agent: &AgentId, now: Millis) -> bool {
+        self.excluded.get(agent).is_some_and(|until| now < *until)
+    }
+
+    /// When a waiting case needs looking at again through time alone: its next relaxation
+    /// step, the end of an exclusion, or its time-to-live.
+    pub fn next_review_at(&self, policy: &Policy, now: Millis) -> Option<Millis> {
+        if self.state != CaseState::Queued {
+            return None;
+        }
+        let relax = policy
+            .next_relaxation_after(self.waited_ms(now))
+            .map(|a| self.created_at + a as i64);
+        let unexclude = self.excluded.values().copied().filter(|u| *u > now).min();
+        let ttl = self.spec.ttl_ms.map(|t| self.created_at + t as i64);
+        [relax, unexclude, ttl].into_iter().flatten().min()
+    }
+}

@@ -1,0 +1,177 @@
+//! Planner counts: agents filtered by language, skill and VIP certification, grouped by any of
+//! language, skill, tier eligibility and activity.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Language, Level, Millis, SkillLevel};
+use crate::state::{Activity, Agent};
+
+/// Which agents to count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AvailabilityFilter {
+    /// Agents speaking at least one of these (primary subtag) at `min_proficiency`; empty: any.
+    pub languages: Vec<Language>,
+    /// Proficiency for `languages`.
+    pub min_proficiency: Option<Level>,
+    /// Agents with each of these at or above its level.
+    pub skills: Vec<SkillLevel>,
+    /// Only VIP-certified agents.
+    pub vip_certified_only: bool,
+}
+
+impl AvailabilityFilter {
+    /// Whether `agent` is counted.
+    pub fn admits(&self, agent: &Agent) -> bool {
+        let p = &agent.profile;
+        let min = self.min_proficiency.unwrap_or(Level::MIN);
+        (self.languages.is_empty()
+            || self
+                .languages
+                .iter()
+                .any(|l| p.proficiency(l).is_some_and(|x| x >= min)))
+            && self
+                .skills
+                .iter()
+                .all(|s| p.skills.get(&s.skill).is_some_and(|l| *l >= s.level))
+            && (!self.vip_certified_only || p.vip_certified)
+    }
+}
+
+/// A grouping dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupBy {
+    /// Primary language subtag; an agent counts once per language spoken.
+    Language,
+    /// Skill; an agent counts once per skill held.
+    Skill,
+    /// `vip` (certified) or `standard`.
+    Tier,
+    /// Offline / available / busy / away.
+    Activity,
+}
+
+/// The key of one group: the dimensions grouped by are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKey {
+    /// Language (primary subtag).
+    pub language: Option<String>,
+    /// Skill.
+    pub skill: Option<String>,
+    /// `vip` or `standard`.
+    pub tier: Option<&'static str>,
+    /// Activity.
+    pub activity: Option<Activity>,
+}
+
+/// Counts of one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Every agent counted.
+    pub registered: u64,
+    /// Signed in: available + busy + away.
+    pub online: u64,
+    /// Can take an offer now.
+    pub available: u64,
+    /// Available by status but occupied.
+    pub busy: u64,
+    /// Away.
+    pub away: u64,
+    /// Not signed in.
+    pub offline: u64,
+}
+
+impl Counts {
+    fn add(&mut self, activity: Activity) {
+        self.registered += 1;
+        match activity {
+            Activity::Offline => self.offline += 1,
+            Activity::Available => self.available += 1,
+            Activity::Busy => self.busy += 1,
+            Activity::Away => self.away += 1,
+        }
+        if activity != Activity::Offline {
+            self.online += 1;
+        }
+    }
+}
+
+/// Totals and groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Availability {
+    /// Over every counted agent.
+    pub total: Counts,
+    /// Per group, in key order (empty when not grouping).
+    pub groups: BTreeMap<GroupKey, Counts>,
+}
+
+/// Counts `agents` at `now`.
+pub fn availability<'a>(
+    agents: impl IntoIterator<Item = &'a Agent>,
+    filter: &AvailabilityFilter,
+    group_by: &[GroupBy],
+    now: Millis,
+) -> Availability {
+    let mut out = Availability::default();
+    for agent in agents.into_iter().filter(|a| filter.admits(a)) {
+        let activity = agent.activity(now);
+        out.total.add(activity);
+        if group_by.is_empty() {
+            continue;
+        }
+        let mut keys = vec![GroupKey::default()];
+        for dim in group_by {
+            keys = match dim {
+                GroupBy::Language => {
+                    let mut langs: Vec<String> = agent
+                        .profile
+                        .languages
+                        .iter()
+                        .map(|l| l.language.primary().to_owned())
+                        .collect();
+                    langs.dedup();
+                    keys.iter()
+                        .flat_map(|k| {
+                            langs.iter().map(move |l| GroupKey {
+                                language: Some(l.clone()),
+                                ..k.clone()
+                            })
+                        })
+                        .collect()
+                }
+                GroupBy::Skill => keys
+                    .iter()
+                    .flat_map(|k| {
+                        agent.profile.skills.keys().map(move |s| GroupKey {
+                            skill: Some(s.as_str().to_owned()),
+                            ..k.clone()
+                        })
+                    })
+                    .collect(),
+                GroupBy::Tier => {
+                    let tier = if agent.profile.vip_certified {
+                        "vip"
+                    } else {
+                        "standard"
+                    };
+                    keys.into_iter()
+                        .map(|k| GroupKey {
+                            tier: Some(tier),
+                            ..k
+                        })
+                        .collect()
+                }
+                GroupBy::Activity => keys
+                    .into_iter()
+                    .map(|k| GroupKey {
+                        activity: Some(activity),
+                        ..k
+                    })
+                    .collect(),
+            };
+        }
+        for key in keys {
+            out.groups.entry(key).or_default().add(activity);
+        }
+    }
+    out
+}

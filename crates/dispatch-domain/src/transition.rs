@@ -1,0 +1,923 @@
+//! The state machines. Every function takes the current records, the time and the policy, and
+//! returns a [`Change`]: the new records (to be written with compare-and-set on their versions),
+//! the events that happened, and the timers to arm. Nothing is written here; a rejected request
+//! returns a [`Rejection`] and changes nothing.
+//!
+//! Case:  queued → offered → assigned → completed; offered → queued on decline, time-out or
+//! revoke; queued/offered/assigned → cancelled; queued → expired.
+//! Agent: offline → away (sign-in) ⇄ available; disconnect keeps the status for the grace period,
+//! then offline; missing `max_consecutive_misses` offers in a row forces away.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    AgentId, AgentProfile, CaseId, CaseSpec, FieldError, Millis, OfferId, SessionId,
+};
+use crate::policy::Policy;
+use crate::scoring;
+use crate::state::{
+    Agent, AgentStatus, Case, CaseState, Explanation, MAX_OFFER_HISTORY, OfferOutcome, OfferRecord,
+    PendingOffer, Session,
+};
+
+/// Why a request was refused. Each maps to one gRPC status in the transport crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A field is invalid.
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not act on it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// It is in the wrong state for this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// It exists with other content.
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+/// Why a live offer was taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// The agent's stream dropped.
+    Disconnected,
+    /// The agent went away or offline.
+    AgentUnavailable,
+    /// The router cancelled the case.
+    Cancelled,
+    /// The dispatcher is shutting down and handed the offer back.
+    Shutdown,
+}
+
+impl RevokeReason {
+    /// Lower-case name, sent to agents and watchers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Disconnected => "disconnected",
+            RevokeReason::AgentUnavailable => "agent_unavailable",
+            RevokeReason::Cancelled => "cancelled",
+            RevokeReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Something that happened, for watchers, agents and counters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A case was submitted.
+    Queued {
+        /// Case.
+        case_id: CaseId,
+    },
+    /// An offer was made.
+    Offered {
+        /// Case.
+        case_id: CaseId,
+        /// Offer.
+        offer_id: OfferId,
+        /// Agent.
+        agent_id: AgentId,
+        /// Deadline.
+        deadline: Millis,
+    },
+    /// The agent declined.
+    Declined {
+        /// Case.
+        case_id: CaseId,
+        /// Offer.
+        offer_id: OfferId,
+        /// Agent.
+        agent_id: AgentId,
+        /// As given.
+        reason: String,
+    },
+    /// The offer was not answered in time.
+    TimedOut {
+        /// Case.
+        case_id: CaseId,
+        /// Offer.
+        offer_id: OfferId,
+        /// Agent.
+        agent_id: AgentId,
+    },
+    /// The offer was taken back.
+    Revoked {
+        /// Case.
+        case_id: CaseId,
+        /// Offer.
+        offer_id: OfferId,
+        /// Agent.
+        agent_id: AgentId,
+        /// Why.
+        reason: RevokeReason,
+    },
+    /// The agent accepted.
+    Assigned {
+        /// Case.
+        case_id: CaseId,
+        /// Offer.
+        offer_id: OfferId,
+        /// Agent.
+        agent_id: AgentId,
+        /// From offer to accept.
+        time_to_accept_ms: u64,
+    },
+    /// The agent completed the case.
+    Completed {
+        /// Case.
+        case_id: CaseId,
+        /// Agent.
+        agent_id: AgentId,
+        /// As given.
+        outcome: String,
+    },
+    /// The router cancelled the case.
+    Cancelled {
+        /// Case.
+        case_id: CaseId,
+        /// The agent who held the offer or the assignment, to be told.
+        agent_id: Option<AgentId>,
+        /// The live or accepted offer.
+        offer_id: Option<OfferId>,
+        /// As given.
+        reason: String,
+    },
+    /// The case's time-to-live ran out while waiting.
+    Expired {
+        /// Case.
+        case_id: CaseId,
+    },
+    /// The agent's status changed for a reason other than its own request (or on sign-in).
+    AgentStatus {
+        /// Agent.
+        agent_id: AgentId,
+        /// New status.
+        status: AgentStatus,
+        /// `signed_in`, `session_resumed`, `requested`, `missed_offers`, `presence_lost`.
+        reason: &'static str,
+    },
+}
+
+/// What a timer is for. One timer per key; arming again moves it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum TimerKey {
+    /// The case's live offer times out.
+    OfferDeadline(CaseId),
+    /// A waiting case reaches a relaxation step, an exclusion end or its time-to-live.
+    CaseReview(CaseId),
+    /// An agent's wrap-up or cool-down ends.
+    AgentReady(AgentId),
+    /// A disconnected agent's grace period ends.
+    PresenceGrace(AgentId),
+}
+
+/// The outcome of a transition: what to write, what happened, what to arm.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    /// The case's new value, when it changed.
+    pub case: Option<Case>,
+    /// The agent's new value, when it changed.
+    pub agent: Option<Agent>,
+    /// What happened.
+    pub events: Vec<Event>,
+    /// Timers to arm (key, due time).
+    pub timers: Vec<(TimerKey, Millis)>,
+}
+
+impl Change {
+    /// Nothing to write: a repeated request that was already carried out, or a stale timer.
+    pub fn is_noop(&self) -> bool {
+        self.case.is_none() && self.agent.is_none()
+    }
+
+    fn case_review(&mut self, case: &Case, policy: &Policy, now: Millis) {
+        if let Some(at) = case.next_review_at(policy, now) {
+            self.timers
+                .push((TimerKey::CaseReview(case.id().clone()), at));
+        }
+    }
+
+    fn agent_ready(&mut self, agent: &Agent, now: Millis) {
+        if let Some(at) = agent.next_ready_at(now) {
+            self.timers
+                .push((TimerKey::AgentReady(agent.id().clone()), at));
+        }
+    }
+}
+
+/// A new case from a router. A repeated submission is settled by [`resubmit`].
+pub fn submit(spec: CaseSpec, now: Millis, policy: &Policy) -> Change {
+    let case = Case::new(spec, now);
+    let mut change = Change {
+        events: vec![Event::Queued {
+            case_id: case.id().clone(),
+        }],
+        ..Change::default()
+    };
+    change.case_review(&case, policy, now);
+    change.case = Some(case);
+    change
+}
+
+/// A submission whose id exists: the same payload is a retry, another payload a conflict.
+pub fn resubmit(existing: &Case, spec: &CaseSpec) -> Result<(), Rejection> {
+    if &existing.spec == spec {
+        Ok(())
+    } else {
+        Err(Rejection::AlreadyExists(format!(
+            "case {} exists with a different payload",
+            spec.id
+        )))
+    }
+}
+
+/// Offers `case` to `agent`, re-checking every hard filter on the records as they are now.
+pub fn offer(
+    case: &Case,
+    agent: &Agent,
+    offer_id: OfferId,
+    explanation: Explanation,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    if case.state != CaseState::Queued {
+        return Err(Rejection::FailedPrecondition(format!(
+            "case {} is {}, not queued",
+            case.id(),
+            case.state.name()
+        )));
+    }
+    if let Err(why) = scoring::eligibility(case, agent, now, policy) {
+        return Err(Rejection::FailedPrecondition(format!(
+            "agent {} is not eligible: {}",
+            agent.id(),
+            why.describe()
+        )));
+    }
+    let deadline = now + policy.offer_timeout(case.spec.channel, case.spec.tier) as i64;
+    let mut case = case.clone();
+    let mut agent = agent.clone();
+    case.state = CaseState::Offered {
+        offer_id: offer_id.clone(),
+        agent_id: agent.id().clone(),
+        deadline,
+    };
+    case.offers.push(OfferRecord {
+        id: offer_id.clone(),
+        agent_id: agent.id().clone(),
+        offered_at: now,
+        deadline,
+        outcome: OfferOutcome::Pending,
+        decided_at: 0,
+        reason: String::new(),
+        explanation,
+    });
+    if case.offers.len() > MAX_OFFER_HISTORY {
+        case.offers.remove(0);
+    }
+    agent.pending_offer = Some(PendingOffer {
+        offer_id: offer_id.clone(),
+        case_id: case.id().clone(),
+        channel: case.spec.channel,
+        deadline,
+    });
+    agent.offers_received += 1;
+    let events = vec![Event::Offered {
+        case_id: case.id().clone(),
+        offer_id,
+        agent_id: agent.id().clone(),
+        deadline,
+    }];
+    let timers = vec![(TimerKey::OfferDeadline(case.id().clone()), deadline)];
+    Ok(Change {
+        case: Some(case),
+        agent: Some(agent),
+        events,
+        timers,
+    })
+}
+
+/// Checks that `offer_id` is `agent`'s live offer on `case` before `now`'s deadline; `Ok(None)`
+/// when the same agent already answered it with `done` (an idempotent retry).
+fn live_offer<'a>(
+    case: &'a Case,
+    agent: &Agent,
+    offer_id: &OfferId,
+    done: OfferOutcome,
+    now: Millis,
+) -> Result<Option<&'a OfferRecord>, Rejection> {
+    let record = case
+        .offer(offer_id)
+        .ok_or_else(|| Rejection::NotFound(format!("offer {offer_id} not found")))?;
+    if &record.agent_id != agent.id() {
+        return Err(Rejection::PermissionDenied(format!(
+            "offer {offer_id} was made to another agent"
+        )));
+    }
+    if record.outcome == done {
+        return Ok(None);
+    }
+    let live = matches!(&case.state, CaseState::Offered { offer_id: o, .. } if o == offer_id);
+    if !live || record.outcome != OfferOutcome::Pending {
+        let how = match record.outcome {
+            OfferOutcome::Pending => "no longer live",
+            OfferOutcome::Accepted => "already accepted",
+            OfferOutcome::Declined => "already declined",
+            OfferOutcome::TimedOut => "timed out",
+            OfferOutcome::Revoked => "revoked",
+        };
+        return Err(Rejection::FailedPrecondition(format!(
+            "offer {offer_id} is {how}"
+        )));
+    }
+    if now >= record.deadline {
+        return Err(Rejection::FailedPrecondition(format!(
+            "offer {offer_id} timed out"
+        )));
+    }
+    Ok(Some(record))
+}
+
+fn close_offer(
+    case: &mut Case,
+    offer_id: &OfferId,
+    outcome: OfferOutcome,
+    reason: &str,
+    now: Millis,
+) {
+    if let Some(rec) = case.offer_mut(offer_id) {
+        rec.outcome = outcome;
+        rec.decided_at = now;
+        reason.clone_into(&mut rec.reason);
+    }
+}
+
+/// Clears the agent's pending offer; the agent is free of all work from `now` if it holds none.
+fn release_offer(agent: &mut Agent, now: Millis) {
+    agent.pending_offer = None;
+    if agent.assignments.is_empty() {
+        agent.idle_since = now;
+    }
+}
+
+/// The agent accepts its live offer: the case is assigned to it.
+pub fn accept(
+    case: &Case,
+    agent: &Agent,
+    offer_id: &OfferId,
+    now: Millis,
+) -> Result<Change, Rejection> {
+    let Some(record) = live_offer(case, agent, offer_id, OfferOutcome::Accepted, now)? else {
+        return Ok(Change::default());
+    };
+    let time_to_accept_ms = u64::try_from(now - record.offered_at).unwrap_or(0);
+    let mut case = case.clone();
+    let mut agent = agent.clone();
+    close_offer(&mut case, offer_id, OfferOutcome::Accepted, "", now);
+    case.state = CaseState::Assigned {
+        offer_id: offer_id.clone(),
+        agent_id: agent.id().clone(),
+    };
+    case.excluded.clear();
+    agent.pending_offer = None;
+    agent
+        .assignments
+        .insert(case.id().clone(), case.spec.channel);
+    agent.consecutive_misses = 0;
+    agent.offers_accepted += 1;
+    let events = vec![Event::Assigned {
+        case_id: case.id().clone(),
+        offer_id: offer_id.clone(),
+        agent_id: agent.id().clone(),
+        time_to_accept_ms,
+    }];
+    Ok(Change {
+        case: Some(case),
+        agent: Some(agent),
+        events,
+        timers: Vec::new(),
+    })
+}
+
+/// The agent declines its live offer: the case goes back to the queue (keeping its age), the
+/// agent cools down and will not get this case again for `reoffer_same_agent_after_ms`.
+pub fn decline(
+    case: &Case,
+    agent: &Agent,
+    offer_id: &OfferId,
+    reason: &str,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    if live_offer(case, agent, offer_id, OfferOutcome::Declined, now)?.is_none() {
+        return Ok(Change::default());
+    }
+    let mut case = case.clone();
+    let mut agent = agent.clone();
+    close_offer(&mut case, offer_id, OfferOutcome::Declined, reason, now);
+    case.state = CaseState::Queued;
+    case.excluded.insert(
+        agent.id().clone(),
+        now + policy.reoffer_same_agent_after_ms as i64,
+    );
+    release_offer(&mut agent, now);
+    agent.consecutive_misses = 0;
+    agent.cool_down_until = now + policy.cool_down_after_decline_ms as i64;
+    let mut change = Change {
+        events: vec![Event::Declined {
+            case_id: case.id().clone(),
+            offer_id: offer_id.clone(),
+            agent_id: agent.id().clone(),
+            reason: reason.to_owned(),
+        }],
+        ..Change::default()
+    };
+    change.case_review(&case, policy, now);
+    change.agent_ready(&agent, now);
+    change.case = Some(case);
+    change.agent = Some(agent);
+    Ok(change)
+}
+
+/// The offer deadline timer fired. A no-op unless the case still has that agent's live offer
+/// and its deadline has passed; otherwise the case goes back to the queue, the agent counts a
+/// miss, cools down, and is set away after `max_consecutive_misses`.
+pub fn time_out(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy) -> Change {
+    let CaseState::Offered {
+        offer_id,
+        agent_id,
+        deadline,
+    } = &case.state
+    else {
+        return Change::default();
+    };
+    if now < *deadline {
+        return Change {
+            timers: vec![(TimerKey::OfferDeadline(case.id().clone()), *deadline)],
+            ..Change::default()
+        };
+    }
+    let mut case = case.clone();
+    let offer_id = offer_id.clone();
+    let agent_id = agent_id.clone();
+    close_offer(
+        &mut case,
+        &offer_id,
+        OfferOutcome::TimedOut,
+        "timed_out",
+        now,
+    );
+    case.state = CaseState::Queued;
+    case.excluded.insert(
+        agent_id.clone(),
+        now + policy.reoffer_same_agent_after_ms as i64,
+    );
+    let mut change = Change {
+        events: vec![Event::TimedOut {
+            case_id: case.id().clone(),
+            offer_id: offer_id.clone(),
+            agent_id: agent_id.clone(),
+        }],
+        ..Change::default()
+    };
+    change.case_review(&case, policy, now);
+    if let Some(agent) = agent.filter(|a| {
+        a.pending_offer
+            .as_ref()
+            .is_some_and(|p| p.offer_id == offer_id)
+    }) {
+        let mut agent = agent.clone();
+        release_offer(&mut agent, now);
+        agent.consecutive_misses += 1;
+        agent.cool_down_until = now + policy.cool_down_after_miss_ms as i64;
+        if agent.consecutive_misses >= policy.max_consecutive_misses
+            && agent.status == AgentStatus::Available
+        {
+            agent.status = AgentStatus::Away;
+            change.events.push(Event::AgentStatus {
+                agent_id: agent_id.clone(),
+                status: AgentStatus::Away,
+                reason: "missed_offers",
+            });
+        }
+        change.agent_ready(&agent, now);
+        change.agent = Some(agent);
+    }
+    change.case = Some(case);
+    change
+}
+
+/// Takes back the agent's live offer on `case` (if `case` is that offer's case).
+fn revoke_into(
+    change: &mut Change,
+    case: &Case,
+    agent: &mut Agent,
+    reason: RevokeReason,
+    now: Millis,
+    policy: &Policy,
+) {
+    let Some(pending) = agent.pending_offer.clone() else {
+        return;
+    };
+    release_offer(agent, now);
+    let live =
+        matches!(&case.state, CaseState::Offered { offer_id, .. } if *offer_id == pending.offer_id);
+    if !live {
+        return;
+    }
+    let mut case = case.clone();
+    close_offer(
+        &mut case,
+        &pending.offer_id,
+        OfferOutcome::Revoked,
+        reason.as_str(),
+        now,
+    );
+    case.state = CaseState::Queued;
+    change.events.push(Event::Revoked {
+        case_id: case.id().clone(),
+        offer_id: pending.offer_id,
+        agent_id: agent.id().clone(),
+        reason,
+    });
+    change.case_review(&case, policy, now);
+    change.case = Some(case);
+}
+
+/// The agent completes an assigned case; wrap-up follows.
+pub fn complete(
+    case: &Case,
+    agent: &Agent,
+    outcome: &str,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    match &case.state {
+        CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => {}
+        CaseState::Completed
+            if case
+                .offers
+                .last()
+                .is_some_and(|o| &o.agent_id == agent.id()) =>
+        {
+            return Ok(Change::default());
+        }
+        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. }
+            if agent_id != agent.id() =>
+        {
+            return Err(Rejection::PermissionDenied(format!(
+                "case {} is not assigned to agent {}",
+                case.id(),
+                agent.id()
+            )));
+        }
+        other => {
+            return Err(Rejection::FailedPrecondition(format!(
+                "case {} is {}, not assigned",
+                case.id(),
+                other.name()
+            )));
+        }
+    }
+    let mut case = case.clone();
+    let mut agent = agent.clone();
+    case.state = CaseState::Completed;
+    outcome.clone_into(&mut case.outcome);
+    case.closed_at = now;
+    agent.assignments.remove(case.id());
+    agent.wrap_up_until = agent
+        .wrap_up_until
+        .max(now + policy.wrap_up_ms.get(case.spec.channel) as i64);
+    if agent.assignments.is_empty() && agent.pending_offer.is_none() {
+        agent.idle_since = now;
+    }
+    let mut change = Change {
+        events: vec![Event::Completed {
+            case_id: case.id().clone(),
+            agent_id: agent.id().clone(),
+            outcome: outcome.to_owned(),
+        }],
+        ..Change::default()
+    };
+    change.agent_ready(&agent, now);
+    change.case = Some(case);
+    change.agent = Some(agent);
+    Ok(change)
+}
+
+/// The router cancels a case: a live offer is revoked, an assignment released.
+/// `agent` is the case's current agent, if it has one.
+pub fn cancel(
+    case: &Case,
+    agent: Option<&Agent>,
+    reason: &str,
+    now: Millis,
+) -> Result<Change, Rejection> {
+    if case.state.is_terminal() {
+        return Err(Rejection::FailedPrecondition(format!(
+            "case {} is already {}",
+            case.id(),
+            case.state.name()
+        )));
+    }
+    let mut case = case.clone();
+    let mut change = Change::default();
+    let (agent_id, offer_id) = match case.state.clone() {
+        CaseState::Offered {
+            offer_id, agent_id, ..
+        } => {
+            close_offer(
+                &mut case,
+                &offer_id,
+                OfferOutcome::Revoked,
+                RevokeReason::Cancelled.as_str(),
+                now,
+            );
+            if let Some(a) = agent.filter(|a| {
+                a.pending_offer
+                    .as_ref()
+                    .is_some_and(|p| p.offer_id == offer_id)
+            }) {
+                let mut a = a.clone();
+                release_offer(&mut a, now);
+                change.agent = Some(a);
+            }
+            (Some(agent_id), Some(offer_id))
+        }
+        CaseState::Assigned { offer_id, agent_id } => {
+            if let Some(a) = agent.filter(|a| a.assignments.contains_key(case.id())) {
+                let mut a = a.clone();
+                a.assignments.remove(case.id());
+                if a.assignments.is_empty() && a.pending_offer.is_none() {
+                    a.idle_since = now;
+                }
+                change.agent = Some(a);
+            }
+            (Some(agent_id), Some(offer_id))
+        }
+        _ => (None, None),
+    };
+    case.state = CaseState::Cancelled;
+    reason.clone_into(&mut case.outcome);
+    case.closed_at = now;
+    change.events.push(Event::Cancelled {
+        case_id: case.id().clone(),
+        agent_id,
+        offer_id,
+        reason: reason.to_owned(),
+    });
+    change.case = Some(case);
+    Ok(change)
+}
+
+/// The case review timer fired: expire a waiting case past its time-to-live, otherwise arm the
+/// next review (the caller then tries to match it, as relaxation may have widened the pool).
+pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
+    let mut change = Change::default();
+    if case.state != CaseState::Queued {
+        return change;
+    }
+    if case
+        .spec
+        .ttl_ms
+        .is_some_and(|ttl| case.created_at + ttl as i64 <= now)
+    {
+        let mut case = case.clone();
+        case.state = CaseState::Expired;
+        case.outcome = "time-to-live reached while waiting".to_owned();
+        case.closed_at = now;
+        change.events.push(Event::Expired {
+            case_id: case.id().clone(),
+        });
+        change.case = Some(case);
+        return change;
+    }
+    change.case_review(case, policy, now);
+    change
+}
+
+/// Registers a new agent or updates a profile; the live state is kept.
+pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Millis) -> Change {
+    let agent = match existing {
+        Some(a) => Agent {
+            profile,
+            ..a.clone()
+        },
+        None => Agent::new(profile, now),
+    };
+    Change {
+        agent: Some(agent),
+        ..Change::default()
+    }
+}
+
+/// An agent may be removed only when it holds no offer and no assignment.
+pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
+    if agent.pending_offer.is_some() || !agent.assignments.is_empty() {
+        return Err(Rejection::FailedPrecondition(format!(
+            "agent {} holds an offer or {} assignment(s); finish or cancel them first",
+            agent.id(),
+            agent.assignments.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A device stream opened. Within the grace period of a dropped session, the session resumes
+/// with its status; otherwise the agent signs in as away.
+pub fn connect(agent: &Agent, session_id: SessionId, now: Millis) -> Change {
+    let mut agent = agent.clone();
+    let resumed = agent.session.is_some() && agent.status != AgentStatus::Offline;
+    let reason = if resumed {
+        "session_resumed"
+    } else {
+        "signed_in"
+    };
+    if !resumed {
+        agent.status = AgentStatus::Away;
+    }
+    agent.session = Some(Session {
+        id: session_id,
+        connected: true,
+        disconnected_at: None,
+    });
+    let events = vec![Event::AgentStatus {
+        agent_id: agent.id().clone(),
+        status: agent.status,
+        reason,
+    }];
+    let _ = now;
+    Change {
+        agent: Some(agent),
+        events,
+        ..Change::default()
+    }
+}
+
+/// A device stream dropped. Ignored unless it is the current session. The pending offer (on
+/// `pending_case`) is revoked at once; the agent stays signed in for the grace period.
+pub fn disconnect(
+    agent: &Agent,
+    pending_case: Option<&Case>,
+    session_id: &SessionId,
+    now: Millis,
+    policy: &Policy,
+) -> Change {
+    let mut change = Change::default();
+    let current = agent
+        .session
+        .as_ref()
+        .is_some_and(|s| &s.id == session_id && s.connected);
+    if !current {
+        return change;
+    }
+    let mut agent = agent.clone();
+    if let Some(s) = agent.session.as_mut() {
+        s.connected = false;
+        s.disconnected_at = Some(now);
+    }
+    revoke_for(
+        &mut change,
+        pending_case,
+        &mut agent,
+        RevokeReason::Disconnected,
+        now,
+        policy,
+    );
+    change.timers.push((
+        TimerKey::PresenceGrace(agent.id().clone()),
+        now + policy.presence_grace_ms as i64,
+    ));
+    change.agent = Some(agent);
+    change
+}
+
+fn revoke_for(
+    change: &mut Change,
+    pending_case: Option<&Case>,
+    agent: &mut Agent,
+    reason: RevokeReason,
+    now: Millis,
+    policy: &Policy,
+) {
+    match pending_case {
+        Some(case) => revoke_into(change, case, agent, reason, now, policy),
+        None => {
+            if agent.pending_offer.is_some() {
+                release_offer(agent, now);
+            }
+        }
+    }
+}
+
+/// The grace timer fired: a still-disconnected agent goes offline (assignments stay with it).
+pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
+    let Some(session) = &agent.session else {
+        return Change::default();
+    };
+    let Some(at) = session.disconnected_at.filter(|_| !session.connected) else {
+        return Change::default();
+    };
+    let due = at + policy.presence_grace_ms as i64;
+    if now < due {
+        return Change {
+            timers: vec![(TimerKey::PresenceGrace(agent.id().clone()), due)],
+            ..Change::default()
+        };
+    }
+    let mut agent = agent.clone();
+    agent.session = None;
+    agent.status = AgentStatus::Offline;
+    let events = vec![Event::AgentStatus {
+        agent_id: agent.id().clone(),
+        status: AgentStatus::Offline,
+        reason: "presence_lost",
+    }];
+    Change {
+        agent: Some(agent),
+        events,
+        ..Change::default()
+    }
+}
+
+/// The agent asks for a status on its session. Going away or offline revokes the pending offer
+/// (on `pending_case`); going available clears the miss count; offline ends the session.
+pub fn set_status(
+    agent: &Agent,
+    pending_case: Option<&Case>,
+    session_id: &SessionId,
+    status: AgentStatus,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    if !agent.session.as_ref().is_some_and(|s| &s.id == session_id) {
+        return Err(Rejection::FailedPrecondition(
+            "this session is no longer the agent's current session".to_owned(),
+        ));
+    }
+    let mut change = Change::default();
+    let mut agent = agent.clone();
+    if status != AgentStatus::Available {
+        revoke_for(
+            &mut change,
+            pending_case,
+            &mut agent,
+            RevokeReason::AgentUnavailable,
+            now,
+            policy,
+        );
+    } else {
+        agent.consecutive_misses = 0;
+    }
+    agent.status = status;
+    if status == AgentStatus::Offline {
+        agent.session = None;
+    }
+    change.events.push(Event::AgentStatus {
+        agent_id: agent.id().clone(),
+        status,
+        reason: "requested",
+    });
+    change.agent_ready(&agent, now);
+    change.agent = Some(agent);
+    Ok(change)
+}
+
+/// The dispatcher hands a live offer back (shutdown): like a revoke, without penalty.
+pub fn hand_back(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Change {
+    let mut change = Change::default();
+    let mut agent = agent.clone();
+    revoke_into(
+        &mut change,
+        case,
+        &mut agent,
+        RevokeReason::Shutdown,
+        now,
+        policy,
+    );
+    if change.case.is_some() {
+        change.agent = Some(agent);
+    }
+    change
+}
+
+/// Commands on an agent stream act only through the agent's current session.
+pub fn check_session(agent: &Agent, session_id: &SessionId) -> Result<(), Rejection> {
+    if agent
+        .session
+        .as_ref()
+        .is_some_and(|s| &s.id == session_id && s.connected)
+    {
+        Ok(())
+    } else {
+        Err(Rejection::FailedPrecondition(
+            "this session is no longer the agent's current session; reconnect".to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,1173 @@
+//! The engine: carries out the domain's decisions. Every request follows one path — read the
+//! records from the store, let `dispatch_domain::transition` decide on them with the store's
+//! `now`, commit the result with compare-and-set (re-reading and deciding again on a
+//! conflict), then update the live index, tell agents and watchers, and queue matching work.
+//!
+//! Two background tasks: the matcher (one queue of "match this case" / "match this agent"
+//! work, deduplicated) and the sweeper (fires due timers: offer deadlines, presence grace,
+//! wrap-up ends, relaxation steps, time-to-live), plus a periodic rescan of waiting cases.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dispatch_domain::model::{AgentProfile, CaseSpec};
+use dispatch_domain::scoring;
+use dispatch_domain::stats::{self, Availability, AvailabilityFilter, GroupBy};
+use dispatch_domain::transition::{self, RevokeReason};
+use dispatch_domain::{
+    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Event, Millis, OfferId, Policy,
+    Rejection, SessionId, Tier, TimerKey,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::index::PoolIndex;
+use crate::notice::{
+    AgentNotice, AgentSession, CaseEvent, CaseEventKind, SendFailure, Sessions, Watchers,
+};
+use crate::store::{Commit, Committed, Counter, Store, StoreError};
+
+/// Why an engine call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The domain refused the request; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store is unreachable; the caller may retry (idempotent calls are safe to retry).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Too many concurrent changes to the same records; retry.
+    #[error("contention: {0}")]
+    Contention(String),
+    /// A bug or corrupt data.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => EngineError::Contention(m),
+            StoreError::Unavailable(m) => EngineError::Unavailable(m),
+            StoreError::Corrupt(m) => EngineError::Internal(m),
+        }
+    }
+}
+
+/// Engine settings that are not dispatch rules (those are in [`Policy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How often the sweeper looks for due timers.
+    pub sweep_interval_ms: u64,
+    /// How often every waiting case is tried again (a safety net for lost triggers).
+    pub rescan_interval_ms: u64,
+    /// Outbound messages buffered per agent device; a device that lets it fill is disconnected.
+    pub agent_outbound_buffer: usize,
+    /// Attempts at a compare-and-set before giving up with a contention error.
+    pub conflict_retries: u32,
+    /// Seed for offer and session ids (`None`: from the operating system).
+    pub id_seed: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_ms: 100,
+            rescan_interval_ms: 5_000,
+            agent_outbound_buffer: 64,
+            conflict_retries: 8,
+            id_seed: None,
+        }
+    }
+}
+
+/// Waiting cases of one tier and language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingGroup {
+    /// Tier.
+    pub tier: Tier,
+    /// Language tag as submitted.
+    pub language: String,
+    /// How many wait.
+    pub waiting: u64,
+    /// The longest wait among them.
+    pub oldest_wait_ms: u64,
+}
+
+/// How the queue is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Cases waiting for an offer.
+    pub waiting: u64,
+    /// Cases with a live offer.
+    pub offered: u64,
+    /// Cases assigned and not completed.
+    pub assigned: u64,
+    /// Longest wait among waiting cases.
+    pub oldest_wait_ms: u64,
+    /// Waiting cases by tier and language.
+    pub groups: Vec<WaitingGroup>,
+    /// Cumulative counters.
+    pub counters: BTreeMap<Counter, i64>,
+    /// Mean offer → accept time.
+    pub mean_time_to_accept_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Work {
+    Case(CaseId),
+    Agent(AgentId),
+}
+
+/// What to read before deciding.
+enum Load<'a> {
+    Case(&'a CaseId),
+    Agent(&'a AgentId),
+    /// The case, then the agent holding its offer or assignment.
+    CaseAndItsAgent(&'a CaseId),
+    /// The agent, then the case of its pending offer.
+    AgentAndPendingCase(&'a AgentId),
+    /// The case of an offer, and the given agent.
+    OfferCaseAndAgent(&'a CaseId, &'a AgentId),
+}
+
+/// The result of a committed transition.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// What was stored (empty for an idempotent repeat).
+    pub committed: Committed,
+    /// What happened.
+    pub events: Vec<Event>,
+}
+
+/// The dispatch engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    policy: Policy,
+    config: EngineConfig,
+    index: PoolIndex,
+    sessions: Sessions,
+    watchers: Watchers,
+    work_tx: mpsc::UnboundedSender<Work>,
+    work_pending: Mutex<HashSet<Work>>,
+    rng: Mutex<SmallRng>,
+    /// Bumped whenever an agent changes (for `WatchAvailability`).
+    pool_changed: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+}
+
+impl Engine {
+    /// Builds the index from the store and starts the matcher and the sweeper.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        policy: Policy,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        policy
+            .validate()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let rng = match config.id_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                policy,
+                config,
+                index: PoolIndex::new(),
+                sessions: Sessions::default(),
+                watchers: Watchers::default(),
+                work_tx,
+                work_pending: Mutex::new(HashSet::new()),
+                rng: Mutex::new(rng),
+                pool_changed: watch::channel(0).0,
+                stop: watch::channel(false).0,
+            }),
+        };
+        let snapshot = engine.inner.store.snapshot().await?;
+        let (agents, cases) = (snapshot.agents.len(), snapshot.live_cases.len());
+        for agent in snapshot.agents {
+            engine.inner.index.apply_agent(agent);
+        }
+        for case in snapshot.live_cases {
+            engine.inner.index.apply_case(case, &engine.inner.policy);
+        }
+        info!(agents, live_cases = cases, "pool index built");
+        tokio::spawn(engine.clone().matcher(work_rx));
+        tokio::spawn(engine.clone().sweeper());
+        tokio::spawn(engine.clone().rescanner());
+        engine.rescan();
+        Ok(engine)
+    }
+
+    /// Stops the background tasks. Records stay in the store; offer deadlines keep running
+    /// there, so nothing is lost.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// The rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Now, on the store's clock.
+    pub async fn now(&self) -> Result<Millis, EngineError> {
+        Ok(self.inner.store.now().await?)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Roster
+    // ------------------------------------------------------------------------------------
+
+    /// Registers or updates an agent; returns it and whether it was new.
+    pub async fn upsert_agent(&self, profile: AgentProfile) -> Result<(Agent, bool), EngineError> {
+        let id = profile.id.clone();
+        let mut created = false;
+        let out = self
+            .transact(Load::Agent(&id), |_, agent, now| {
+                created = agent.is_none();
+                Ok(transition::upsert_profile(agent, profile.clone(), now))
+            })
+            .await?;
+        let agent = out
+            .committed
+            .agent
+            .ok_or_else(|| EngineError::Internal("upsert stored no agent".into()))?;
+        Ok((agent, created))
+    }
+
+    /// An agent.
+    pub async fn get_agent(&self, id: &AgentId) -> Result<Agent, EngineError> {
+        self.inner
+            .store
+            .get_agent(id)
+            .await?
+            .ok_or_else(|| not_found("agent", id))
+    }
+
+    /// A page of agents after `after`.
+    pub async fn list_agents(
+        &self,
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, EngineError> {
+        Ok(self.inner.store.list_agents(after, limit).await?)
+    }
+
+    /// Removes an agent that holds no work; its open session is ended.
+    pub async fn remove_agent(&self, id: &AgentId) -> Result<(), EngineError> {
+        for _ in 0..self.inner.config.conflict_retries {
+            let agent = self.get_agent(id).await?;
+            transition::check_removable(&agent)?;
+            match self.inner.store.remove_agent(id, agent.version).await {
+                Ok(()) => {
+                    self.inner.index.remove_agent(id);
+                    if let Some(s) = self.inner.sessions.current(id) {
+                        self.inner.sessions.close(id, &s);
+                    }
+                    self.inner.pool_changed.send_modify(|v| *v += 1);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contention(format!("agent {id} kept changing")))
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Cases
+    // ------------------------------------------------------------------------------------
+
+    /// Submits a case; a retry with the same payload returns the existing case (`false`).
+    pub async fn submit(&self, spec: CaseSpec) -> Result<(Case, bool), EngineError> {
+        let id = spec.id.clone();
+        let mut created = false;
+        let out = self
+            .transact(Load::Case(&id), |existing, _, now| match existing {
+                Some(c) => transition::resubmit(c, &spec).map(|()| Change::default()),
+                None => {
+                    created = true;
+                    Ok(transition::submit(spec.clone(), now, &self.inner.policy))
+                }
+            })
+            .await?;
+        match out.committed.case {
+            Some(c) => Ok((c, created)),
+            None => Ok((self.get_case(&id).await?, false)),
+        }
+    }
+
+    /// A case.
+    pub async fn get_case(&self, id: &CaseId) -> Result<Case, EngineError> {
+        self.inner
+            .store
+            .get_case(id)
+            .await?
+            .ok_or_else(|| not_found("case", id))
+    }
+
+    /// Cancels a case, revoking its offer or releasing its agent.
+    pub async fn cancel(&self, id: &CaseId, reason: &str) -> Result<Case, EngineError> {
+        let out = self
+            .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
+                let case =
+                    case.ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
+                transition::cancel(case, agent, reason, now)
+            })
+            .await?;
+        out.committed
+            .case
+            .ok_or_else(|| EngineError::Internal("cancel stored no case".into()))
+    }
+
+    /// The case now, and its future events (events up to the snapshot's version are to be
+    /// skipped by the caller: they are already in the snapshot).
+    pub async fn watch_case(
+        &self,
+        id: &CaseId,
+    ) -> Result<(Case, broadcast::Receiver<CaseEvent>), EngineError> {
+        let rx = self.inner.watchers.subscribe(id);
+        let case = self.get_case(id).await?;
+        Ok((case, rx))
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Agent sessions
+    // ------------------------------------------------------------------------------------
+
+    /// Opens a device session: signs the agent in (away) or resumes its session within the
+    /// grace period. A session already open for the agent is ended.
+    pub async fn connect(&self, agent_id: &AgentId) -> Result<AgentSession, EngineError> {
+        self.get_agent(agent_id).await?;
+        let session_id = SessionId::parse("session_id", &self.mint("ss"))
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let session = self.inner.sessions.open(
+            agent_id.clone(),
+            session_id.clone(),
+            self.inner.config.agent_outbound_buffer,
+        );
+        let out = self
+            .transact(Load::Agent(agent_id), |_, agent, now| {
+                let agent = agent
+                    .ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
+                Ok(transition::connect(agent, session_id.clone(), now))
+            })
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                self.inner.sessions.close(agent_id, &session_id);
+                return Err(e);
+            }
+        };
+        // A live offer survives a session switch (a second device): show it on the new one.
+        if let Some(pending) = out
+            .committed
+            .agent
+            .as_ref()
+            .and_then(|a| a.pending_offer.clone())
+        {
+            let now = self.now().await?;
+            if let Some(case) = self.inner.index.case(&pending.case_id) {
+                let remaining_ms = u64::try_from(pending.deadline - now).unwrap_or(0);
+                self.tell(
+                    agent_id,
+                    AgentNotice::Offer {
+                        offer_id: pending.offer_id,
+                        case: Arc::new(case.spec.clone()),
+                        remaining_ms,
+                    },
+                );
+            }
+        }
+        info!(agent_id = %agent_id, session_id = %session_id, "agent connected");
+        Ok(session)
+    }
+
+    /// The device stream ended: revoke the live offer at once; the agent stays signed in for
+    /// the grace period.
+    pub async fn disconnect(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+    ) -> Result<(), EngineError> {
+        self.inner.sessions.close(agent_id, session_id);
+        self.transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
+            Ok(agent
+                .map(|a| transition::disconnect(a, case, session_id, now, &self.inner.policy))
+                .unwrap_or_default())
+        })
+        .await?;
+        info!(agent_id = %agent_id, session_id = %session_id, "agent disconnected");
+        Ok(())
+    }
+
+    /// Checks that `session_id` is the agent's current session (heartbeats).
+    pub fn heartbeat(&self, agent_id: &AgentId, session_id: &SessionId) -> Result<(), EngineError> {
+        if self.inner.sessions.current(agent_id).as_ref() == Some(session_id) {
+            Ok(())
+        } else {
+            Err(
+                Rejection::FailedPrecondition("this session was replaced by a newer one".into())
+                    .into(),
+            )
+        }
+    }
+
+    /// The agent sets its status.
+    pub async fn set_status(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+        status: AgentStatus,
+    ) -> Result<Agent, EngineError> {
+        let out = self
+            .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
+                let agent = agent
+                    .ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
+                transition::set_status(agent, case, session_id, status, now, &self.inner.policy)
+            })
+            .await?;
+        if status == AgentStatus::Offline {
+            self.inner.sessions.close(agent_id, session_id);
+        }
+        out.committed
+            .agent
+            .ok_or_else(|| EngineError::Internal("set_status stored no agent".into()))
+    }
+
+    async fn offer_case(&self, offer_id: &OfferId) -> Result<CaseId, EngineError> {
+        self.inner
+            .store
+            .offer_case(offer_id)
+            .await?
+            .ok_or_else(|| not_found("offer", offer_id))
+    }
+
+    /// The agent accepts an offer (idempotent on the offer id).
+    pub async fn accept(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+        offer_id: &OfferId,
+    ) -> Result<(), EngineError> {
+        let case_id = self.offer_case(offer_id).await?;
+        self.transact(
+            Load::OfferCaseAndAgent(&case_id, agent_id),
+            |case, agent, now| {
+                let (case, agent) = both(case, agent, &case_id, agent_id)?;
+                transition::check_session(agent, session_id)?;
+                transition::accept(case, agent, offer_id, now)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The agent declines an offer (idempotent on the offer id).
+    pub async fn decline(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+        offer_id: &OfferId,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let case_id = self.offer_case(offer_id).await?;
+        self.transact(
+            Load::OfferCaseAndAgent(&case_id, agent_id),
+            |case, agent, now| {
+                let (case, agent) = both(case, agent, &case_id, agent_id)?;
+                transition::check_session(agent, session_id)?;
+                transition::decline(case, agent, offer_id, reason, now, &self.inner.policy)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The agent completes an assigned case.
+    pub async fn complete(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+        case_id: &CaseId,
+        outcome: &str,
+    ) -> Result<(), EngineError> {
+        self.transact(
+            Load::OfferCaseAndAgent(case_id, agent_id),
+            |case, agent, now| {
+                let (case, agent) = both(case, agent, case_id, agent_id)?;
+                transition::check_session(agent, session_id)?;
+                transition::complete(case, agent, outcome, now, &self.inner.policy)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Planner
+    // ------------------------------------------------------------------------------------
+
+    /// Agent counts, filtered and grouped, from the live index.
+    pub async fn availability(
+        &self,
+        filter: &AvailabilityFilter,
+        group_by: &[GroupBy],
+    ) -> Result<(Availability, Millis), EngineError> {
+        let now = self.now().await?;
+        let agents = self.inner.index.agents();
+        Ok((
+            stats::availability(agents.iter().map(|a| a.as_ref()), filter, group_by, now),
+            now,
+        ))
+    }
+
+    /// A receiver that changes whenever an agent does.
+    pub fn pool_changes(&self) -> watch::Receiver<u64> {
+        self.inner.pool_changed.subscribe()
+    }
+
+    /// Queue figures: live cases from the index, counters from the store.
+    pub async fn queue_stats(&self) -> Result<QueueStats, EngineError> {
+        let now = self.now().await?;
+        let mut out = QueueStats::default();
+        let mut groups: BTreeMap<(Tier, String), (u64, u64)> = BTreeMap::new();
+        for case in self.inner.index.live_cases() {
+            match case.state {
+                CaseState::Queued => {
+                    let wait = case.waited_ms(now);
+                    out.waiting += 1;
+                    out.oldest_wait_ms = out.oldest_wait_ms.max(wait);
+                    let g = groups
+                        .entry((case.spec.tier, case.spec.language.as_str().to_owned()))
+                        .or_default();
+                    g.0 += 1;
+                    g.1 = g.1.max(wait);
+                }
+                CaseState::Offered { .. } => out.offered += 1,
+                CaseState::Assigned { .. } => out.assigned += 1,
+                _ => {}
+            }
+        }
+        // VIP first, then language.
+        out.groups = groups
+            .into_iter()
+            .rev()
+            .map(
+                |((tier, language), (waiting, oldest_wait_ms))| WaitingGroup {
+                    tier,
+                    language,
+                    waiting,
+                    oldest_wait_ms,
+                },
+            )
+            .collect();
+        out.groups.sort_by(|a, b| {
+            b.tier
+                .cmp(&a.tier)
+                .then_with(|| a.language.cmp(&b.language))
+        });
+        out.counters = self.inner.store.counters().await?.into_iter().collect();
+        let accepted = out
+            .counters
+            .get(&Counter::OffersAccepted)
+            .copied()
+            .unwrap_or(0);
+        let total = out
+            .counters
+            .get(&Counter::AcceptMillisTotal)
+            .copied()
+            .unwrap_or(0);
+        out.mean_time_to_accept_ms = if accepted > 0 {
+            total as f64 / accepted as f64
+        } else {
+            0.0
+        };
+        Ok(out)
+    }
+
+    /// How many agent devices are connected to this process.
+    pub fn open_sessions(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // The one write path
+    // ------------------------------------------------------------------------------------
+
+    async fn load(&self, load: &Load<'_>) -> Result<(Option<Case>, Option<Agent>), EngineError> {
+        let store = &self.inner.store;
+        Ok(match load {
+            Load::Case(id) => (store.get_case(id).await?, None),
+            Load::Agent(id) => (None, store.get_agent(id).await?),
+            Load::CaseAndItsAgent(id) => {
+                let case = store.get_case(id).await?;
+                let agent = match case.as_ref().and_then(|c| c.current_agent()) {
+                    Some(a) => store.get_agent(a).await?,
+                    None => None,
+                };
+                (case, agent)
+            }
+            Load::AgentAndPendingCase(id) => {
+                let agent = store.get_agent(id).await?;
+                let case = match agent.as_ref().and_then(|a| a.pending_offer.as_ref()) {
+                    Some(p) => store.get_case(&p.case_id).await?,
+                    None => None,
+                };
+                (case, agent)
+            }
+            Load::OfferCaseAndAgent(case, agent) => {
+                (store.get_case(case).await?, store.get_agent(agent).await?)
+            }
+        })
+    }
+
+    /// Read → decide → compare-and-set, retried on conflict.
+    async fn transact<F>(&self, load: Load<'_>, mut decide: F) -> Result<Outcome, EngineError>
+    where
+        F: FnMut(Option<&Case>, Option<&Agent>, Millis) -> Result<Change, Rejection>,
+    {
+        let retries = self.inner.config.conflict_retries;
+        for attempt in 0..retries {
+            let (case, agent) = self.load(&load).await?;
+            let now = self.now().await?;
+            let change = decide(case.as_ref(), agent.as_ref(), now)?;
+            if change.is_noop() && change.timers.is_empty() {
+                return Ok(Outcome::default());
+            }
+            match self.commit(change, now).await {
+                Ok(out) => return Ok(out),
+                Err(StoreError::Conflict(what)) => {
+                    debug!(attempt, %what, "compare-and-set conflict, deciding again")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contention(format!(
+            "gave up after {retries} conflicting attempts"
+        )))
+    }
+
+    async fn commit(&self, change: Change, now: Millis) -> Result<Outcome, StoreError> {
+        let Change {
+            case,
+            agent,
+            events,
+            timers,
+        } = change;
+        let counters = counter_deltas(&events);
+        let committed = self
+            .inner
+            .store
+            .commit(Commit {
+                case,
+                agent,
+                timers,
+                counters,
+            })
+            .await?;
+        self.after_commit(&committed, &events, now);
+        Ok(Outcome { committed, events })
+    }
+
+    fn after_commit(&self, committed: &Committed, events: &[Event], now: Millis) {
+        let inner = &self.inner;
+        if let Some(a) = &committed.agent {
+            inner.index.apply_agent(a.clone());
+            inner.pool_changed.send_modify(|v| *v += 1);
+            if a.unready_reason(now).is_none() {
+                self.enqueue(Work::Agent(a.id().clone()));
+            }
+        }
+        if let Some(c) = &committed.case {
+            inner.index.apply_case(c.clone(), &inner.policy);
+            if c.state == CaseState::Queued {
+                self.enqueue(Work::Case(c.id().clone()));
+            }
+        }
+        for ev in events {
+            self.announce(ev, committed, now);
+        }
+    }
+
+    /// Tells agents and watchers about one event.
+    fn announce(&self, ev: &Event, committed: &Committed, now: Millis) {
+        let case = committed.case.as_ref();
+        let spec = || case.map(|c| Arc::new(c.spec.clone()));
+        let watch = |kind, agent_id: Option<&AgentId>, offer_id: Option<&OfferId>, reason: &str| {
+            if let Some(c) = case {
+                self.inner.watchers.publish(CaseEvent {
+                    case_id: c.id().clone(),
+                    kind,
+                    version: c.version,
+                    at: now,
+                    agent_id: agent_id.cloned(),
+                    offer_id: offer_id.cloned(),
+                    reason: reason.to_owned(),
+                    state: c.state.clone(),
+                });
+            }
+        };
+        match ev {
+            Event::Queued { .. } => watch(CaseEventKind::Queued, None, None, ""),
+            Event::Offered {
+                offer_id,
+                agent_id,
+                deadline,
+                case_id,
+            } => {
+                info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, "offer made");
+                watch(CaseEventKind::Offered, Some(agent_id), Some(offer_id), "");
+                if let Some(spec) = spec() {
+                    let remaining_ms = u64::try_from(deadline - now).unwrap_or(0);
+                    self.tell(
+                        agent_id,
+                        AgentNotice::Offer {
+                            offer_id: offer_id.clone(),
+                            case: spec,
+                            remaining_ms,
+                        },
+                    );
+                }
+            }
+            Event::Declined {
+                agent_id,
+                offer_id,
+                reason,
+                ..
+            } => watch(
+                CaseEventKind::Declined,
+                Some(agent_id),
+                Some(offer_id),
+                reason,
+            ),
+            Event::TimedOut {
+                case_id,
+                offer_id,
+                agent_id,
+            } => {
+                watch(
+                    CaseEventKind::OfferTimedOut,
+                    Some(agent_id),
+                    Some(offer_id),
+                    "timed_out",
+                );
+                self.tell(agent_id, revoked(offer_id, case_id, "timed_out"));
+            }
+            Event::Revoked {
+                case_id,
+                offer_id,
+                agent_id,
+                reason,
+            } => {
+                watch(
+                    CaseEventKind::OfferRevoked,
+                    Some(agent_id),
+                    Some(offer_id),
+                    reason.as_str(),
+                );
+                self.tell(agent_id, revoked(offer_id, case_id, reason.as_str()));
+            }
+            Event::Assigned {
+                offer_id,
+                agent_id,
+                case_id,
+                time_to_accept_ms,
+            } => {
+                info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, time_to_accept_ms, "case assigned");
+                watch(CaseEventKind::Assigned, Some(agent_id), Some(offer_id), "");
+                if let Some(spec) = spec() {
+                    self.tell(
+                        agent_id,
+                        AgentNotice::Assigned {
+                            offer_id: offer_id.clone(),
+                            case: spec,
+                        },
+                    );
+                }
+            }
+            Event::Completed {
+                agent_id, outcome, ..
+            } => watch(CaseEventKind::Completed, Some(agent_id), None, outcome),
+            Event::Cancelled {
+                case_id,
+                agent_id,
+                offer_id,
+                reason,
+            } => {
+                watch(
+                    CaseEventKind::Cancelled,
+                    agent_id.as_ref(),
+                    offer_id.as_ref(),
+                    reason,
+                );
+                if let (Some(a), Some(o)) = (agent_id, offer_id) {
+                    self.tell(a, revoked(o, case_id, RevokeReason::Cancelled.as_str()));
+                }
+            }
+            Event::Expired { .. } => {
+                watch(CaseEventKind::Expired, None, None, "time-to-live reached")
+            }
+            Event::AgentStatus {
+                agent_id,
+                status,
+                reason,
+            } => {
+                if let Some(a) = committed.agent.as_ref().filter(|a| a.id() == agent_id) {
+                    info!(agent_id = %agent_id, status = ?status, reason, "agent status");
+                    self.tell(
+                        agent_id,
+                        AgentNotice::Status {
+                            status: *status,
+                            activity: a.activity(now),
+                            reason: (*reason).to_owned(),
+                            assignments: a.assignments.keys().cloned().collect(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Queues a notice for an agent's device. A device whose queue is full is not reading:
+    /// it is disconnected (its live offer revoked) without slowing anyone else.
+    fn tell(&self, agent_id: &AgentId, notice: AgentNotice) {
+        self.tell_session(agent_id, None, notice);
+    }
+
+    /// As [`Engine::tell`], to one session only.
+    pub fn tell_session(
+        &self,
+        agent_id: &AgentId,
+        session: Option<&SessionId>,
+        notice: AgentNotice,
+    ) {
+        if let Err((SendFailure::Full, Some(session_id))) =
+            self.inner.sessions.send(agent_id, session, notice)
+        {
+            warn!(agent_id = %agent_id, session_id = %session_id, "agent is not reading its stream; disconnecting");
+            let engine = self.clone();
+            let agent_id = agent_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.disconnect(&agent_id, &session_id).await {
+                    warn!(agent_id = %agent_id, error = %e, "disconnect of a stuck reader failed");
+                }
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Matching
+    // ------------------------------------------------------------------------------------
+
+    fn enqueue(&self, work: Work) {
+        let fresh = self
+            .inner
+            .work_pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(work.clone());
+        if fresh {
+            let _ = self.inner.work_tx.send(work);
+        }
+    }
+
+    fn rescan(&self) {
+        for id in self.inner.index.waiting_ids() {
+            self.enqueue(Work::Case(id));
+        }
+    }
+
+    fn mint(&self, prefix: &str) -> String {
+        let n: u64 = self
+            .inner
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .random();
+        format!("{prefix}-{n:016x}")
+    }
+
+    async fn matcher(self, mut rx: mpsc::UnboundedReceiver<Work>) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let work = tokio::select! {
+                w = rx.recv() => match w { Some(w) => w, None => return },
+                _ = stop.changed() => return,
+            };
+            self.inner
+                .work_pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&work);
+            let result = match &work {
+                Work::Case(id) => self.match_case(id).await,
+                Work::Agent(id) => self.match_agent(id).await,
+            };
+            if let Err(e) = result {
+                warn!(?work, error = %e, "matching failed; the rescan will retry");
+            }
+        }
+    }
+
+    /// Offers a waiting case to the best eligible agent.
+    async fn match_case(&self, id: &CaseId) -> Result<(), EngineError> {
+        let policy = &self.inner.policy;
+        for _ in 0..self.inner.config.conflict_retries {
+            let Some(case) = self.inner.index.case(id) else {
+                return Ok(());
+            };
+            if case.state != CaseState::Queued {
+                return Ok(());
+            }
+            let now = self.now().await?;
+            let explanation = self.inner.index.rank_for_case(&case, now, policy);
+            let mut conflicted = false;
+            for (i, cand) in explanation.candidates.iter().enumerate() {
+                let Some(agent) = self.inner.index.agent(&cand.agent_id) else {
+                    continue;
+                };
+                let mut why = explanation.clone();
+                let winner = why.candidates.remove(i);
+                why.candidates.insert(0, winner);
+                let offer_id = self.new_offer_id()?;
+                let Ok(change) = transition::offer(&case, &agent, offer_id, why, now, policy)
+                else {
+                    continue;
+                };
+                match self.commit(change, now).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict(_)) => {
+                        self.refresh(Some(id), Some(agent.id())).await?;
+                        conflicted = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !conflicted {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers the best waiting case to an agent who just became free.
+    async fn match_agent(&self, id: &AgentId) -> Result<(), EngineError> {
+        let policy = &self.inner.policy;
+        for _ in 0..self.inner.config.conflict_retries {
+            let Some(agent) = self.inner.index.agent(id) else {
+                return Ok(());
+            };
+            let now = self.now().await?;
+            let Some(case) = self.inner.index.best_case_for(&agent, now, policy) else {
+                return Ok(());
+            };
+            let why = scoring::rank(&case, [agent.as_ref()], now, policy);
+            let offer_id = self.new_offer_id()?;
+            let Ok(change) = transition::offer(&case, &agent, offer_id, why, now, policy) else {
+                return Ok(());
+            };
+            match self.commit(change, now).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => self.refresh(Some(case.id()), Some(id)).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn new_offer_id(&self) -> Result<OfferId, EngineError> {
+        OfferId::parse("offer_id", &self.mint("of"))
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// Re-reads records into the index after a conflict.
+    async fn refresh(
+        &self,
+        case: Option<&CaseId>,
+        agent: Option<&AgentId>,
+    ) -> Result<(), EngineError> {
+        if let Some(id) = case {
+            if let Some(c) = self.inner.store.get_case(id).await? {
+                self.inner.index.apply_case(c, &self.inner.policy);
+            }
+        }
+        if let Some(id) = agent {
+            match self.inner.store.get_agent(id).await? {
+                Some(a) => {
+                    self.inner.index.apply_agent(a);
+                }
+                None => self.inner.index.remove_agent(id),
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Timers
+    // ------------------------------------------------------------------------------------
+
+    async fn sweeper(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let interval = Duration::from_millis(self.inner.config.sweep_interval_ms.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.inner.clock.moved() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.sweep().await {
+                warn!(error = %e, "sweep failed; retrying next interval");
+            }
+        }
+    }
+
+    async fn rescanner(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let interval = Duration::from_millis(self.inner.config.rescan_interval_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => self.rescan(),
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Fires every due timer once. Returns how many fired.
+    pub async fn sweep(&self) -> Result<usize, EngineError> {
+        const BATCH: usize = 256;
+        let now = self.now().await?;
+        let mut fired = 0;
+        loop {
+            let due = self.inner.store.due_timers(now, BATCH).await?;
+            for (key, at) in &due {
+                self.fire(key).await?;
+                self.inner.store.clear_timer(key, *at).await?;
+                fired += 1;
+            }
+            if due.len() < BATCH {
+                return Ok(fired);
+            }
+        }
+    }
+
+    async fn fire(&self, key: &TimerKey) -> Result<(), EngineError> {
+        let policy = &self.inner.policy;
+        let result = match key {
+            TimerKey::OfferDeadline(case_id) => self
+                .transact(Load::CaseAndItsAgent(case_id), |case, agent, now| {
+                    Ok(case
+                        .map(|c| transition::time_out(c, agent, now, policy))
+                        .unwrap_or_default())
+                })
+                .await
+                .map(drop),
+            TimerKey::CaseReview(case_id) => {
+                let r = self
+                    .transact(Load::Case(case_id), |case, _, now| {
+                        Ok(case
+                            .map(|c| transition::review_case(c, now, policy))
+                            .unwrap_or_default())
+                    })
+                    .await;
+                self.enqueue(Work::Case(case_id.clone()));
+                r.map(drop)
+            }
+            TimerKey::AgentReady(agent_id) => {
+                self.refresh(None, Some(agent_id)).await?;
+                self.enqueue(Work::Agent(agent_id.clone()));
+                Ok(())
+            }
+            TimerKey::PresenceGrace(agent_id) => self
+                .transact(Load::Agent(agent_id), |_, agent, now| {
+                    Ok(agent
+                        .map(|a| transition::presence_expired(a, now, policy))
+                        .unwrap_or_default())
+                })
+                .await
+                .map(drop),
+        };
+        match result {
+            // A refused timer (its records moved on) is simply spent.
+            Ok(()) | Err(EngineError::Rejected(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn both<'a>(
+    case: Option<&'a Case>,
+    agent: Option<&'a Agent>,
+    case_id: &CaseId,
+    agent_id: &AgentId,
+) -> Result<(&'a Case, &'a Agent), Rejection> {
+    let case = case.ok_or_else(|| Rejection::NotFound(format!("case {case_id} not found")))?;
+    let agent = agent.ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
+    Ok((case, agent))
+}
+
+fn not_found(what: &str, id: &impl std::fmt::Display) -> EngineError {
+    EngineError::Rejected(Rejection::NotFound(format!("{what} {id} not found")))
+}
+
+fn revoked(offer_id: &OfferId, case_id: &CaseId, reason: &str) -> AgentNotice {
+    AgentNotice::OfferRevoked {
+        offer_id: offer_id.clone(),
+        case_id: case_id.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The planner counters an event moves.
+fn counter_deltas(events: &[Event]) -> Vec<(Counter, i64)> {
+    events
+        .iter()
+        .flat_map(|ev| match ev {
+            Event::Queued { .. } => vec![(Counter::Submitted, 1)],
+            Event::Offered { .. } => vec![(Counter::OffersMade, 1)],
+            Event::Declined { .. } => vec![(Counter::OffersDeclined, 1)],
+            Event::TimedOut { .. } => vec![(Counter::OffersTimedOut, 1)],
+            Event::Revoked { .. } => vec![(Counter::OffersRevoked, 1)],
+            Event::Assigned {
+                time_to_accept_ms, ..
+            } => {
+                vec![
+                    (Counter::OffersAccepted, 1),
+                    (
+                        Counter::AcceptMillisTotal,
+                        i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX),
+                    ),
+                ]
+            }
+            Event::Completed { .. } => vec![(Counter::Completed, 1)],
+            Event::Cancelled { .. } => vec![(Counter::Cancelled, 1)],
+            Event::Expired { .. } => vec![(Counter::Expired, 1)],
+            Event::AgentStatus { .. } => vec![],
+        })
+        .collect()
+}

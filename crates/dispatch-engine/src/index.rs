@@ -1,0 +1,257 @@
+//! The live pool index: the latest known version of every agent and live case, with posting
+//! lists that let selection look only at agents who could take a case (signed in, status
+//! available) and speak its language, narrowed by required skill. Updated from committed
+//! records (newer versions win, so out-of-order updates are harmless) and rebuilt from a store
+//! snapshot on start. It is a cache: every offer is re-checked against the store by
+//! compare-and-set.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use dashmap::DashMap;
+use dispatch_domain::scoring::{self, Ineligible};
+use dispatch_domain::state::Explanation;
+use dispatch_domain::{
+    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Millis, Policy, Skill,
+};
+
+/// A posting list key: a primary language, optionally with a skill.
+type Posting = (String, Option<Skill>);
+
+/// See the module docs.
+#[derive(Default)]
+pub struct PoolIndex {
+    /// Every agent, latest version.
+    agents: DashMap<AgentId, Arc<Agent>>,
+    /// Routable agents (connected, status available) by (language) and (language, skill).
+    /// Lock order: `postings` before any `agents` shard.
+    postings: RwLock<HashMap<Posting, HashSet<AgentId>>>,
+    /// Live (not terminal) cases and the waiting order.
+    cases: Mutex<CaseIndex>,
+}
+
+#[derive(Default)]
+struct CaseIndex {
+    live: HashMap<CaseId, Arc<Case>>,
+    /// Waiting cases by primary language, in queue order (rank, id).
+    waiting: HashMap<String, BTreeSet<(i64, CaseId)>>,
+}
+
+fn routable(a: &Agent) -> bool {
+    a.connected() && a.status == AgentStatus::Available
+}
+
+fn postings_of(a: &Agent) -> Vec<Posting> {
+    let mut out = Vec::new();
+    let mut langs: Vec<&str> = a
+        .profile
+        .languages
+        .iter()
+        .map(|l| l.language.primary())
+        .collect();
+    langs.dedup();
+    for l in langs {
+        out.push((l.to_owned(), None));
+        out.extend(
+            a.profile
+                .skills
+                .keys()
+                .map(|s| (l.to_owned(), Some(s.clone()))),
+        );
+    }
+    out
+}
+
+impl PoolIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `agent` if it is newer than what is known. Returns whether it was applied.
+    pub fn apply_agent(&self, agent: Agent) -> bool {
+        let mut postings = self
+            .postings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.agents.get(agent.id()).map(|a| Arc::clone(a.value()));
+        if old.as_ref().is_some_and(|o| o.version >= agent.version) {
+            return false;
+        }
+        if let Some(o) = old.as_ref().filter(|o| routable(o)) {
+            for key in postings_of(o) {
+                if let Some(set) = postings.get_mut(&key) {
+                    set.remove(o.id());
+                    if set.is_empty() {
+                        postings.remove(&key);
+                    }
+                }
+            }
+        }
+        if routable(&agent) {
+            for key in postings_of(&agent) {
+                postings.entry(key).or_default().insert(agent.id().clone());
+            }
+        }
+        self.agents.insert(agent.id().clone(), Arc::new(agent));
+        true
+    }
+
+    /// Forgets a removed agent.
+    pub fn remove_agent(&self, id: &AgentId) {
+        let mut postings = self
+            .postings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, o)) = self.agents.remove(id) {
+            for key in postings_of(&o) {
+                if let Some(set) = postings.get_mut(&key) {
+                    set.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Records `case` if it is newer than what is known; terminal cases leave the index.
+    pub fn apply_case(&self, case: Case, policy: &Policy) -> bool {
+        let mut idx = self
+            .cases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = case.id().clone();
+        if let Some(old) = idx.live.get(&id).cloned() {
+            if old.version >= case.version {
+                return false;
+            }
+            if old.state == CaseState::Queued {
+                let lang = old.spec.language.primary().to_owned();
+                if let Some(set) = idx.waiting.get_mut(&lang) {
+                    set.remove(&(old.queue_rank(policy), id.clone()));
+                }
+            }
+        }
+        if case.state.is_terminal() {
+            idx.live.remove(&id);
+            return true;
+        }
+        if case.state == CaseState::Queued {
+            idx.waiting
+                .entry(case.spec.language.primary().to_owned())
+                .or_default()
+                .insert((case.queue_rank(policy), id.clone()));
+        }
+        idx.live.insert(id, Arc::new(case));
+        true
+    }
+
+    /// An agent's latest known version.
+    pub fn agent(&self, id: &AgentId) -> Option<Arc<Agent>> {
+        self.agents.get(id).map(|a| Arc::clone(a.value()))
+    }
+
+    /// A live case's latest known version.
+    pub fn case(&self, id: &CaseId) -> Option<Arc<Case>> {
+        self.cases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
+            .get(id)
+            .cloned()
+    }
+
+    /// Every agent (a copy of the handles, so no lock is held by the caller).
+    pub fn agents(&self) -> Vec<Arc<Agent>> {
+        self.agents.iter().map(|e| Arc::clone(e.value())).collect()
+    }
+
+    /// Every live case.
+    pub fn live_cases(&self) -> Vec<Arc<Case>> {
+        self.cases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Ids of every waiting case.
+    pub fn waiting_ids(&self) -> Vec<CaseId> {
+        let idx = self
+            .cases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.waiting
+            .values()
+            .flat_map(|s| s.iter().map(|(_, id)| id.clone()))
+            .collect()
+    }
+
+    /// The best candidates for `case` (see [`scoring::rank`]), looking only at the smallest
+    /// posting list among the case's language and (language, required skill) pairs.
+    pub fn rank_for_case(&self, case: &Case, now: Millis, policy: &Policy) -> Explanation {
+        let postings = self
+            .postings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lang = case.spec.language.primary().to_owned();
+        let mut keys = vec![(lang.clone(), None)];
+        keys.extend(
+            case.spec
+                .required_skills
+                .iter()
+                .map(|s| (lang.clone(), Some(s.skill.clone()))),
+        );
+        let empty = HashSet::new();
+        let smallest = keys
+            .iter()
+            .map(|k| postings.get(k).unwrap_or(&empty))
+            .min_by_key(|s| s.len())
+            .unwrap_or(&empty);
+        let agents: Vec<Arc<Agent>> = smallest.iter().filter_map(|id| self.agent(id)).collect();
+        drop(postings);
+        scoring::rank(case, agents.iter().map(|a| a.as_ref()), now, policy)
+    }
+
+    /// The first waiting case in queue order that `agent` may take, across the languages it
+    /// speaks.
+    pub fn best_case_for(&self, agent: &Agent, now: Millis, policy: &Policy) -> Option<Arc<Case>> {
+        if agent.unready_reason(now).is_some() {
+            return None;
+        }
+        let idx = self
+            .cases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut best: Option<(i64, &Arc<Case>)> = None;
+        let mut langs: Vec<&str> = agent
+            .profile
+            .languages
+            .iter()
+            .map(|l| l.language.primary())
+            .collect();
+        langs.dedup();
+        for lang in langs {
+            let Some(set) = idx.waiting.get(lang) else {
+                continue;
+            };
+            for (rank, id) in set {
+                if best.is_some_and(|(b, _)| b <= *rank) {
+                    break;
+                }
+                let Some(case) = idx.live.get(id) else {
+                    continue;
+                };
+                match scoring::eligibility(case, agent, now, policy) {
+                    Ok(()) => {
+                        best = Some((*rank, case));
+                        break;
+                    }
+                    Err(Ineligible::NotReady(_)) => return None,
+                    Err(_) => {}
+                }
+            }
+        }
+        best.map(|(_, c)| Arc::clone(c))
+    }
+}

@@ -1,0 +1,198 @@
+//! The embedded store: everything in one process, behind one mutex held only for the few
+//! microseconds of a read or a commit (never across an `.await`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
+
+use crate::clock::Clock;
+use crate::store::{Commit, Committed, Counter, Snapshot, Store, StoreError};
+
+/// In-memory [`Store`].
+pub struct MemoryStore {
+    clock: Clock,
+    inner: Mutex<Mem>,
+}
+
+#[derive(Default)]
+struct Mem {
+    agents: BTreeMap<AgentId, Agent>,
+    cases: HashMap<CaseId, Case>,
+    /// Offer → case, for accepts and declines that name only the offer.
+    offers: HashMap<OfferId, CaseId>,
+    /// Timers by due time.
+    timers: BTreeSet<(Millis, TimerKey)>,
+    /// Each armed timer's due time.
+    timer_due: HashMap<TimerKey, Millis>,
+    counters: BTreeMap<Counter, i64>,
+}
+
+impl MemoryStore {
+    /// An empty store on `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            inner: Mutex::new(Mem::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        // A panic while holding the lock cannot leave a half-written commit (every check comes
+        // before the first write), so a poisoned lock is still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn check<T>(
+    stored: Option<&T>,
+    version: impl Fn(&T) -> u64,
+    expected: u64,
+    what: &str,
+) -> Result<(), StoreError> {
+    let actual = stored.map_or(0, version);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "{what}: expected version {expected}, found {actual}"
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn now(&self) -> Result<Millis, StoreError> {
+        Ok(self.clock.now())
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        Ok(self.lock().agents.get(id).cloned())
+    }
+
+    async fn list_agents(
+        &self,
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mem = self.lock();
+        let iter: Box<dyn Iterator<Item = &Agent>> = match after {
+            Some(a) => Box::new(
+                mem.agents
+                    .range::<AgentId, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                    .map(|(_, v)| v),
+            ),
+            None => Box::new(mem.agents.values()),
+        };
+        Ok(iter.take(limit).cloned().collect())
+    }
+
+    async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError> {
+        let mut mem = self.lock();
+        check(
+            mem.agents.get(id),
+            |a| a.version,
+            version,
+            &format!("agent {id}"),
+        )?;
+        mem.agents.remove(id);
+        Ok(())
+    }
+
+    async fn get_case(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
+        Ok(self.lock().cases.get(id).cloned())
+    }
+
+    async fn offer_case(&self, offer: &OfferId) -> Result<Option<CaseId>, StoreError> {
+        Ok(self.lock().offers.get(offer).cloned())
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
+        let mut mem = self.lock();
+        // Every condition first: nothing is written unless all hold.
+        if let Some(c) = &commit.case {
+            check(
+                mem.cases.get(c.id()),
+                |x| x.version,
+                c.version,
+                &format!("case {}", c.id()),
+            )?;
+        }
+        if let Some(a) = &commit.agent {
+            check(
+                mem.agents.get(a.id()),
+                |x| x.version,
+                a.version,
+                &format!("agent {}", a.id()),
+            )?;
+        }
+        let mut out = Committed::default();
+        if let Some(mut c) = commit.case {
+            c.version += 1;
+            if let CaseState::Offered { offer_id, .. } = &c.state {
+                mem.offers.insert(offer_id.clone(), c.id().clone());
+            }
+            mem.cases.insert(c.id().clone(), c.clone());
+            out.case = Some(c);
+        }
+        if let Some(mut a) = commit.agent {
+            a.version += 1;
+            mem.agents.insert(a.id().clone(), a.clone());
+            out.agent = Some(a);
+        }
+        for (key, due) in commit.timers {
+            if let Some(old) = mem.timer_due.insert(key.clone(), due) {
+                mem.timers.remove(&(old, key.clone()));
+            }
+            mem.timers.insert((due, key));
+        }
+        for (counter, delta) in commit.counters {
+            *mem.counters.entry(counter).or_default() += delta;
+        }
+        Ok(out)
+    }
+
+    async fn due_timers(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Millis)>, StoreError> {
+        let mem = self.lock();
+        Ok(mem
+            .timers
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .take(limit)
+            .map(|(d, k)| (k.clone(), *d))
+            .collect())
+    }
+
+    async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError> {
+        let mut mem = self.lock();
+        if mem.timer_due.get(key) == Some(&due) {
+            mem.timer_due.remove(key);
+            mem.timers.remove(&(due, key.clone()));
+        }
+        Ok(())
+    }
+
+    async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
+        Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mem = self.lock();
+        Ok(Snapshot {
+            agents: mem.agents.values().cloned().collect(),
+            live_cases: mem
+                .cases
+                .values()
+                .filter(|c| !c.state.is_terminal())
+                .cloned()
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! The store port: what the engine needs from persistence. Records are written with
+//! compare-and-set on their `version` (the fencing token); a commit is all-or-nothing.
+//!
+//! Implementations: [`crate::memory::MemoryStore`] (embedded, the zero-setup default).
+
+use async_trait::async_trait;
+use dispatch_domain::{Agent, AgentId, Case, CaseId, Millis, OfferId, TimerKey};
+
+/// A store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A record's version moved since it was read; re-read and decide again.
+    #[error("version conflict on {0}")]
+    Conflict(String),
+    /// The store cannot be reached or did not answer in time (the outcome may be unknown).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something it cannot decode.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Cumulative counters for the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    /// Cases submitted (new, not retries).
+    Submitted,
+    /// Offers made.
+    OffersMade,
+    /// Offers accepted.
+    OffersAccepted,
+    /// Offers declined.
+    OffersDeclined,
+    /// Offers timed out.
+    OffersTimedOut,
+    /// Offers revoked.
+    OffersRevoked,
+    /// Sum of offer → accept times, in milliseconds.
+    AcceptMillisTotal,
+    /// Cases completed.
+    Completed,
+    /// Cases cancelled.
+    Cancelled,
+    /// Cases expired.
+    Expired,
+}
+
+impl Counter {
+    /// Every counter.
+    pub const ALL: [Counter; 10] = [
+        Counter::Submitted,
+        Counter::OffersMade,
+        Counter::OffersAccepted,
+        Counter::OffersDeclined,
+        Counter::OffersTimedOut,
+        Counter::OffersRevoked,
+        Counter::AcceptMillisTotal,
+        Counter::Completed,
+        Counter::Cancelled,
+        Counter::Expired,
+    ];
+}
+
+/// One atomic write. Each record is written only if the stored version equals the record's
+/// `version` (0: the record must not exist); the store then stores it with `version + 1`.
+/// Timers are armed (moved if armed already) and counters added in the same step.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// The case to write.
+    pub case: Option<Case>,
+    /// The agent to write.
+    pub agent: Option<Agent>,
+    /// Timers to arm: (key, due).
+    pub timers: Vec<(TimerKey, Millis)>,
+    /// Counter increments.
+    pub counters: Vec<(Counter, i64)>,
+}
+
+/// What a successful commit stored, with the new versions.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// The case as stored.
+    pub case: Option<Case>,
+    /// The agent as stored.
+    pub agent: Option<Agent>,
+}
+
+/// Everything the live index is built from.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every registered agent.
+    pub agents: Vec<Agent>,
+    /// Every case that is not terminal.
+    pub live_cases: Vec<Case>,
+}
+
+/// The persistence port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The store's clock, in epoch milliseconds: offer deadlines and leases are computed on it.
+    async fn now(&self) -> Result<Millis, StoreError>;
+    /// An agent by id.
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
+    /// A page of agents in id order, starting after `after`.
+    async fn list_agents(
+        &self,
+        after: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError>;
+    /// Removes an agent if its version is still `version`.
+    async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError>;
+    /// A case by id.
+    async fn get_case(&self, id: &CaseId) -> Result<Option<Case>, StoreError>;
+    /// The case an offer belongs to.
+    async fn offer_case(&self, offer: &OfferId) -> Result<Option<CaseId>, StoreError>;
+    /// Writes a commit atomically, or nothing ([`StoreError::Conflict`]).
+    async fn commit(&self, commit: Commit) -> Result<Committed, StoreError>;
+    /// Timers due at `now`, earliest first, at most `limit`.
+    async fn due_timers(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Millis)>, StoreError>;
+    /// Disarms a timer if it is still due at `due` (a re-armed timer stays).
+    async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError>;
+    /// The cumulative counters.
+    async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError>;
+    /// Every agent and live case, to build the index.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+}

@@ -1,0 +1,614 @@
+//! Conversions between `dispatch.v1` messages and domain values. Incoming messages are
+//! destructured exhaustively, so a new proto field does not compile until it is given a
+//! meaning here; validation itself is the domain's (`*::parse`), with field paths.
+
+use dispatch_domain::model::{
+    AgentProfile, AgentProfileInput, CaseSpec, CaseSpecInput, SkillLevel,
+};
+use dispatch_domain::state::{CandidateScore, Explanation, OfferOutcome, OfferRecord};
+use dispatch_domain::stats::{Availability, AvailabilityFilter, Counts, GroupBy};
+use dispatch_domain::{
+    Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis,
+    Policy, Skill, Tier,
+};
+use dispatch_engine::{AgentNotice, CaseEvent, CaseEventKind, Counter, QueueStats};
+use dispatch_proto::v1 as pb;
+
+use crate::error;
+
+fn prefixed(prefix: &str) -> impl Fn(FieldError) -> FieldError + '_ {
+    move |e| e.under(prefix)
+}
+
+/// Proto channel → domain (`None` for unspecified or unknown).
+pub fn channel_from(v: i32) -> Option<Channel> {
+    match pb::Channel::try_from(v).ok()? {
+        pb::Channel::Unspecified => None,
+        pb::Channel::Voice => Some(Channel::Voice),
+        pb::Channel::Chat => Some(Channel::Chat),
+        pb::Channel::Email => Some(Channel::Email),
+    }
+}
+
+fn channel_to(c: Channel) -> pb::Channel {
+    match c {
+        Channel::Voice => pb::Channel::Voice,
+        Channel::Chat => pb::Channel::Chat,
+        Channel::Email => pb::Channel::Email,
+    }
+}
+
+fn tier_from(v: i32) -> Option<Tier> {
+    match pb::Tier::try_from(v).ok()? {
+        pb::Tier::Unspecified => None,
+        pb::Tier::Standard => Some(Tier::Standard),
+        pb::Tier::Vip => Some(Tier::Vip),
+    }
+}
+
+fn tier_to(t: Tier) -> pb::Tier {
+    match t {
+        Tier::Standard => pb::Tier::Standard,
+        Tier::Vip => pb::Tier::Vip,
+    }
+}
+
+/// Proto agent status → domain; `None` for unspecified or unknown.
+pub fn status_from(v: i32) -> Option<AgentStatus> {
+    match pb::AgentStatus::try_from(v).ok()? {
+        pb::AgentStatus::Unspecified => None,
+        pb::AgentStatus::Offline => Some(AgentStatus::Offline),
+        pb::AgentStatus::Available => Some(AgentStatus::Available),
+        pb::AgentStatus::Away => Some(AgentStatus::Away),
+    }
+}
+
+fn status_to(s: AgentStatus) -> pb::AgentStatus {
+    match s {
+        AgentStatus::Offline => pb::AgentStatus::Offline,
+        AgentStatus::Available => pb::AgentStatus::Available,
+        AgentStatus::Away => pb::AgentStatus::Away,
+    }
+}
+
+fn activity_to(a: Activity) -> pb::Activity {
+    match a {
+        Activity::Offline => pb::Activity::Offline,
+        Activity::Available => pb::Activity::Available,
+        Activity::Busy => pb::Activity::Busy,
+        Activity::Away => pb::Activity::Away,
+    }
+}
+
+fn skills_to(skills: &[SkillLevel]) -> Vec<pb::SkillLevel> {
+    skills
+        .iter()
+        .map(|s| pb::SkillLevel {
+            skill: s.skill.to_string(),
+            level: u32::from(s.level.get()),
+        })
+        .collect()
+}
+
+/// `AgentProfile` (under field `prefix`) → domain profile.
+pub fn profile_from(p: &pb::AgentProfile, prefix: &str) -> Result<AgentProfile, FieldError> {
+    let pb::AgentProfile {
+        agent_id,
+        display_name,
+        languages,
+        skills,
+        vip_certified,
+        capacity,
+        rating,
+    } = p;
+    AgentProfile::parse(AgentProfileInput {
+        id: agent_id,
+        display_name,
+        languages: languages
+            .iter()
+            .map(|l| {
+                let pb::LanguageProficiency {
+                    language,
+                    proficiency,
+                } = l;
+                (language.as_str(), *proficiency)
+            })
+            .collect(),
+        skills: skills
+            .iter()
+            .map(|s| {
+                let pb::SkillLevel { skill, level } = s;
+                (skill.as_str(), *level)
+            })
+            .collect(),
+        vip_certified: *vip_certified,
+        capacity: capacity
+            .iter()
+            .map(|c| {
+                let pb::ChannelCapacity { channel, capacity } = c;
+                (channel_from(*channel), *capacity)
+            })
+            .collect(),
+        rating: *rating,
+    })
+    .map_err(prefixed(prefix))
+}
+
+fn profile_to(p: &AgentProfile) -> pb::AgentProfile {
+    pb::AgentProfile {
+        agent_id: p.id.to_string(),
+        display_name: p.display_name.clone(),
+        languages: p
+            .languages
+            .iter()
+            .map(|l| pb::LanguageProficiency {
+                language: l.language.to_string(),
+                proficiency: u32::from(l.proficiency.get()),
+            })
+            .collect(),
+        skills: p
+            .skills
+            .iter()
+            .map(|(s, l)| pb::SkillLevel {
+                skill: s.to_string(),
+                level: u32::from(l.get()),
+            })
+            .collect(),
+        vip_certified: p.vip_certified,
+        capacity: p
+            .capacity
+            .iter()
+            .map(|(c, n)| pb::ChannelCapacity {
+                channel: channel_to(*c) as i32,
+                capacity: *n,
+            })
+            .collect(),
+        rating: p.rating,
+    }
+}
+
+fn remaining(until: Millis, now: Millis) -> u64 {
+    u64::try_from(until - now).unwrap_or(0)
+}
+
+/// Domain agent → proto, with remaining times measured at `now`.
+pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
+    pb::Agent {
+        profile: Some(profile_to(&a.profile)),
+        presence: Some(pb::AgentPresence {
+            status: status_to(a.status) as i32,
+            activity: activity_to(a.activity(now)) as i32,
+            connected: a.connected(),
+            pending_offer_id: a
+                .pending_offer
+                .as_ref()
+                .map(|o| o.offer_id.to_string())
+                .unwrap_or_default(),
+            assigned_case_ids: a.assignments.keys().map(ToString::to_string).collect(),
+            consecutive_misses: a.consecutive_misses,
+            wrap_up_remaining_ms: remaining(a.wrap_up_until, now),
+            cool_down_remaining_ms: remaining(a.cool_down_until, now),
+            offers_received: a.offers_received,
+            offers_accepted: a.offers_accepted,
+        }),
+        version: a.version,
+    }
+}
+
+/// `CaseSpec` (under field `prefix`) → domain spec.
+pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<CaseSpec, FieldError> {
+    let pb::CaseSpec {
+        case_id,
+        language,
+        min_language_proficiency,
+        required_skills,
+        preferred_skills,
+        tier,
+        priority,
+        channel,
+        summary,
+        sentiment,
+        customer_id,
+        previous_agent_id,
+        ttl_ms,
+    } = s;
+    let pairs = |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> {
+        v.iter().map(|s| (s.skill.clone(), s.level)).collect()
+    };
+    let (req, pref) = (pairs(required_skills), pairs(preferred_skills));
+    CaseSpec::parse(
+        CaseSpecInput {
+            id: case_id,
+            language,
+            min_proficiency: *min_language_proficiency,
+            required_skills: req.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
+            preferred_skills: pref.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
+            tier: tier_from(*tier),
+            priority: *priority,
+            channel: channel_from(*channel),
+            summary,
+            sentiment: *sentiment,
+            customer_id,
+            previous_agent_id,
+            ttl_ms: *ttl_ms,
+        },
+        policy.default_min_level(),
+    )
+    .map_err(prefixed(prefix))
+}
+
+fn spec_to(s: &CaseSpec) -> pb::CaseSpec {
+    pb::CaseSpec {
+        case_id: s.id.to_string(),
+        language: s.language.to_string(),
+        min_language_proficiency: u32::from(s.min_proficiency.get()),
+        required_skills: skills_to(&s.required_skills),
+        preferred_skills: skills_to(&s.preferred_skills),
+        tier: tier_to(s.tier) as i32,
+        priority: u32::from(s.priority),
+        channel: channel_to(s.channel) as i32,
+        summary: s.summary.clone(),
+        sentiment: s.sentiment,
+        customer_id: s
+            .customer
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        previous_agent_id: s
+            .previous_agent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        ttl_ms: s.ttl_ms.unwrap_or(0),
+    }
+}
+
+/// The case summary an agent sees in an offer.
+pub fn summary_to(s: &CaseSpec) -> pb::CaseSummary {
+    pb::CaseSummary {
+        case_id: s.id.to_string(),
+        language: s.language.to_string(),
+        required_skills: skills_to(&s.required_skills),
+        preferred_skills: skills_to(&s.preferred_skills),
+        tier: tier_to(s.tier) as i32,
+        channel: channel_to(s.channel) as i32,
+        summary: s.summary.clone(),
+        sentiment: s.sentiment,
+        priority: u32::from(s.priority),
+        customer_id: s
+            .customer
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+fn state_to(s: &CaseState) -> pb::CaseState {
+    match s {
+        CaseState::Queued => pb::CaseState::Queued,
+        CaseState::Offered { .. } => pb::CaseState::Offered,
+        CaseState::Assigned { .. } => pb::CaseState::Assigned,
+        CaseState::Completed => pb::CaseState::Completed,
+        CaseState::Cancelled => pb::CaseState::Cancelled,
+        CaseState::Expired => pb::CaseState::Expired,
+    }
+}
+
+fn outcome_to(o: OfferOutcome) -> pb::OfferOutcome {
+    match o {
+        OfferOutcome::Pending => pb::OfferOutcome::Pending,
+        OfferOutcome::Accepted => pb::OfferOutcome::Accepted,
+        OfferOutcome::Declined => pb::OfferOutcome::Declined,
+        OfferOutcome::TimedOut => pb::OfferOutcome::TimedOut,
+        OfferOutcome::Revoked => pb::OfferOutcome::Revoked,
+    }
+}
+
+fn candidate_to(c: &CandidateScore) -> pb::CandidateScore {
+    pb::CandidateScore {
+        agent_id: c.agent_id.to_string(),
+        total: c.total,
+        terms: c
+            .terms
+            .iter()
+            .map(|t| pb::ScoreTerm {
+                name: t.name.as_str().to_owned(),
+                value: t.value,
+                weight: t.weight,
+                contribution: t.contribution(),
+            })
+            .collect(),
+    }
+}
+
+fn explanation_to(e: &Explanation) -> pb::Explanation {
+    pb::Explanation {
+        candidates: e.candidates.iter().map(candidate_to).collect(),
+        eligible: e.eligible,
+        relaxations: e.relaxations.clone(),
+    }
+}
+
+fn offer_to(case: &Case, o: &OfferRecord) -> pb::Offer {
+    pb::Offer {
+        offer_id: o.id.to_string(),
+        case_id: case.id().to_string(),
+        agent_id: o.agent_id.to_string(),
+        outcome: outcome_to(o.outcome) as i32,
+        offered_at_ms: o.offered_at,
+        deadline_ms: o.deadline,
+        decided_at_ms: o.decided_at,
+        reason: o.reason.clone(),
+        explanation: Some(explanation_to(&o.explanation)),
+    }
+}
+
+/// Domain case → proto, with the wait and relaxation measured at `now`.
+pub fn case_to(c: &Case, now: Millis, policy: &Policy) -> pb::Case {
+    let relaxations = if c.state.is_terminal() {
+        Vec::new()
+    } else {
+        c.relaxed(policy, now).describe()
+    };
+    pb::Case {
+        spec: Some(spec_to(&c.spec)),
+        state: state_to(&c.state) as i32,
+        version: c.version,
+        created_at_ms: c.created_at,
+        current_agent_id: c
+            .current_agent()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        offers: c.offers.iter().map(|o| offer_to(c, o)).collect(),
+        outcome: c.outcome.clone(),
+        relaxations,
+        waited_ms: c.waited_ms(now),
+    }
+}
+
+/// A case event → proto.
+pub fn event_to(e: &CaseEvent) -> pb::CaseEvent {
+    let kind = match e.kind {
+        CaseEventKind::Snapshot => pb::CaseEventKind::Snapshot,
+        CaseEventKind::Queued => pb::CaseEventKind::Queued,
+        CaseEventKind::Offered => pb::CaseEventKind::Offered,
+        CaseEventKind::Declined => pb::CaseEventKind::Declined,
+        CaseEventKind::OfferTimedOut => pb::CaseEventKind::OfferTimedOut,
+        CaseEventKind::OfferRevoked => pb::CaseEventKind::OfferRevoked,
+        CaseEventKind::Assigned => pb::CaseEventKind::Assigned,
+        CaseEventKind::Completed => pb::CaseEventKind::Completed,
+        CaseEventKind::Cancelled => pb::CaseEventKind::Cancelled,
+        CaseEventKind::Expired => pb::CaseEventKind::Expired,
+    };
+    pb::CaseEvent {
+        case_id: e.case_id.to_string(),
+        kind: kind as i32,
+        version: e.version,
+        at_ms: e.at,
+        agent_id: e
+            .agent_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        offer_id: e
+            .offer_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        reason: e.reason.clone(),
+        state: state_to(&e.state) as i32,
+    }
+}
+
+/// The snapshot event that opens every watch.
+pub fn snapshot_event(c: &Case, now: Millis) -> CaseEvent {
+    CaseEvent {
+        case_id: c.id().clone(),
+        kind: CaseEventKind::Snapshot,
+        version: c.version,
+        at: now,
+        agent_id: c.current_agent().cloned(),
+        offer_id: match &c.state {
+            CaseState::Offered { offer_id, .. } | CaseState::Assigned { offer_id, .. } => {
+                Some(offer_id.clone())
+            }
+            _ => None,
+        },
+        reason: c.outcome.clone(),
+        state: c.state.clone(),
+    }
+}
+
+/// An engine notice → the message on the agent's stream.
+pub fn notice_to(n: AgentNotice) -> pb::DispatcherMessage {
+    use pb::dispatcher_message::Event;
+    let event = match n {
+        AgentNotice::Offer {
+            offer_id,
+            case,
+            remaining_ms,
+        } => Event::Offer(pb::OfferMade {
+            offer_id: offer_id.to_string(),
+            case: Some(summary_to(&case)),
+            remaining_ms,
+        }),
+        AgentNotice::OfferRevoked {
+            offer_id,
+            case_id,
+            reason,
+        } => Event::OfferRevoked(pb::OfferRevoked {
+            offer_id: offer_id.to_string(),
+            case_id: case_id.to_string(),
+            reason,
+        }),
+        AgentNotice::Assigned { offer_id, case } => Event::Assignment(pb::AssignmentConfirmed {
+            offer_id: offer_id.to_string(),
+            case: Some(summary_to(&case)),
+        }),
+        AgentNotice::Status {
+            status,
+            activity,
+            reason,
+            assignments,
+        } => Event::Status(pb::StatusChanged {
+            status: status_to(status) as i32,
+            activity: activity_to(activity) as i32,
+            reason,
+            assigned_case_ids: assignments.iter().map(ToString::to_string).collect(),
+        }),
+        AgentNotice::Result {
+            request_id,
+            outcome,
+        } => {
+            let (code, message) = match outcome {
+                Ok(()) => (tonic::Code::Ok, String::new()),
+                Err(e) => (error::code(&e), e.to_string()),
+            };
+            Event::Result(pb::CommandResult {
+                request_id,
+                code: code as i32,
+                message,
+            })
+        }
+    };
+    pb::DispatcherMessage { event: Some(event) }
+}
+
+/// `AvailabilityFilter` and group-by list (under `prefix`) → domain.
+pub fn filter_from(
+    f: Option<&pb::AvailabilityFilter>,
+    group_by: &[i32],
+    prefix: &str,
+) -> Result<(AvailabilityFilter, Vec<GroupBy>), FieldError> {
+    let mut filter = AvailabilityFilter::default();
+    if let Some(pb::AvailabilityFilter {
+        languages,
+        min_language_proficiency,
+        skills,
+        vip_certified_only,
+    }) = f
+    {
+        for (i, l) in languages.iter().enumerate() {
+            filter.languages.push(Language::parse(
+                &format!("{prefix}filter.languages[{i}]"),
+                l,
+            )?);
+        }
+        if *min_language_proficiency > 0 {
+            filter.min_proficiency = Some(Level::parse(
+                &format!("{prefix}filter.min_language_proficiency"),
+                *min_language_proficiency,
+            )?);
+        }
+        if skills.len() > dispatch_domain::limits::MAX_SKILLS {
+            return Err(FieldError::new(
+                format!("{prefix}filter.skills"),
+                "too many skills",
+            ));
+        }
+        for (i, s) in skills.iter().enumerate() {
+            let pb::SkillLevel { skill, level } = s;
+            filter.skills.push(SkillLevel {
+                skill: Skill::parse(&format!("{prefix}filter.skills[{i}].skill"), skill)?,
+                level: Level::parse(&format!("{prefix}filter.skills[{i}].level"), *level)?,
+            });
+        }
+        filter.vip_certified_only = *vip_certified_only;
+    }
+    let mut dims = Vec::new();
+    for (i, g) in group_by.iter().enumerate() {
+        let field = format!("{prefix}group_by[{i}]");
+        let dim = match pb::GroupBy::try_from(*g) {
+            Ok(pb::GroupBy::Language) => GroupBy::Language,
+            Ok(pb::GroupBy::Skill) => GroupBy::Skill,
+            Ok(pb::GroupBy::Tier) => GroupBy::Tier,
+            Ok(pb::GroupBy::Activity) => GroupBy::Activity,
+            Ok(pb::GroupBy::Unspecified) | Err(_) => {
+                return Err(FieldError::new(field, format!("{g} is not a grouping")));
+            }
+        };
+        if dims.contains(&dim) {
+            return Err(FieldError::new(field, "grouping listed twice"));
+        }
+        dims.push(dim);
+    }
+    Ok((filter, dims))
+}
+
+fn counts_to(c: &Counts) -> pb::AvailabilityCounts {
+    let Counts {
+        registered,
+        online,
+        available,
+        busy,
+        away,
+        offline,
+    } = *c;
+    pb::AvailabilityCounts {
+        registered,
+        online,
+        available,
+        busy,
+        away,
+        offline,
+    }
+}
+
+/// Planner counts → report.
+pub fn report_to(a: &Availability, now: Millis) -> pb::AvailabilityReport {
+    pb::AvailabilityReport {
+        total: Some(counts_to(&a.total)),
+        groups: a
+            .groups
+            .iter()
+            .map(|(k, c)| pb::AvailabilityGroup {
+                language: k.language.clone().unwrap_or_default(),
+                skill: k.skill.clone().unwrap_or_default(),
+                tier: k.tier.unwrap_or_default().to_owned(),
+                activity: k.activity.map_or(pb::Activity::Unspecified, activity_to) as i32,
+                counts: Some(counts_to(c)),
+            })
+            .collect(),
+        at_ms: now,
+    }
+}
+
+/// Queue stats → response.
+pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
+    let c = |k: Counter| u64::try_from(s.counters.get(&k).copied().unwrap_or(0)).unwrap_or(0);
+    pb::GetQueueStatsResponse {
+        waiting: s.waiting,
+        offered: s.offered,
+        assigned: s.assigned,
+        oldest_wait_ms: s.oldest_wait_ms,
+        groups: s
+            .groups
+            .iter()
+            .map(|g| pb::WaitingGroup {
+                tier: tier_to(g.tier) as i32,
+                language: g.language.clone(),
+                waiting: g.waiting,
+                oldest_wait_ms: g.oldest_wait_ms,
+            })
+            .collect(),
+        submitted_total: c(Counter::Submitted),
+        offers_made: c(Counter::OffersMade),
+        offers_accepted: c(Counter::OffersAccepted),
+        offers_declined: c(Counter::OffersDeclined),
+        offers_timed_out: c(Counter::OffersTimedOut),
+        offers_revoked: c(Counter::OffersRevoked),
+        completed_total: c(Counter::Completed),
+        cancelled_total: c(Counter::Cancelled),
+        expired_total: c(Counter::Expired),
+        mean_time_to_accept_ms: s.mean_time_to_accept_ms,
+    }
+}
+
+/// Validates an id field with the domain's rules.
+pub fn id<T>(
+    field: &str,
+    v: &str,
+    parse: fn(&str, &str) -> Result<T, FieldError>,
+) -> Result<T, tonic::Status> {
+    parse(field, v).map_err(error::invalid)
+}
