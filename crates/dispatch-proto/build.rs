@@ -10,10 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile([&file], [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out.join("dispatch_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
+    fs::write(out.join("dispatch_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -21,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `AgentService.Connect` would collide with the generated `Client::connect(dst)`; clients
         // are built from a `Channel` instead (see `dispatch_grpc::client`).
         .build_transport(false)
+        // For `dispatchctl --json`.
+        .type_attribute(".dispatch.v1", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;
     Ok(())
 }

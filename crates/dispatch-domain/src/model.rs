@@ -24,18 +24,12 @@ pub struct FieldError {
 impl FieldError {
     /// A field error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 
     /// The same error nested under `prefix` (`spec` + `case_id` → `spec.case_id`).
     pub fn under(self, prefix: &str) -> Self {
-        Self {
-            field: format!("{prefix}.{}", self.field),
-            ..self
-        }
+        Self { field: format!("{prefix}.{}", self.field), ..self }
     }
 }
 
@@ -92,19 +86,10 @@ fn validate_id(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, format!("{what} is required")));
     }
     if value.len() > limits::MAX_ID_LEN {
-        return Err(FieldError::new(
-            field,
-            format!("{what} is longer than {} bytes", limits::MAX_ID_LEN),
-        ));
+        return Err(FieldError::new(field, format!("{what} is longer than {} bytes", limits::MAX_ID_LEN)));
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
-    {
-        return Err(FieldError::new(
-            field,
-            format!("{what} has character {c:?}; allowed are A-Z a-z 0-9 . _ - : @"),
-        ));
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@'))) {
+        return Err(FieldError::new(field, format!("{what} has character {c:?}; allowed are A-Z a-z 0-9 . _ - : @")));
     }
     Ok(())
 }
@@ -120,12 +105,7 @@ impl Language {
     /// Parses the BCP 47 form `language[-script][-region][-variant]*`: a 2–3 letter primary
     /// subtag, a 4-letter script, a 2-letter or 3-digit region, 5–8 character variants.
     pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
-        let bad = |why: &str| {
-            FieldError::new(
-                field,
-                format!("{value:?} is not a BCP 47 language tag: {why}"),
-            )
-        };
+        let bad = |why: &str| FieldError::new(field, format!("{value:?} is not a BCP 47 language tag: {why}"));
         if value.is_empty() {
             return Err(FieldError::new(field, "language is required"));
         }
@@ -151,16 +131,13 @@ impl Language {
             } else if stage <= 1 && ((part.len() == 2 && alpha) || (part.len() == 3 && digits)) {
                 out.push_str(&part.to_ascii_uppercase());
                 stage = 2;
-            } else if (5..=8).contains(&part.len())
-                && part.chars().all(|c| c.is_ascii_alphanumeric())
+            } else if (5..=8).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric())
                 || (part.len() == 4 && part.starts_with(|c: char| c.is_ascii_digit()))
             {
                 out.push_str(&part.to_ascii_lowercase());
                 stage = 2;
             } else {
-                return Err(bad(&format!(
-                    "subtag {part:?} is not a script, region or variant"
-                )));
+                return Err(bad(&format!("subtag {part:?} is not a script, region or variant")));
             }
         }
         Ok(Self(out))
@@ -196,19 +173,10 @@ impl Skill {
             return Err(FieldError::new(field, "skill is required"));
         }
         if v.len() > limits::MAX_SKILL_LEN {
-            return Err(FieldError::new(
-                field,
-                format!("skill is longer than {} bytes", limits::MAX_SKILL_LEN),
-            ));
+            return Err(FieldError::new(field, format!("skill is longer than {} bytes", limits::MAX_SKILL_LEN)));
         }
-        if let Some(c) = v
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-        {
-            return Err(FieldError::new(
-                field,
-                format!("skill has character {c:?}; allowed are a-z 0-9 _ - ."),
-            ));
+        if let Some(c) = v.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+            return Err(FieldError::new(field, format!("skill has character {c:?}; allowed are a-z 0-9 _ - .")));
         }
         Ok(Self(v))
     }
@@ -240,10 +208,7 @@ impl Level {
     pub fn parse(field: &str, value: u32) -> Result<Self, FieldError> {
         match u8::try_from(value) {
             Ok(v @ 1..=5) => Ok(Self(v)),
-            _ => Err(FieldError::new(
-                field,
-                format!("level {value} is outside 1 to 5"),
-            )),
+            _ => Err(FieldError::new(field, format!("level {value} is outside 1 to 5"))),
         }
     }
 
@@ -364,58 +329,38 @@ impl AgentProfile {
     /// Validates a profile; field names follow the `AgentProfile` message.
     pub fn parse(input: AgentProfileInput<'_>) -> Result<Self, FieldError> {
         let id = AgentId::parse("agent_id", input.id)?;
-        let display_name =
-            bounded_text("display_name", input.display_name, limits::MAX_NAME_LEN)?.to_owned();
+        let display_name = bounded_text("display_name", input.display_name, limits::MAX_NAME_LEN)?.to_owned();
         if input.languages.is_empty() {
-            return Err(FieldError::new(
-                "languages",
-                "at least one language is required",
-            ));
+            return Err(FieldError::new("languages", "at least one language is required"));
         }
         if input.languages.len() > limits::MAX_LANGUAGES {
-            return Err(FieldError::new(
-                "languages",
-                format!("more than {} languages", limits::MAX_LANGUAGES),
-            ));
+            return Err(FieldError::new("languages", format!("more than {} languages", limits::MAX_LANGUAGES)));
         }
         let mut languages: Vec<LanguageProficiency> = Vec::with_capacity(input.languages.len());
         for (i, (tag, prof)) in input.languages.iter().enumerate() {
             let language = Language::parse(&format!("languages[{i}].language"), tag)?;
             let proficiency = Level::parse(&format!("languages[{i}].proficiency"), *prof)?;
             if languages.iter().any(|l| l.language == language) {
-                return Err(FieldError::new(
-                    format!("languages[{i}].language"),
-                    format!("{language} is listed twice"),
-                ));
+                return Err(FieldError::new(format!("languages[{i}].language"), format!("{language} is listed twice")));
             }
-            languages.push(LanguageProficiency {
-                language,
-                proficiency,
-            });
+            languages.push(LanguageProficiency { language, proficiency });
         }
         languages.sort();
         if input.skills.len() > limits::MAX_SKILLS {
-            return Err(FieldError::new(
-                "skills",
-                format!("more than {} skills", limits::MAX_SKILLS),
-            ));
+            return Err(FieldError::new("skills", format!("more than {} skills", limits::MAX_SKILLS)));
         }
         let mut skills = BTreeMap::new();
         for (i, (name, level)) in input.skills.iter().enumerate() {
             let skill = Skill::parse(&format!("skills[{i}].skill"), name)?;
             let level = Level::parse(&format!("skills[{i}].level"), *level)?;
             if skills.insert(skill.clone(), level).is_some() {
-                return Err(FieldError::new(
-                    format!("skills[{i}].skill"),
-                    format!("{skill} is listed twice"),
-                ));
+                return Err(FieldError::new(format!("skills[{i}].skill"), format!("{skill} is listed twice")));
             }
         }
         let mut capacity = BTreeMap::new();
         for (i, (channel, cap)) in input.capacity.iter().enumerate() {
-            let channel = channel.ok_or_else(|| {
-                FieldError::new(format!("capacity[{i}].channel"), "channel is required")
-            })?;
+            let channel =
+                channel.ok_or_else(|| FieldError::new(format!("capacity[{i}].channel"), "channel is required"))?;
             if *cap > limits::MAX_CAPACITY {
                 return Err(FieldError::new(
                     format!("capacity[{i}].capacity"),
@@ -430,16 +375,10 @@ impl AgentProfile {
             }
         }
         if capacity.values().all(|c| *c == 0) {
-            return Err(FieldError::new(
-                "capacity",
-                "at least one channel needs a capacity above 0",
-            ));
+            return Err(FieldError::new("capacity", "at least one channel needs a capacity above 0"));
         }
         if !(0.0..=5.0).contains(&input.rating) {
-            return Err(FieldError::new(
-                "rating",
-                format!("rating {} is outside 0.0 to 5.0", input.rating),
-            ));
+            return Err(FieldError::new("rating", format!("rating {} is outside 0.0 to 5.0", input.rating)));
         }
         Ok(Self {
             id,
@@ -455,11 +394,7 @@ impl AgentProfile {
     /// The agent's proficiency in the primary language of `language`, if spoken.
     pub fn proficiency(&self, language: &Language) -> Option<Level> {
         let primary = language.primary();
-        self.languages
-            .iter()
-            .filter(|l| l.language.primary() == primary)
-            .map(|l| l.proficiency)
-            .max()
+        self.languages.iter().filter(|l| l.language.primary() == primary).map(|l| l.proficiency).max()
     }
 
     /// Capacity for `channel` (0 when not listed).
@@ -533,10 +468,7 @@ pub struct CaseSpecInput<'a> {
 
 impl CaseSpec {
     /// Validates a submission; field names follow the `CaseSpec` message.
-    pub fn parse(
-        input: CaseSpecInput<'_>,
-        default_min_proficiency: Level,
-    ) -> Result<Self, FieldError> {
+    pub fn parse(input: CaseSpecInput<'_>, default_min_proficiency: Level) -> Result<Self, FieldError> {
         let id = CaseId::parse("case_id", input.id)?;
         let language = Language::parse("language", input.language)?;
         let min_proficiency = match input.min_proficiency {
@@ -545,50 +477,29 @@ impl CaseSpec {
         };
         let required_skills = parse_skill_list("required_skills", &input.required_skills)?;
         let preferred_skills = parse_skill_list("preferred_skills", &input.preferred_skills)?;
-        if let Some(s) = preferred_skills
-            .iter()
-            .find(|p| required_skills.iter().any(|r| r.skill == p.skill))
-        {
-            return Err(FieldError::new(
-                "preferred_skills",
-                format!("{} is already a required skill", s.skill),
-            ));
+        if let Some(s) = preferred_skills.iter().find(|p| required_skills.iter().any(|r| r.skill == p.skill)) {
+            return Err(FieldError::new("preferred_skills", format!("{} is already a required skill", s.skill)));
         }
-        let tier = input
-            .tier
-            .ok_or_else(|| FieldError::new("tier", "tier is required (STANDARD or VIP)"))?;
+        let tier = input.tier.ok_or_else(|| FieldError::new("tier", "tier is required (STANDARD or VIP)"))?;
         let priority = match u8::try_from(input.priority) {
             Ok(p) if p <= limits::MAX_PRIORITY => p,
             _ => {
                 return Err(FieldError::new(
                     "priority",
-                    format!(
-                        "priority {} is outside 0 to {}",
-                        input.priority,
-                        limits::MAX_PRIORITY
-                    ),
+                    format!("priority {} is outside 0 to {}", input.priority, limits::MAX_PRIORITY),
                 ));
             }
         };
-        let channel = input.channel.ok_or_else(|| {
-            FieldError::new("channel", "channel is required (VOICE, CHAT or EMAIL)")
-        })?;
+        let channel =
+            input.channel.ok_or_else(|| FieldError::new("channel", "channel is required (VOICE, CHAT or EMAIL)"))?;
         let summary = bounded_text("summary", input.summary, limits::MAX_SUMMARY_LEN)?.to_owned();
         if !(-1.0..=1.0).contains(&input.sentiment) {
-            return Err(FieldError::new(
-                "sentiment",
-                format!("sentiment {} is outside -1.0 to 1.0", input.sentiment),
-            ));
+            return Err(FieldError::new("sentiment", format!("sentiment {} is outside -1.0 to 1.0", input.sentiment)));
         }
         let customer = optional(input.customer_id, |v| CustomerId::parse("customer_id", v))?;
-        let previous_agent = optional(input.previous_agent_id, |v| {
-            AgentId::parse("previous_agent_id", v)
-        })?;
+        let previous_agent = optional(input.previous_agent_id, |v| AgentId::parse("previous_agent_id", v))?;
         if input.ttl_ms > limits::MAX_TTL_MS {
-            return Err(FieldError::new(
-                "ttl_ms",
-                format!("ttl_ms is above {} (7 days)", limits::MAX_TTL_MS),
-            ));
+            return Err(FieldError::new("ttl_ms", format!("ttl_ms is above {} (7 days)", limits::MAX_TTL_MS)));
         }
         let ttl_ms = (input.ttl_ms > 0).then_some(input.ttl_ms);
         Ok(Self {
@@ -609,33 +520,20 @@ impl CaseSpec {
     }
 }
 
-fn optional<T>(
-    v: &str,
-    parse: impl FnOnce(&str) -> Result<T, FieldError>,
-) -> Result<Option<T>, FieldError> {
-    if v.is_empty() {
-        Ok(None)
-    } else {
-        parse(v).map(Some)
-    }
+fn optional<T>(v: &str, parse: impl FnOnce(&str) -> Result<T, FieldError>) -> Result<Option<T>, FieldError> {
+    if v.is_empty() { Ok(None) } else { parse(v).map(Some) }
 }
 
 fn parse_skill_list(field: &str, items: &[(&str, u32)]) -> Result<Vec<SkillLevel>, FieldError> {
     if items.len() > limits::MAX_SKILLS {
-        return Err(FieldError::new(
-            field,
-            format!("more than {} skills", limits::MAX_SKILLS),
-        ));
+        return Err(FieldError::new(field, format!("more than {} skills", limits::MAX_SKILLS)));
     }
     let mut out: Vec<SkillLevel> = Vec::with_capacity(items.len());
     for (i, (name, level)) in items.iter().enumerate() {
         let skill = Skill::parse(&format!("{field}[{i}].skill"), name)?;
         let level = Level::parse(&format!("{field}[{i}].level"), *level)?;
         if out.iter().any(|s| s.skill == skill) {
-            return Err(FieldError::new(
-                format!("{field}[{i}].skill"),
-                format!("{skill} is listed twice"),
-            ));
+            return Err(FieldError::new(format!("{field}[{i}].skill"), format!("{skill} is listed twice")));
         }
         out.push(SkillLevel { skill, level });
     }
@@ -649,10 +547,7 @@ pub fn bounded_text<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a s
     if value.len() > max {
         return Err(FieldError::new(field, format!("longer than {max} bytes")));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(FieldError::new(field, "control characters are not allowed"));
     }
     Ok(value)
@@ -672,11 +567,7 @@ mod tests {
             ("sl-rozaj", "sl-rozaj"),
         ];
         for (input, want) in ok {
-            assert_eq!(
-                Language::parse("language", input).unwrap().as_str(),
-                want,
-                "{input}"
-            );
+            assert_eq!(Language::parse("language", input).unwrap().as_str(), want, "{input}");
         }
         assert_eq!(Language::parse("l", "de-CH").unwrap().primary(), "de");
         for bad in ["", "d", "german", "de_CH", "de-", "12", "de-CH-DE"] {
@@ -688,10 +579,7 @@ mod tests {
     #[test]
     fn ids_are_bounded_and_plain() {
         assert!(AgentId::parse("agent_id", "agent-7@eu.west").is_ok());
-        assert_eq!(
-            AgentId::parse("agent_id", "").unwrap_err().reason,
-            "agent id is required"
-        );
+        assert_eq!(AgentId::parse("agent_id", "").unwrap_err().reason, "agent id is required");
         assert!(AgentId::parse("agent_id", &"a".repeat(129)).is_err());
         assert!(CaseId::parse("case_id", "a b").is_err());
     }
@@ -716,36 +604,17 @@ mod tests {
             ..Default::default()
         };
         assert!(AgentProfile::parse(base()).is_ok());
-        let e = AgentProfile::parse(AgentProfileInput {
-            skills: vec![("disputes", 7)],
-            ..base()
-        })
-        .unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { skills: vec![("disputes", 7)], ..base() }).unwrap_err();
         assert_eq!(e.field, "skills[0].level");
-        let e = AgentProfile::parse(AgentProfileInput {
-            languages: vec![("de", 5), ("DE", 3)],
-            ..base()
-        })
-        .unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { languages: vec![("de", 5), ("DE", 3)], ..base() }).unwrap_err();
         assert_eq!(e.field, "languages[1].language");
-        let e = AgentProfile::parse(AgentProfileInput {
-            capacity: vec![(Some(Channel::Chat), 0)],
-            ..base()
-        })
-        .unwrap_err();
+        let e =
+            AgentProfile::parse(AgentProfileInput { capacity: vec![(Some(Channel::Chat), 0)], ..base() }).unwrap_err();
         assert_eq!(e.field, "capacity");
-        let e = AgentProfile::parse(AgentProfileInput {
-            rating: 9.0,
-            ..base()
-        })
-        .unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { rating: 9.0, ..base() }).unwrap_err();
         assert_eq!(e.field, "rating");
         let many: Vec<(&str, u32)> = (0..=limits::MAX_SKILLS).map(|_| ("x", 1)).collect();
-        let e = AgentProfile::parse(AgentProfileInput {
-            skills: many,
-            ..base()
-        })
-        .unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { skills: many, ..base() }).unwrap_err();
         assert_eq!(e.field, "skills");
     }
 }

@@ -51,26 +51,14 @@ impl Default for Policy {
             cool_down_after_decline_ms: 5_000,
             cool_down_after_miss_ms: 10_000,
             reoffer_same_agent_after_ms: 300_000,
-            wrap_up_ms: ChannelDurations {
-                voice: 30_000,
-                chat: 10_000,
-                email: 5_000,
-            },
+            wrap_up_ms: ChannelDurations { voice: 30_000, chat: 10_000, email: 5_000 },
             presence_grace_ms: 30_000,
             default_min_proficiency: 3,
             vip_head_start_ms: 300_000,
             priority_head_start_ms: 30_000,
             relaxation: vec![
-                RelaxationStep {
-                    after_ms: 30_000,
-                    drop_preferred_skills: true,
-                    ..RelaxationStep::default()
-                },
-                RelaxationStep {
-                    after_ms: 120_000,
-                    lower_min_proficiency_by: 1,
-                    ..RelaxationStep::default()
-                },
+                RelaxationStep { after_ms: 30_000, drop_preferred_skills: true, ..RelaxationStep::default() },
+                RelaxationStep { after_ms: 120_000, lower_min_proficiency_by: 1, ..RelaxationStep::default() },
             ],
             weights: Weights::default(),
             idle_saturation_ms: 600_000,
@@ -152,16 +140,10 @@ impl Relaxed {
             out.push("preferred skills dropped".to_owned());
         }
         if self.lower_skill_levels_by > 0 {
-            out.push(format!(
-                "skill levels lowered by {}",
-                self.lower_skill_levels_by
-            ));
+            out.push(format!("skill levels lowered by {}", self.lower_skill_levels_by));
         }
         if self.lower_min_proficiency_by > 0 {
-            out.push(format!(
-                "language proficiency lowered by {}",
-                self.lower_min_proficiency_by
-            ));
+            out.push(format!("language proficiency lowered by {}", self.lower_min_proficiency_by));
         }
         if self.allow_uncertified_for_vip {
             out.push("vip open to uncertified agents".to_owned());
@@ -190,14 +172,7 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Self {
-            language: 1.0,
-            skill_depth: 1.0,
-            rating: 0.5,
-            idle: 2.0,
-            acceptance: 0.5,
-            affinity: 1.5,
-        }
+        Self { language: 1.0, skill_depth: 1.0, rating: 0.5, idle: 2.0, acceptance: 0.5, affinity: 1.5 }
     }
 }
 
@@ -214,24 +189,12 @@ pub struct PolicyError {
 impl Policy {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        let err = |field: &str, reason: &str| {
-            Err(PolicyError {
-                field: field.to_owned(),
-                reason: reason.to_owned(),
-            })
-        };
+        let err = |field: &str, reason: &str| Err(PolicyError { field: field.to_owned(), reason: reason.to_owned() });
         if !(100..=3_600_000).contains(&self.offer_timeout_ms) {
             return err("offer_timeout_ms", "must be 100 to 3600000");
         }
-        if self
-            .offer_timeout_overrides
-            .iter()
-            .any(|o| !(100..=3_600_000).contains(&o.timeout_ms))
-        {
-            return err(
-                "offer_timeout_overrides",
-                "every timeout_ms must be 100 to 3600000",
-            );
+        if self.offer_timeout_overrides.iter().any(|o| !(100..=3_600_000).contains(&o.timeout_ms)) {
+            return err("offer_timeout_overrides", "every timeout_ms must be 100 to 3600000");
         }
         if self.max_consecutive_misses == 0 {
             return err("max_consecutive_misses", "must be at least 1");
@@ -239,27 +202,13 @@ impl Policy {
         if !(1..=5).contains(&self.default_min_proficiency) {
             return err("default_min_proficiency", "must be 1 to 5");
         }
-        if self
-            .relaxation
-            .windows(2)
-            .any(|w| w[0].after_ms >= w[1].after_ms)
-        {
-            return err(
-                "relaxation",
-                "steps must be in strictly increasing after_ms order",
-            );
+        if self.relaxation.windows(2).any(|w| w[0].after_ms >= w[1].after_ms) {
+            return err("relaxation", "steps must be in strictly increasing after_ms order");
         }
         let w = &self.weights;
-        if [
-            w.language,
-            w.skill_depth,
-            w.rating,
-            w.idle,
-            w.acceptance,
-            w.affinity,
-        ]
-        .iter()
-        .any(|x| !x.is_finite() || *x < 0.0)
+        if [w.language, w.skill_depth, w.rating, w.idle, w.acceptance, w.affinity]
+            .iter()
+            .any(|x| !x.is_finite() || *x < 0.0)
         {
             return err("weights", "weights must be finite and not negative");
         }
@@ -287,27 +236,16 @@ impl Policy {
 
     /// What is relaxed for a case that has waited `waited_ms`.
     pub fn relaxed(&self, waited_ms: u64) -> Relaxed {
-        self.relaxation
-            .iter()
-            .filter(|s| s.after_ms <= waited_ms)
-            .fold(Relaxed::default(), |acc, s| Relaxed {
-                drop_preferred_skills: acc.drop_preferred_skills || s.drop_preferred_skills,
-                lower_skill_levels_by: acc
-                    .lower_skill_levels_by
-                    .saturating_add(s.lower_skill_levels_by),
-                lower_min_proficiency_by: acc
-                    .lower_min_proficiency_by
-                    .saturating_add(s.lower_min_proficiency_by),
-                allow_uncertified_for_vip: acc.allow_uncertified_for_vip
-                    || s.allow_uncertified_for_vip,
-            })
+        self.relaxation.iter().filter(|s| s.after_ms <= waited_ms).fold(Relaxed::default(), |acc, s| Relaxed {
+            drop_preferred_skills: acc.drop_preferred_skills || s.drop_preferred_skills,
+            lower_skill_levels_by: acc.lower_skill_levels_by.saturating_add(s.lower_skill_levels_by),
+            lower_min_proficiency_by: acc.lower_min_proficiency_by.saturating_add(s.lower_min_proficiency_by),
+            allow_uncertified_for_vip: acc.allow_uncertified_for_vip || s.allow_uncertified_for_vip,
+        })
     }
 
     /// The wait at which the next relaxation step applies, if any is left.
     pub fn next_relaxation_after(&self, waited_ms: u64) -> Option<u64> {
-        self.relaxation
-            .iter()
-            .map(|s| s.after_ms)
-            .find(|a| *a > waited_ms)
+        self.relaxation.iter().map(|s| s.after_ms).find(|a| *a > waited_ms)
     }
 }

@@ -38,12 +38,7 @@ impl Ineligible {
 }
 
 /// The hard filters: `Ok` when `agent` may be offered `case` at `now`.
-pub fn eligibility(
-    case: &Case,
-    agent: &Agent,
-    now: Millis,
-    policy: &Policy,
-) -> Result<(), Ineligible> {
+pub fn eligibility(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Result<(), Ineligible> {
     if let Some(why) = agent.unready_reason(now) {
         return Err(Ineligible::NotReady(why));
     }
@@ -58,20 +53,11 @@ pub fn eligibility(
 }
 
 /// The profile-only filters (language, skills, VIP), under the given relaxation.
-pub fn matches_requirements(
-    case: &Case,
-    agent: &Agent,
-    relaxed: Relaxed,
-) -> Result<(), Ineligible> {
+pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed) -> Result<(), Ineligible> {
     let spec = &case.spec;
     let profile = &agent.profile;
-    let min_prof = spec
-        .min_proficiency
-        .lowered(relaxed.lower_min_proficiency_by);
-    if profile
-        .proficiency(&spec.language)
-        .is_none_or(|p| p < min_prof)
-    {
+    let min_prof = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
+    if profile.proficiency(&spec.language).is_none_or(|p| p < min_prof) {
         return Err(Ineligible::Language);
     }
     let held = |s: &crate::model::Skill| profile.skills.get(s).copied();
@@ -97,8 +83,7 @@ fn above(held: Level, required: Level) -> f64 {
     if required == Level::MAX {
         1.0
     } else {
-        f64::from(held.get().saturating_sub(required.get()))
-            / f64::from(Level::MAX.get() - required.get())
+        f64::from(held.get().saturating_sub(required.get())) / f64::from(Level::MAX.get() - required.get())
     }
 }
 
@@ -115,91 +100,33 @@ pub fn score(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Candid
     let spec = &case.spec;
     let profile = &agent.profile;
     let w = &policy.weights;
-    let language = profile
-        .proficiency(&spec.language)
-        .map_or(0.0, |p| above(p, spec.min_proficiency));
+    let language = profile.proficiency(&spec.language).map_or(0.0, |p| above(p, spec.min_proficiency));
     let mut depth = Vec::with_capacity(spec.required_skills.len() + spec.preferred_skills.len());
     for req in &spec.required_skills {
-        depth.push(
-            profile
-                .skills
-                .get(&req.skill)
-                .map_or(0.0, |l| above(*l, req.level)),
-        );
+        depth.push(profile.skills.get(&req.skill).map_or(0.0, |l| above(*l, req.level)));
     }
     for pref in &spec.preferred_skills {
-        depth.push(
-            if profile
-                .skills
-                .get(&pref.skill)
-                .is_some_and(|l| *l >= pref.level)
-            {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        depth.push(if profile.skills.get(&pref.skill).is_some_and(|l| *l >= pref.level) { 1.0 } else { 0.0 });
     }
-    let skill_depth = if depth.is_empty() {
-        0.0
-    } else {
-        depth.iter().sum::<f64>() / depth.len() as f64
-    };
+    let skill_depth = if depth.is_empty() { 0.0 } else { depth.iter().sum::<f64>() / depth.len() as f64 };
     let idle = ((now - agent.idle_since).max(0) as f64 / policy.idle_saturation_ms as f64).min(1.0);
-    let affinity = if spec.previous_agent.as_ref() == Some(agent.id()) {
-        1.0
-    } else {
-        0.0
-    };
+    let affinity = if spec.previous_agent.as_ref() == Some(agent.id()) { 1.0 } else { 0.0 };
     let terms = vec![
-        TermScore {
-            name: Term::Language,
-            value: language,
-            weight: w.language,
-        },
-        TermScore {
-            name: Term::SkillDepth,
-            value: skill_depth,
-            weight: w.skill_depth,
-        },
-        TermScore {
-            name: Term::Rating,
-            value: (profile.rating / 5.0).clamp(0.0, 1.0),
-            weight: w.rating,
-        },
-        TermScore {
-            name: Term::Idle,
-            value: idle,
-            weight: w.idle,
-        },
-        TermScore {
-            name: Term::Acceptance,
-            value: agent.acceptance_ratio(),
-            weight: w.acceptance,
-        },
-        TermScore {
-            name: Term::Affinity,
-            value: affinity,
-            weight: w.affinity,
-        },
+        TermScore { name: Term::Language, value: language, weight: w.language },
+        TermScore { name: Term::SkillDepth, value: skill_depth, weight: w.skill_depth },
+        TermScore { name: Term::Rating, value: (profile.rating / 5.0).clamp(0.0, 1.0), weight: w.rating },
+        TermScore { name: Term::Idle, value: idle, weight: w.idle },
+        TermScore { name: Term::Acceptance, value: agent.acceptance_ratio(), weight: w.acceptance },
+        TermScore { name: Term::Affinity, value: affinity, weight: w.affinity },
     ];
     let total = terms.iter().map(TermScore::contribution).sum();
-    CandidateScore {
-        agent_id: agent.id().clone(),
-        total,
-        terms,
-    }
+    CandidateScore { agent_id: agent.id().clone(), total, terms }
 }
 
 /// The best eligible candidates for `case` among `agents`, best first (at most
 /// `policy.explain_top`), with the count of eligible agents. Ties go to the lower agent id so
 /// that the choice is deterministic.
-pub fn rank<'a>(
-    case: &Case,
-    agents: impl IntoIterator<Item = &'a Agent>,
-    now: Millis,
-    policy: &Policy,
-) -> Explanation {
+pub fn rank<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, now: Millis, policy: &Policy) -> Explanation {
     let keep = policy.explain_top.max(1);
     let mut top: Vec<CandidateScore> = Vec::with_capacity(keep + 1);
     let mut eligible = 0u32;
@@ -215,11 +142,7 @@ pub fn rank<'a>(
             top.truncate(keep);
         }
     }
-    Explanation {
-        candidates: top,
-        eligible,
-        relaxations: case.relaxed(policy, now).describe(),
-    }
+    Explanation { candidates: top, eligible, relaxations: case.relaxed(policy, now).describe() }
 }
 
 /// `a` ranks before `b`.

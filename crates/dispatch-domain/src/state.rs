@@ -120,12 +120,7 @@ impl Agent {
     /// Offers plus assignments in `channel`.
     pub fn load(&self, channel: Channel) -> u32 {
         let assigned = self.assignments.values().filter(|c| **c == channel).count() as u32;
-        assigned
-            + u32::from(
-                self.pending_offer
-                    .as_ref()
-                    .is_some_and(|o| o.channel == channel),
-            )
+        assigned + u32::from(self.pending_offer.as_ref().is_some_and(|o| o.channel == channel))
     }
 
     /// Room for one more case of `channel`.
@@ -156,9 +151,7 @@ impl Agent {
             (None, _) | (_, AgentStatus::Offline) => Activity::Offline,
             (Some(_), AgentStatus::Away) => Activity::Away,
             (Some(_), AgentStatus::Available) => {
-                if self.unready_reason(now).is_none()
-                    && Channel::ALL.iter().any(|c| self.has_room(*c))
-                {
+                if self.unready_reason(now).is_none() && Channel::ALL.iter().any(|c| self.has_room(*c)) {
                     Activity::Available
                 } else {
                     Activity::Busy
@@ -213,10 +206,7 @@ pub enum CaseState {
 impl CaseState {
     /// Completed, cancelled or expired: nothing more happens.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            CaseState::Completed | CaseState::Cancelled | CaseState::Expired
-        )
+        matches!(self, CaseState::Completed | CaseState::Cancelled | CaseState::Expired)
     }
 
     /// Lower-case name.
@@ -387,11 +377,7 @@ impl Case {
 
     /// How long it has waited (from submission to now, or to its end).
     pub fn waited_ms(&self, now: Millis) -> u64 {
-        let end = if self.closed_at > 0 {
-            self.closed_at
-        } else {
-            now
-        };
+        let end = if self.closed_at > 0 { self.closed_at } else { now };
         u64::try_from(end - self.created_at).unwrap_or(0)
     }
 
@@ -406,22 +392,15 @@ impl Case {
     /// standard case overtakes a newer VIP one once it has waited the head start longer: no tier
     /// starves.
     pub fn queue_rank(&self, policy: &Policy) -> i64 {
-        let vip = if self.spec.tier == crate::model::Tier::Vip {
-            policy.vip_head_start_ms
-        } else {
-            0
-        };
+        let vip = if self.spec.tier == crate::model::Tier::Vip { policy.vip_head_start_ms } else { 0 };
         let prio = u64::from(self.spec.priority) * policy.priority_head_start_ms;
-        self.created_at
-            .saturating_sub(i64::try_from(vip.saturating_add(prio)).unwrap_or(i64::MAX))
+        self.created_at.saturating_sub(i64::try_from(vip.saturating_add(prio)).unwrap_or(i64::MAX))
     }
 
     /// The live or accepted offer's agent.
     pub fn current_agent(&self) -> Option<&AgentId> {
         match &self.state {
-            CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } => {
-                Some(agent_id)
-            }
+            CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } => Some(agent_id),
             _ => None,
         }
     }
@@ -446,9 +425,7 @@ impl Case {
         if self.state != CaseState::Queued {
             return None;
         }
-        let relax = policy
-            .next_relaxation_after(self.waited_ms(now))
-            .map(|a| self.created_at + a as i64);
+        let relax = policy.next_relaxation_after(self.waited_ms(now)).map(|a| self.created_at + a as i64);
         let unexclude = self.excluded.values().copied().filter(|u| *u > now).min();
         let ttl = self.spec.ttl_ms.map(|t| self.created_at + t as i64);
         [relax, unexclude, ttl].into_iter().flatten().min()

@@ -24,15 +24,8 @@ impl AvailabilityFilter {
     pub fn admits(&self, agent: &Agent) -> bool {
         let p = &agent.profile;
         let min = self.min_proficiency.unwrap_or(Level::MIN);
-        (self.languages.is_empty()
-            || self
-                .languages
-                .iter()
-                .any(|l| p.proficiency(l).is_some_and(|x| x >= min)))
-            && self
-                .skills
-                .iter()
-                .all(|s| p.skills.get(&s.skill).is_some_and(|l| *l >= s.level))
+        (self.languages.is_empty() || self.languages.iter().any(|l| p.proficiency(l).is_some_and(|x| x >= min)))
+            && self.skills.iter().all(|s| p.skills.get(&s.skill).is_some_and(|l| *l >= s.level))
             && (!self.vip_certified_only || p.vip_certified)
     }
 }
@@ -122,51 +115,28 @@ pub fn availability<'a>(
         for dim in group_by {
             keys = match dim {
                 GroupBy::Language => {
-                    let mut langs: Vec<String> = agent
-                        .profile
-                        .languages
-                        .iter()
-                        .map(|l| l.language.primary().to_owned())
-                        .collect();
+                    let mut langs: Vec<String> =
+                        agent.profile.languages.iter().map(|l| l.language.primary().to_owned()).collect();
                     langs.dedup();
                     keys.iter()
-                        .flat_map(|k| {
-                            langs.iter().map(move |l| GroupKey {
-                                language: Some(l.clone()),
-                                ..k.clone()
-                            })
-                        })
+                        .flat_map(|k| langs.iter().map(move |l| GroupKey { language: Some(l.clone()), ..k.clone() }))
                         .collect()
                 }
                 GroupBy::Skill => keys
                     .iter()
                     .flat_map(|k| {
-                        agent.profile.skills.keys().map(move |s| GroupKey {
-                            skill: Some(s.as_str().to_owned()),
-                            ..k.clone()
-                        })
+                        agent
+                            .profile
+                            .skills
+                            .keys()
+                            .map(move |s| GroupKey { skill: Some(s.as_str().to_owned()), ..k.clone() })
                     })
                     .collect(),
                 GroupBy::Tier => {
-                    let tier = if agent.profile.vip_certified {
-                        "vip"
-                    } else {
-                        "standard"
-                    };
-                    keys.into_iter()
-                        .map(|k| GroupKey {
-                            tier: Some(tier),
-                            ..k
-                        })
-                        .collect()
+                    let tier = if agent.profile.vip_certified { "vip" } else { "standard" };
+                    keys.into_iter().map(|k| GroupKey { tier: Some(tier), ..k }).collect()
                 }
-                GroupBy::Activity => keys
-                    .into_iter()
-                    .map(|k| GroupKey {
-                        activity: Some(activity),
-                        ..k
-                    })
-                    .collect(),
+                GroupBy::Activity => keys.into_iter().map(|k| GroupKey { activity: Some(activity), ..k }).collect(),
             };
         }
         for key in keys {

@@ -10,14 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    AgentId, AgentProfile, CaseId, CaseSpec, FieldError, Millis, OfferId, SessionId,
-};
+use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, FieldError, Millis, OfferId, SessionId};
 use crate::policy::Policy;
 use crate::scoring;
 use crate::state::{
-    Agent, AgentStatus, Case, CaseState, Explanation, MAX_OFFER_HISTORY, OfferOutcome, OfferRecord,
-    PendingOffer, Session,
+    Agent, AgentStatus, Case, CaseState, Explanation, MAX_OFFER_HISTORY, OfferOutcome, OfferRecord, PendingOffer,
+    Session,
 };
 
 /// Why a request was refused. Each maps to one gRPC status in the transport crate.
@@ -198,15 +196,13 @@ impl Change {
 
     fn case_review(&mut self, case: &Case, policy: &Policy, now: Millis) {
         if let Some(at) = case.next_review_at(policy, now) {
-            self.timers
-                .push((TimerKey::CaseReview(case.id().clone()), at));
+            self.timers.push((TimerKey::CaseReview(case.id().clone()), at));
         }
     }
 
     fn agent_ready(&mut self, agent: &Agent, now: Millis) {
         if let Some(at) = agent.next_ready_at(now) {
-            self.timers
-                .push((TimerKey::AgentReady(agent.id().clone()), at));
+            self.timers.push((TimerKey::AgentReady(agent.id().clone()), at));
         }
     }
 }
@@ -214,12 +210,7 @@ impl Change {
 /// A new case from a router. A repeated submission is settled by [`resubmit`].
 pub fn submit(spec: CaseSpec, now: Millis, policy: &Policy) -> Change {
     let case = Case::new(spec, now);
-    let mut change = Change {
-        events: vec![Event::Queued {
-            case_id: case.id().clone(),
-        }],
-        ..Change::default()
-    };
+    let mut change = Change { events: vec![Event::Queued { case_id: case.id().clone() }], ..Change::default() };
     change.case_review(&case, policy, now);
     change.case = Some(case);
     change
@@ -230,10 +221,7 @@ pub fn resubmit(existing: &Case, spec: &CaseSpec) -> Result<(), Rejection> {
     if &existing.spec == spec {
         Ok(())
     } else {
-        Err(Rejection::AlreadyExists(format!(
-            "case {} exists with a different payload",
-            spec.id
-        )))
+        Err(Rejection::AlreadyExists(format!("case {} exists with a different payload", spec.id)))
     }
 }
 
@@ -247,27 +235,15 @@ pub fn offer(
     policy: &Policy,
 ) -> Result<Change, Rejection> {
     if case.state != CaseState::Queued {
-        return Err(Rejection::FailedPrecondition(format!(
-            "case {} is {}, not queued",
-            case.id(),
-            case.state.name()
-        )));
+        return Err(Rejection::FailedPrecondition(format!("case {} is {}, not queued", case.id(), case.state.name())));
     }
     if let Err(why) = scoring::eligibility(case, agent, now, policy) {
-        return Err(Rejection::FailedPrecondition(format!(
-            "agent {} is not eligible: {}",
-            agent.id(),
-            why.describe()
-        )));
+        return Err(Rejection::FailedPrecondition(format!("agent {} is not eligible: {}", agent.id(), why.describe())));
     }
     let deadline = now + policy.offer_timeout(case.spec.channel, case.spec.tier) as i64;
     let mut case = case.clone();
     let mut agent = agent.clone();
-    case.state = CaseState::Offered {
-        offer_id: offer_id.clone(),
-        agent_id: agent.id().clone(),
-        deadline,
-    };
+    case.state = CaseState::Offered { offer_id: offer_id.clone(), agent_id: agent.id().clone(), deadline };
     case.offers.push(OfferRecord {
         id: offer_id.clone(),
         agent_id: agent.id().clone(),
@@ -288,19 +264,9 @@ pub fn offer(
         deadline,
     });
     agent.offers_received += 1;
-    let events = vec![Event::Offered {
-        case_id: case.id().clone(),
-        offer_id,
-        agent_id: agent.id().clone(),
-        deadline,
-    }];
+    let events = vec![Event::Offered { case_id: case.id().clone(), offer_id, agent_id: agent.id().clone(), deadline }];
     let timers = vec![(TimerKey::OfferDeadline(case.id().clone()), deadline)];
-    Ok(Change {
-        case: Some(case),
-        agent: Some(agent),
-        events,
-        timers,
-    })
+    Ok(Change { case: Some(case), agent: Some(agent), events, timers })
 }
 
 /// Checks that `offer_id` is `agent`'s live offer on `case` before `now`'s deadline; `Ok(None)`
@@ -312,13 +278,9 @@ fn live_offer<'a>(
     done: OfferOutcome,
     now: Millis,
 ) -> Result<Option<&'a OfferRecord>, Rejection> {
-    let record = case
-        .offer(offer_id)
-        .ok_or_else(|| Rejection::NotFound(format!("offer {offer_id} not found")))?;
+    let record = case.offer(offer_id).ok_or_else(|| Rejection::NotFound(format!("offer {offer_id} not found")))?;
     if &record.agent_id != agent.id() {
-        return Err(Rejection::PermissionDenied(format!(
-            "offer {offer_id} was made to another agent"
-        )));
+        return Err(Rejection::PermissionDenied(format!("offer {offer_id} was made to another agent")));
     }
     if record.outcome == done {
         return Ok(None);
@@ -332,25 +294,15 @@ fn live_offer<'a>(
             OfferOutcome::TimedOut => "timed out",
             OfferOutcome::Revoked => "revoked",
         };
-        return Err(Rejection::FailedPrecondition(format!(
-            "offer {offer_id} is {how}"
-        )));
+        return Err(Rejection::FailedPrecondition(format!("offer {offer_id} is {how}")));
     }
     if now >= record.deadline {
-        return Err(Rejection::FailedPrecondition(format!(
-            "offer {offer_id} timed out"
-        )));
+        return Err(Rejection::FailedPrecondition(format!("offer {offer_id} timed out")));
     }
     Ok(Some(record))
 }
 
-fn close_offer(
-    case: &mut Case,
-    offer_id: &OfferId,
-    outcome: OfferOutcome,
-    reason: &str,
-    now: Millis,
-) {
+fn close_offer(case: &mut Case, offer_id: &OfferId, outcome: OfferOutcome, reason: &str, now: Millis) {
     if let Some(rec) = case.offer_mut(offer_id) {
         rec.outcome = outcome;
         rec.decided_at = now;
@@ -367,12 +319,7 @@ fn release_offer(agent: &mut Agent, now: Millis) {
 }
 
 /// The agent accepts its live offer: the case is assigned to it.
-pub fn accept(
-    case: &Case,
-    agent: &Agent,
-    offer_id: &OfferId,
-    now: Millis,
-) -> Result<Change, Rejection> {
+pub fn accept(case: &Case, agent: &Agent, offer_id: &OfferId, now: Millis) -> Result<Change, Rejection> {
     let Some(record) = live_offer(case, agent, offer_id, OfferOutcome::Accepted, now)? else {
         return Ok(Change::default());
     };
@@ -380,15 +327,10 @@ pub fn accept(
     let mut case = case.clone();
     let mut agent = agent.clone();
     close_offer(&mut case, offer_id, OfferOutcome::Accepted, "", now);
-    case.state = CaseState::Assigned {
-        offer_id: offer_id.clone(),
-        agent_id: agent.id().clone(),
-    };
+    case.state = CaseState::Assigned { offer_id: offer_id.clone(), agent_id: agent.id().clone() };
     case.excluded.clear();
     agent.pending_offer = None;
-    agent
-        .assignments
-        .insert(case.id().clone(), case.spec.channel);
+    agent.assignments.insert(case.id().clone(), case.spec.channel);
     agent.consecutive_misses = 0;
     agent.offers_accepted += 1;
     let events = vec![Event::Assigned {
@@ -397,12 +339,7 @@ pub fn accept(
         agent_id: agent.id().clone(),
         time_to_accept_ms,
     }];
-    Ok(Change {
-        case: Some(case),
-        agent: Some(agent),
-        events,
-        timers: Vec::new(),
-    })
+    Ok(Change { case: Some(case), agent: Some(agent), events, timers: Vec::new() })
 }
 
 /// The agent declines its live offer: the case goes back to the queue (keeping its age), the
@@ -422,10 +359,7 @@ pub fn decline(
     let mut agent = agent.clone();
     close_offer(&mut case, offer_id, OfferOutcome::Declined, reason, now);
     case.state = CaseState::Queued;
-    case.excluded.insert(
-        agent.id().clone(),
-        now + policy.reoffer_same_agent_after_ms as i64,
-    );
+    case.excluded.insert(agent.id().clone(), now + policy.reoffer_same_agent_after_ms as i64);
     release_offer(&mut agent, now);
     agent.consecutive_misses = 0;
     agent.cool_down_until = now + policy.cool_down_after_decline_ms as i64;
@@ -449,35 +383,18 @@ pub fn decline(
 /// and its deadline has passed; otherwise the case goes back to the queue, the agent counts a
 /// miss, cools down, and is set away after `max_consecutive_misses`.
 pub fn time_out(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy) -> Change {
-    let CaseState::Offered {
-        offer_id,
-        agent_id,
-        deadline,
-    } = &case.state
-    else {
+    let CaseState::Offered { offer_id, agent_id, deadline } = &case.state else {
         return Change::default();
     };
     if now < *deadline {
-        return Change {
-            timers: vec![(TimerKey::OfferDeadline(case.id().clone()), *deadline)],
-            ..Change::default()
-        };
+        return Change { timers: vec![(TimerKey::OfferDeadline(case.id().clone()), *deadline)], ..Change::default() };
     }
     let mut case = case.clone();
     let offer_id = offer_id.clone();
     let agent_id = agent_id.clone();
-    close_offer(
-        &mut case,
-        &offer_id,
-        OfferOutcome::TimedOut,
-        "timed_out",
-        now,
-    );
+    close_offer(&mut case, &offer_id, OfferOutcome::TimedOut, "timed_out", now);
     case.state = CaseState::Queued;
-    case.excluded.insert(
-        agent_id.clone(),
-        now + policy.reoffer_same_agent_after_ms as i64,
-    );
+    case.excluded.insert(agent_id.clone(), now + policy.reoffer_same_agent_after_ms as i64);
     let mut change = Change {
         events: vec![Event::TimedOut {
             case_id: case.id().clone(),
@@ -487,18 +404,12 @@ pub fn time_out(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy
         ..Change::default()
     };
     change.case_review(&case, policy, now);
-    if let Some(agent) = agent.filter(|a| {
-        a.pending_offer
-            .as_ref()
-            .is_some_and(|p| p.offer_id == offer_id)
-    }) {
+    if let Some(agent) = agent.filter(|a| a.pending_offer.as_ref().is_some_and(|p| p.offer_id == offer_id)) {
         let mut agent = agent.clone();
         release_offer(&mut agent, now);
         agent.consecutive_misses += 1;
         agent.cool_down_until = now + policy.cool_down_after_miss_ms as i64;
-        if agent.consecutive_misses >= policy.max_consecutive_misses
-            && agent.status == AgentStatus::Available
-        {
+        if agent.consecutive_misses >= policy.max_consecutive_misses && agent.status == AgentStatus::Available {
             agent.status = AgentStatus::Away;
             change.events.push(Event::AgentStatus {
                 agent_id: agent_id.clone(),
@@ -526,19 +437,12 @@ fn revoke_into(
         return;
     };
     release_offer(agent, now);
-    let live =
-        matches!(&case.state, CaseState::Offered { offer_id, .. } if *offer_id == pending.offer_id);
+    let live = matches!(&case.state, CaseState::Offered { offer_id, .. } if *offer_id == pending.offer_id);
     if !live {
         return;
     }
     let mut case = case.clone();
-    close_offer(
-        &mut case,
-        &pending.offer_id,
-        OfferOutcome::Revoked,
-        reason.as_str(),
-        now,
-    );
+    close_offer(&mut case, &pending.offer_id, OfferOutcome::Revoked, reason.as_str(), now);
     case.state = CaseState::Queued;
     change.events.push(Event::Revoked {
         case_id: case.id().clone(),
@@ -551,26 +455,13 @@ fn revoke_into(
 }
 
 /// The agent completes an assigned case; wrap-up follows.
-pub fn complete(
-    case: &Case,
-    agent: &Agent,
-    outcome: &str,
-    now: Millis,
-    policy: &Policy,
-) -> Result<Change, Rejection> {
+pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: &Policy) -> Result<Change, Rejection> {
     match &case.state {
         CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => {}
-        CaseState::Completed
-            if case
-                .offers
-                .last()
-                .is_some_and(|o| &o.agent_id == agent.id()) =>
-        {
+        CaseState::Completed if case.offers.last().is_some_and(|o| &o.agent_id == agent.id()) => {
             return Ok(Change::default());
         }
-        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. }
-            if agent_id != agent.id() =>
-        {
+        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } if agent_id != agent.id() => {
             return Err(Rejection::PermissionDenied(format!(
                 "case {} is not assigned to agent {}",
                 case.id(),
@@ -578,11 +469,7 @@ pub fn complete(
             )));
         }
         other => {
-            return Err(Rejection::FailedPrecondition(format!(
-                "case {} is {}, not assigned",
-                case.id(),
-                other.name()
-            )));
+            return Err(Rejection::FailedPrecondition(format!("case {} is {}, not assigned", case.id(), other.name())));
         }
     }
     let mut case = case.clone();
@@ -591,9 +478,7 @@ pub fn complete(
     outcome.clone_into(&mut case.outcome);
     case.closed_at = now;
     agent.assignments.remove(case.id());
-    agent.wrap_up_until = agent
-        .wrap_up_until
-        .max(now + policy.wrap_up_ms.get(case.spec.channel) as i64);
+    agent.wrap_up_until = agent.wrap_up_until.max(now + policy.wrap_up_ms.get(case.spec.channel) as i64);
     if agent.assignments.is_empty() && agent.pending_offer.is_none() {
         agent.idle_since = now;
     }
@@ -613,37 +498,16 @@ pub fn complete(
 
 /// The router cancels a case: a live offer is revoked, an assignment released.
 /// `agent` is the case's current agent, if it has one.
-pub fn cancel(
-    case: &Case,
-    agent: Option<&Agent>,
-    reason: &str,
-    now: Millis,
-) -> Result<Change, Rejection> {
+pub fn cancel(case: &Case, agent: Option<&Agent>, reason: &str, now: Millis) -> Result<Change, Rejection> {
     if case.state.is_terminal() {
-        return Err(Rejection::FailedPrecondition(format!(
-            "case {} is already {}",
-            case.id(),
-            case.state.name()
-        )));
+        return Err(Rejection::FailedPrecondition(format!("case {} is already {}", case.id(), case.state.name())));
     }
     let mut case = case.clone();
     let mut change = Change::default();
     let (agent_id, offer_id) = match case.state.clone() {
-        CaseState::Offered {
-            offer_id, agent_id, ..
-        } => {
-            close_offer(
-                &mut case,
-                &offer_id,
-                OfferOutcome::Revoked,
-                RevokeReason::Cancelled.as_str(),
-                now,
-            );
-            if let Some(a) = agent.filter(|a| {
-                a.pending_offer
-                    .as_ref()
-                    .is_some_and(|p| p.offer_id == offer_id)
-            }) {
+        CaseState::Offered { offer_id, agent_id, .. } => {
+            close_offer(&mut case, &offer_id, OfferOutcome::Revoked, RevokeReason::Cancelled.as_str(), now);
+            if let Some(a) = agent.filter(|a| a.pending_offer.as_ref().is_some_and(|p| p.offer_id == offer_id)) {
                 let mut a = a.clone();
                 release_offer(&mut a, now);
                 change.agent = Some(a);
@@ -666,12 +530,7 @@ pub fn cancel(
     case.state = CaseState::Cancelled;
     reason.clone_into(&mut case.outcome);
     case.closed_at = now;
-    change.events.push(Event::Cancelled {
-        case_id: case.id().clone(),
-        agent_id,
-        offer_id,
-        reason: reason.to_owned(),
-    });
+    change.events.push(Event::Cancelled { case_id: case.id().clone(), agent_id, offer_id, reason: reason.to_owned() });
     change.case = Some(case);
     Ok(change)
 }
@@ -683,18 +542,12 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
     if case.state != CaseState::Queued {
         return change;
     }
-    if case
-        .spec
-        .ttl_ms
-        .is_some_and(|ttl| case.created_at + ttl as i64 <= now)
-    {
+    if case.spec.ttl_ms.is_some_and(|ttl| case.created_at + ttl as i64 <= now) {
         let mut case = case.clone();
         case.state = CaseState::Expired;
         case.outcome = "time-to-live reached while waiting".to_owned();
         case.closed_at = now;
-        change.events.push(Event::Expired {
-            case_id: case.id().clone(),
-        });
+        change.events.push(Event::Expired { case_id: case.id().clone() });
         change.case = Some(case);
         return change;
     }
@@ -705,16 +558,10 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
 /// Registers a new agent or updates a profile; the live state is kept.
 pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Millis) -> Change {
     let agent = match existing {
-        Some(a) => Agent {
-            profile,
-            ..a.clone()
-        },
+        Some(a) => Agent { profile, ..a.clone() },
         None => Agent::new(profile, now),
     };
-    Change {
-        agent: Some(agent),
-        ..Change::default()
-    }
+    Change { agent: Some(agent), ..Change::default() }
 }
 
 /// An agent may be removed only when it holds no offer and no assignment.
@@ -734,30 +581,14 @@ pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
 pub fn connect(agent: &Agent, session_id: SessionId, now: Millis) -> Change {
     let mut agent = agent.clone();
     let resumed = agent.session.is_some() && agent.status != AgentStatus::Offline;
-    let reason = if resumed {
-        "session_resumed"
-    } else {
-        "signed_in"
-    };
+    let reason = if resumed { "session_resumed" } else { "signed_in" };
     if !resumed {
         agent.status = AgentStatus::Away;
     }
-    agent.session = Some(Session {
-        id: session_id,
-        connected: true,
-        disconnected_at: None,
-    });
-    let events = vec![Event::AgentStatus {
-        agent_id: agent.id().clone(),
-        status: agent.status,
-        reason,
-    }];
+    agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None });
+    let events = vec![Event::AgentStatus { agent_id: agent.id().clone(), status: agent.status, reason }];
     let _ = now;
-    Change {
-        agent: Some(agent),
-        events,
-        ..Change::default()
-    }
+    Change { agent: Some(agent), events, ..Change::default() }
 }
 
 /// A device stream dropped. Ignored unless it is the current session. The pending offer (on
@@ -770,10 +601,7 @@ pub fn disconnect(
     policy: &Policy,
 ) -> Change {
     let mut change = Change::default();
-    let current = agent
-        .session
-        .as_ref()
-        .is_some_and(|s| &s.id == session_id && s.connected);
+    let current = agent.session.as_ref().is_some_and(|s| &s.id == session_id && s.connected);
     if !current {
         return change;
     }
@@ -782,18 +610,8 @@ pub fn disconnect(
         s.connected = false;
         s.disconnected_at = Some(now);
     }
-    revoke_for(
-        &mut change,
-        pending_case,
-        &mut agent,
-        RevokeReason::Disconnected,
-        now,
-        policy,
-    );
-    change.timers.push((
-        TimerKey::PresenceGrace(agent.id().clone()),
-        now + policy.presence_grace_ms as i64,
-    ));
+    revoke_for(&mut change, pending_case, &mut agent, RevokeReason::Disconnected, now, policy);
+    change.timers.push((TimerKey::PresenceGrace(agent.id().clone()), now + policy.presence_grace_ms as i64));
     change.agent = Some(agent);
     change
 }
@@ -826,10 +644,7 @@ pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
     };
     let due = at + policy.presence_grace_ms as i64;
     if now < due {
-        return Change {
-            timers: vec![(TimerKey::PresenceGrace(agent.id().clone()), due)],
-            ..Change::default()
-        };
+        return Change { timers: vec![(TimerKey::PresenceGrace(agent.id().clone()), due)], ..Change::default() };
     }
     let mut agent = agent.clone();
     agent.session = None;
@@ -839,11 +654,7 @@ pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
         status: AgentStatus::Offline,
         reason: "presence_lost",
     }];
-    Change {
-        agent: Some(agent),
-        events,
-        ..Change::default()
-    }
+    Change { agent: Some(agent), events, ..Change::default() }
 }
 
 /// The agent asks for a status on its session. Going away or offline revokes the pending offer
@@ -857,21 +668,12 @@ pub fn set_status(
     policy: &Policy,
 ) -> Result<Change, Rejection> {
     if !agent.session.as_ref().is_some_and(|s| &s.id == session_id) {
-        return Err(Rejection::FailedPrecondition(
-            "this session is no longer the agent's current session".to_owned(),
-        ));
+        return Err(Rejection::FailedPrecondition("this session is no longer the agent's current session".to_owned()));
     }
     let mut change = Change::default();
     let mut agent = agent.clone();
     if status != AgentStatus::Available {
-        revoke_for(
-            &mut change,
-            pending_case,
-            &mut agent,
-            RevokeReason::AgentUnavailable,
-            now,
-            policy,
-        );
+        revoke_for(&mut change, pending_case, &mut agent, RevokeReason::AgentUnavailable, now, policy);
     } else {
         agent.consecutive_misses = 0;
     }
@@ -879,11 +681,7 @@ pub fn set_status(
     if status == AgentStatus::Offline {
         agent.session = None;
     }
-    change.events.push(Event::AgentStatus {
-        agent_id: agent.id().clone(),
-        status,
-        reason: "requested",
-    });
+    change.events.push(Event::AgentStatus { agent_id: agent.id().clone(), status, reason: "requested" });
     change.agent_ready(&agent, now);
     change.agent = Some(agent);
     Ok(change)
@@ -893,14 +691,7 @@ pub fn set_status(
 pub fn hand_back(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Change {
     let mut change = Change::default();
     let mut agent = agent.clone();
-    revoke_into(
-        &mut change,
-        case,
-        &mut agent,
-        RevokeReason::Shutdown,
-        now,
-        policy,
-    );
+    revoke_into(&mut change, case, &mut agent, RevokeReason::Shutdown, now, policy);
     if change.case.is_some() {
         change.agent = Some(agent);
     }
@@ -909,11 +700,7 @@ pub fn hand_back(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Ch
 
 /// Commands on an agent stream act only through the agent's current session.
 pub fn check_session(agent: &Agent, session_id: &SessionId) -> Result<(), Rejection> {
-    if agent
-        .session
-        .as_ref()
-        .is_some_and(|s| &s.id == session_id && s.connected)
-    {
+    if agent.session.as_ref().is_some_and(|s| &s.id == session_id && s.connected) {
         Ok(())
     } else {
         Err(Rejection::FailedPrecondition(

@@ -21,18 +21,12 @@ struct Inner {
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
-        Self(Arc::new(Inner {
-            manual: None,
-            moved: Notify::new(),
-        }))
+        Self(Arc::new(Inner { manual: None, moved: Notify::new() }))
     }
 
     /// A clock that stands still at `start` until [`Clock::advance`] moves it.
     pub fn manual(start: Millis) -> Self {
-        Self(Arc::new(Inner {
-            manual: Some(AtomicI64::new(start)),
-            moved: Notify::new(),
-        }))
+        Self(Arc::new(Inner { manual: Some(AtomicI64::new(start)), moved: Notify::new() }))
     }
 
     /// Now, in epoch milliseconds.
@@ -49,11 +43,7 @@ impl Clock {
     /// # Panics
     /// On the system clock, which cannot be moved.
     pub fn advance(&self, ms: u64) {
-        let t = self
-            .0
-            .manual
-            .as_ref()
-            .expect("only a manual clock can be advanced");
+        let t = self.0.manual.as_ref().expect("only a manual clock can be advanced");
         t.fetch_add(ms as i64, Ordering::SeqCst);
         self.0.moved.notify_waiters();
     }
@@ -75,9 +65,6 @@ impl Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clock")
-            .field("manual", &self.is_manual())
-            .field("now", &self.now())
-            .finish()
+        f.debug_struct("Clock").field("manual", &self.is_manual()).field("now", &self.now()).finish()
     }
 }

@@ -16,8 +16,8 @@ use dispatch_domain::scoring;
 use dispatch_domain::stats::{self, Availability, AvailabilityFilter, GroupBy};
 use dispatch_domain::transition::{self, RevokeReason};
 use dispatch_domain::{
-    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Event, Millis, OfferId, Policy,
-    Rejection, SessionId, Tier, TimerKey,
+    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Event, Millis, OfferId, Policy, Rejection, SessionId,
+    Tier, TimerKey,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -27,9 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::index::PoolIndex;
-use crate::notice::{
-    AgentNotice, AgentSession, CaseEvent, CaseEventKind, SendFailure, Sessions, Watchers,
-};
+use crate::notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind, SendFailure, Sessions, Watchers};
 use crate::store::{Commit, Committed, Counter, Store, StoreError};
 
 /// Why an engine call failed.
@@ -176,9 +174,7 @@ impl Engine {
         policy: Policy,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        policy
-            .validate()
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        policy.validate().map_err(|e| EngineError::Internal(e.to_string()))?;
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let rng = match config.id_seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
@@ -251,28 +247,17 @@ impl Engine {
                 Ok(transition::upsert_profile(agent, profile.clone(), now))
             })
             .await?;
-        let agent = out
-            .committed
-            .agent
-            .ok_or_else(|| EngineError::Internal("upsert stored no agent".into()))?;
+        let agent = out.committed.agent.ok_or_else(|| EngineError::Internal("upsert stored no agent".into()))?;
         Ok((agent, created))
     }
 
     /// An agent.
     pub async fn get_agent(&self, id: &AgentId) -> Result<Agent, EngineError> {
-        self.inner
-            .store
-            .get_agent(id)
-            .await?
-            .ok_or_else(|| not_found("agent", id))
+        self.inner.store.get_agent(id).await?.ok_or_else(|| not_found("agent", id))
     }
 
     /// A page of agents after `after`.
-    pub async fn list_agents(
-        &self,
-        after: Option<&AgentId>,
-        limit: usize,
-    ) -> Result<Vec<Agent>, EngineError> {
+    pub async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, EngineError> {
         Ok(self.inner.store.list_agents(after, limit).await?)
     }
 
@@ -322,33 +307,23 @@ impl Engine {
 
     /// A case.
     pub async fn get_case(&self, id: &CaseId) -> Result<Case, EngineError> {
-        self.inner
-            .store
-            .get_case(id)
-            .await?
-            .ok_or_else(|| not_found("case", id))
+        self.inner.store.get_case(id).await?.ok_or_else(|| not_found("case", id))
     }
 
     /// Cancels a case, revoking its offer or releasing its agent.
     pub async fn cancel(&self, id: &CaseId, reason: &str) -> Result<Case, EngineError> {
         let out = self
             .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
-                let case =
-                    case.ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
+                let case = case.ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
                 transition::cancel(case, agent, reason, now)
             })
             .await?;
-        out.committed
-            .case
-            .ok_or_else(|| EngineError::Internal("cancel stored no case".into()))
+        out.committed.case.ok_or_else(|| EngineError::Internal("cancel stored no case".into()))
     }
 
     /// The case now, and its future events (events up to the snapshot's version are to be
     /// skipped by the caller: they are already in the snapshot).
-    pub async fn watch_case(
-        &self,
-        id: &CaseId,
-    ) -> Result<(Case, broadcast::Receiver<CaseEvent>), EngineError> {
+    pub async fn watch_case(&self, id: &CaseId) -> Result<(Case, broadcast::Receiver<CaseEvent>), EngineError> {
         let rx = self.inner.watchers.subscribe(id);
         let case = self.get_case(id).await?;
         Ok((case, rx))
@@ -362,17 +337,13 @@ impl Engine {
     /// grace period. A session already open for the agent is ended.
     pub async fn connect(&self, agent_id: &AgentId) -> Result<AgentSession, EngineError> {
         self.get_agent(agent_id).await?;
-        let session_id = SessionId::parse("session_id", &self.mint("ss"))
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let session = self.inner.sessions.open(
-            agent_id.clone(),
-            session_id.clone(),
-            self.inner.config.agent_outbound_buffer,
-        );
+        let session_id =
+            SessionId::parse("session_id", &self.mint("ss")).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let session =
+            self.inner.sessions.open(agent_id.clone(), session_id.clone(), self.inner.config.agent_outbound_buffer);
         let out = self
             .transact(Load::Agent(agent_id), |_, agent, now| {
-                let agent = agent
-                    .ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
+                let agent = agent.ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
                 Ok(transition::connect(agent, session_id.clone(), now))
             })
             .await;
@@ -384,22 +355,13 @@ impl Engine {
             }
         };
         // A live offer survives a session switch (a second device): show it on the new one.
-        if let Some(pending) = out
-            .committed
-            .agent
-            .as_ref()
-            .and_then(|a| a.pending_offer.clone())
-        {
+        if let Some(pending) = out.committed.agent.as_ref().and_then(|a| a.pending_offer.clone()) {
             let now = self.now().await?;
             if let Some(case) = self.inner.index.case(&pending.case_id) {
                 let remaining_ms = u64::try_from(pending.deadline - now).unwrap_or(0);
                 self.tell(
                     agent_id,
-                    AgentNotice::Offer {
-                        offer_id: pending.offer_id,
-                        case: Arc::new(case.spec.clone()),
-                        remaining_ms,
-                    },
+                    AgentNotice::Offer { offer_id: pending.offer_id, case: Arc::new(case.spec.clone()), remaining_ms },
                 );
             }
         }
@@ -409,16 +371,10 @@ impl Engine {
 
     /// The device stream ended: revoke the live offer at once; the agent stays signed in for
     /// the grace period.
-    pub async fn disconnect(
-        &self,
-        agent_id: &AgentId,
-        session_id: &SessionId,
-    ) -> Result<(), EngineError> {
+    pub async fn disconnect(&self, agent_id: &AgentId, session_id: &SessionId) -> Result<(), EngineError> {
         self.inner.sessions.close(agent_id, session_id);
         self.transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
-            Ok(agent
-                .map(|a| transition::disconnect(a, case, session_id, now, &self.inner.policy))
-                .unwrap_or_default())
+            Ok(agent.map(|a| transition::disconnect(a, case, session_id, now, &self.inner.policy)).unwrap_or_default())
         })
         .await?;
         info!(agent_id = %agent_id, session_id = %session_id, "agent disconnected");
@@ -430,10 +386,7 @@ impl Engine {
         if self.inner.sessions.current(agent_id).as_ref() == Some(session_id) {
             Ok(())
         } else {
-            Err(
-                Rejection::FailedPrecondition("this session was replaced by a newer one".into())
-                    .into(),
-            )
+            Err(Rejection::FailedPrecondition("this session was replaced by a newer one".into()).into())
         }
     }
 
@@ -446,25 +399,18 @@ impl Engine {
     ) -> Result<Agent, EngineError> {
         let out = self
             .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
-                let agent = agent
-                    .ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
+                let agent = agent.ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
                 transition::set_status(agent, case, session_id, status, now, &self.inner.policy)
             })
             .await?;
         if status == AgentStatus::Offline {
             self.inner.sessions.close(agent_id, session_id);
         }
-        out.committed
-            .agent
-            .ok_or_else(|| EngineError::Internal("set_status stored no agent".into()))
+        out.committed.agent.ok_or_else(|| EngineError::Internal("set_status stored no agent".into()))
     }
 
     async fn offer_case(&self, offer_id: &OfferId) -> Result<CaseId, EngineError> {
-        self.inner
-            .store
-            .offer_case(offer_id)
-            .await?
-            .ok_or_else(|| not_found("offer", offer_id))
+        self.inner.store.offer_case(offer_id).await?.ok_or_else(|| not_found("offer", offer_id))
     }
 
     /// The agent accepts an offer (idempotent on the offer id).
@@ -475,14 +421,11 @@ impl Engine {
         offer_id: &OfferId,
     ) -> Result<(), EngineError> {
         let case_id = self.offer_case(offer_id).await?;
-        self.transact(
-            Load::OfferCaseAndAgent(&case_id, agent_id),
-            |case, agent, now| {
-                let (case, agent) = both(case, agent, &case_id, agent_id)?;
-                transition::check_session(agent, session_id)?;
-                transition::accept(case, agent, offer_id, now)
-            },
-        )
+        self.transact(Load::OfferCaseAndAgent(&case_id, agent_id), |case, agent, now| {
+            let (case, agent) = both(case, agent, &case_id, agent_id)?;
+            transition::check_session(agent, session_id)?;
+            transition::accept(case, agent, offer_id, now)
+        })
         .await?;
         Ok(())
     }
@@ -496,14 +439,11 @@ impl Engine {
         reason: &str,
     ) -> Result<(), EngineError> {
         let case_id = self.offer_case(offer_id).await?;
-        self.transact(
-            Load::OfferCaseAndAgent(&case_id, agent_id),
-            |case, agent, now| {
-                let (case, agent) = both(case, agent, &case_id, agent_id)?;
-                transition::check_session(agent, session_id)?;
-                transition::decline(case, agent, offer_id, reason, now, &self.inner.policy)
-            },
-        )
+        self.transact(Load::OfferCaseAndAgent(&case_id, agent_id), |case, agent, now| {
+            let (case, agent) = both(case, agent, &case_id, agent_id)?;
+            transition::check_session(agent, session_id)?;
+            transition::decline(case, agent, offer_id, reason, now, &self.inner.policy)
+        })
         .await?;
         Ok(())
     }
@@ -516,14 +456,11 @@ impl Engine {
         case_id: &CaseId,
         outcome: &str,
     ) -> Result<(), EngineError> {
-        self.transact(
-            Load::OfferCaseAndAgent(case_id, agent_id),
-            |case, agent, now| {
-                let (case, agent) = both(case, agent, case_id, agent_id)?;
-                transition::check_session(agent, session_id)?;
-                transition::complete(case, agent, outcome, now, &self.inner.policy)
-            },
-        )
+        self.transact(Load::OfferCaseAndAgent(case_id, agent_id), |case, agent, now| {
+            let (case, agent) = both(case, agent, case_id, agent_id)?;
+            transition::check_session(agent, session_id)?;
+            transition::complete(case, agent, outcome, now, &self.inner.policy)
+        })
         .await?;
         Ok(())
     }
@@ -540,10 +477,7 @@ impl Engine {
     ) -> Result<(Availability, Millis), EngineError> {
         let now = self.now().await?;
         let agents = self.inner.index.agents();
-        Ok((
-            stats::availability(agents.iter().map(|a| a.as_ref()), filter, group_by, now),
-            now,
-        ))
+        Ok((stats::availability(agents.iter().map(|a| a.as_ref()), filter, group_by, now), now))
     }
 
     /// A receiver that changes whenever an agent does.
@@ -562,9 +496,7 @@ impl Engine {
                     let wait = case.waited_ms(now);
                     out.waiting += 1;
                     out.oldest_wait_ms = out.oldest_wait_ms.max(wait);
-                    let g = groups
-                        .entry((case.spec.tier, case.spec.language.as_str().to_owned()))
-                        .or_default();
+                    let g = groups.entry((case.spec.tier, case.spec.language.as_str().to_owned())).or_default();
                     g.0 += 1;
                     g.1 = g.1.max(wait);
                 }
@@ -577,36 +509,18 @@ impl Engine {
         out.groups = groups
             .into_iter()
             .rev()
-            .map(
-                |((tier, language), (waiting, oldest_wait_ms))| WaitingGroup {
-                    tier,
-                    language,
-                    waiting,
-                    oldest_wait_ms,
-                },
-            )
+            .map(|((tier, language), (waiting, oldest_wait_ms))| WaitingGroup {
+                tier,
+                language,
+                waiting,
+                oldest_wait_ms,
+            })
             .collect();
-        out.groups.sort_by(|a, b| {
-            b.tier
-                .cmp(&a.tier)
-                .then_with(|| a.language.cmp(&b.language))
-        });
+        out.groups.sort_by(|a, b| b.tier.cmp(&a.tier).then_with(|| a.language.cmp(&b.language)));
         out.counters = self.inner.store.counters().await?.into_iter().collect();
-        let accepted = out
-            .counters
-            .get(&Counter::OffersAccepted)
-            .copied()
-            .unwrap_or(0);
-        let total = out
-            .counters
-            .get(&Counter::AcceptMillisTotal)
-            .copied()
-            .unwrap_or(0);
-        out.mean_time_to_accept_ms = if accepted > 0 {
-            total as f64 / accepted as f64
-        } else {
-            0.0
-        };
+        let accepted = out.counters.get(&Counter::OffersAccepted).copied().unwrap_or(0);
+        let total = out.counters.get(&Counter::AcceptMillisTotal).copied().unwrap_or(0);
+        out.mean_time_to_accept_ms = if accepted > 0 { total as f64 / accepted as f64 } else { 0.0 };
         Ok(out)
     }
 
@@ -640,9 +554,7 @@ impl Engine {
                 };
                 (case, agent)
             }
-            Load::OfferCaseAndAgent(case, agent) => {
-                (store.get_case(case).await?, store.get_agent(agent).await?)
-            }
+            Load::OfferCaseAndAgent(case, agent) => (store.get_case(case).await?, store.get_agent(agent).await?),
         })
     }
 
@@ -667,29 +579,13 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(EngineError::Contention(format!(
-            "gave up after {retries} conflicting attempts"
-        )))
+        Err(EngineError::Contention(format!("gave up after {retries} conflicting attempts")))
     }
 
     async fn commit(&self, change: Change, now: Millis) -> Result<Outcome, StoreError> {
-        let Change {
-            case,
-            agent,
-            events,
-            timers,
-        } = change;
+        let Change { case, agent, events, timers } = change;
         let counters = counter_deltas(&events);
-        let committed = self
-            .inner
-            .store
-            .commit(Commit {
-                case,
-                agent,
-                timers,
-                counters,
-            })
-            .await?;
+        let committed = self.inner.store.commit(Commit { case, agent, timers, counters }).await?;
         self.after_commit(&committed, &events, now);
         Ok(Outcome { committed, events })
     }
@@ -734,109 +630,43 @@ impl Engine {
         };
         match ev {
             Event::Queued { .. } => watch(CaseEventKind::Queued, None, None, ""),
-            Event::Offered {
-                offer_id,
-                agent_id,
-                deadline,
-                case_id,
-            } => {
+            Event::Offered { offer_id, agent_id, deadline, case_id } => {
                 info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, "offer made");
                 watch(CaseEventKind::Offered, Some(agent_id), Some(offer_id), "");
                 if let Some(spec) = spec() {
                     let remaining_ms = u64::try_from(deadline - now).unwrap_or(0);
-                    self.tell(
-                        agent_id,
-                        AgentNotice::Offer {
-                            offer_id: offer_id.clone(),
-                            case: spec,
-                            remaining_ms,
-                        },
-                    );
+                    self.tell(agent_id, AgentNotice::Offer { offer_id: offer_id.clone(), case: spec, remaining_ms });
                 }
             }
-            Event::Declined {
-                agent_id,
-                offer_id,
-                reason,
-                ..
-            } => watch(
-                CaseEventKind::Declined,
-                Some(agent_id),
-                Some(offer_id),
-                reason,
-            ),
-            Event::TimedOut {
-                case_id,
-                offer_id,
-                agent_id,
-            } => {
-                watch(
-                    CaseEventKind::OfferTimedOut,
-                    Some(agent_id),
-                    Some(offer_id),
-                    "timed_out",
-                );
+            Event::Declined { agent_id, offer_id, reason, .. } => {
+                watch(CaseEventKind::Declined, Some(agent_id), Some(offer_id), reason)
+            }
+            Event::TimedOut { case_id, offer_id, agent_id } => {
+                watch(CaseEventKind::OfferTimedOut, Some(agent_id), Some(offer_id), "timed_out");
                 self.tell(agent_id, revoked(offer_id, case_id, "timed_out"));
             }
-            Event::Revoked {
-                case_id,
-                offer_id,
-                agent_id,
-                reason,
-            } => {
-                watch(
-                    CaseEventKind::OfferRevoked,
-                    Some(agent_id),
-                    Some(offer_id),
-                    reason.as_str(),
-                );
+            Event::Revoked { case_id, offer_id, agent_id, reason } => {
+                watch(CaseEventKind::OfferRevoked, Some(agent_id), Some(offer_id), reason.as_str());
                 self.tell(agent_id, revoked(offer_id, case_id, reason.as_str()));
             }
-            Event::Assigned {
-                offer_id,
-                agent_id,
-                case_id,
-                time_to_accept_ms,
-            } => {
+            Event::Assigned { offer_id, agent_id, case_id, time_to_accept_ms } => {
                 info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, time_to_accept_ms, "case assigned");
                 watch(CaseEventKind::Assigned, Some(agent_id), Some(offer_id), "");
                 if let Some(spec) = spec() {
-                    self.tell(
-                        agent_id,
-                        AgentNotice::Assigned {
-                            offer_id: offer_id.clone(),
-                            case: spec,
-                        },
-                    );
+                    self.tell(agent_id, AgentNotice::Assigned { offer_id: offer_id.clone(), case: spec });
                 }
             }
-            Event::Completed {
-                agent_id, outcome, ..
-            } => watch(CaseEventKind::Completed, Some(agent_id), None, outcome),
-            Event::Cancelled {
-                case_id,
-                agent_id,
-                offer_id,
-                reason,
-            } => {
-                watch(
-                    CaseEventKind::Cancelled,
-                    agent_id.as_ref(),
-                    offer_id.as_ref(),
-                    reason,
-                );
+            Event::Completed { agent_id, outcome, .. } => {
+                watch(CaseEventKind::Completed, Some(agent_id), None, outcome)
+            }
+            Event::Cancelled { case_id, agent_id, offer_id, reason } => {
+                watch(CaseEventKind::Cancelled, agent_id.as_ref(), offer_id.as_ref(), reason);
                 if let (Some(a), Some(o)) = (agent_id, offer_id) {
                     self.tell(a, revoked(o, case_id, RevokeReason::Cancelled.as_str()));
                 }
             }
-            Event::Expired { .. } => {
-                watch(CaseEventKind::Expired, None, None, "time-to-live reached")
-            }
-            Event::AgentStatus {
-                agent_id,
-                status,
-                reason,
-            } => {
+            Event::Expired { .. } => watch(CaseEventKind::Expired, None, None, "time-to-live reached"),
+            Event::AgentStatus { agent_id, status, reason } => {
                 if let Some(a) = committed.agent.as_ref().filter(|a| a.id() == agent_id) {
                     info!(agent_id = %agent_id, status = ?status, reason, "agent status");
                     self.tell(
@@ -860,15 +690,8 @@ impl Engine {
     }
 
     /// As [`Engine::tell`], to one session only.
-    pub fn tell_session(
-        &self,
-        agent_id: &AgentId,
-        session: Option<&SessionId>,
-        notice: AgentNotice,
-    ) {
-        if let Err((SendFailure::Full, Some(session_id))) =
-            self.inner.sessions.send(agent_id, session, notice)
-        {
+    pub fn tell_session(&self, agent_id: &AgentId, session: Option<&SessionId>, notice: AgentNotice) {
+        if let Err((SendFailure::Full, Some(session_id))) = self.inner.sessions.send(agent_id, session, notice) {
             warn!(agent_id = %agent_id, session_id = %session_id, "agent is not reading its stream; disconnecting");
             let engine = self.clone();
             let agent_id = agent_id.clone();
@@ -885,12 +708,8 @@ impl Engine {
     // ------------------------------------------------------------------------------------
 
     fn enqueue(&self, work: Work) {
-        let fresh = self
-            .inner
-            .work_pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(work.clone());
+        let fresh =
+            self.inner.work_pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(work.clone());
         if fresh {
             let _ = self.inner.work_tx.send(work);
         }
@@ -903,12 +722,7 @@ impl Engine {
     }
 
     fn mint(&self, prefix: &str) -> String {
-        let n: u64 = self
-            .inner
-            .rng
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .random();
+        let n: u64 = self.inner.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner).random();
         format!("{prefix}-{n:016x}")
     }
 
@@ -919,11 +733,7 @@ impl Engine {
                 w = rx.recv() => match w { Some(w) => w, None => return },
                 _ = stop.changed() => return,
             };
-            self.inner
-                .work_pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&work);
+            self.inner.work_pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&work);
             let result = match &work {
                 Work::Case(id) => self.match_case(id).await,
                 Work::Agent(id) => self.match_agent(id).await,
@@ -955,8 +765,7 @@ impl Engine {
                 let winner = why.candidates.remove(i);
                 why.candidates.insert(0, winner);
                 let offer_id = self.new_offer_id()?;
-                let Ok(change) = transition::offer(&case, &agent, offer_id, why, now, policy)
-                else {
+                let Ok(change) = transition::offer(&case, &agent, offer_id, why, now, policy) else {
                     continue;
                 };
                 match self.commit(change, now).await {
@@ -1002,16 +811,11 @@ impl Engine {
     }
 
     fn new_offer_id(&self) -> Result<OfferId, EngineError> {
-        OfferId::parse("offer_id", &self.mint("of"))
-            .map_err(|e| EngineError::Internal(e.to_string()))
+        OfferId::parse("offer_id", &self.mint("of")).map_err(|e| EngineError::Internal(e.to_string()))
     }
 
     /// Re-reads records into the index after a conflict.
-    async fn refresh(
-        &self,
-        case: Option<&CaseId>,
-        agent: Option<&AgentId>,
-    ) -> Result<(), EngineError> {
+    async fn refresh(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<(), EngineError> {
         if let Some(id) = case {
             if let Some(c) = self.inner.store.get_case(id).await? {
                 self.inner.index.apply_case(c, &self.inner.policy);
@@ -1081,18 +885,14 @@ impl Engine {
         let result = match key {
             TimerKey::OfferDeadline(case_id) => self
                 .transact(Load::CaseAndItsAgent(case_id), |case, agent, now| {
-                    Ok(case
-                        .map(|c| transition::time_out(c, agent, now, policy))
-                        .unwrap_or_default())
+                    Ok(case.map(|c| transition::time_out(c, agent, now, policy)).unwrap_or_default())
                 })
                 .await
                 .map(drop),
             TimerKey::CaseReview(case_id) => {
                 let r = self
                     .transact(Load::Case(case_id), |case, _, now| {
-                        Ok(case
-                            .map(|c| transition::review_case(c, now, policy))
-                            .unwrap_or_default())
+                        Ok(case.map(|c| transition::review_case(c, now, policy)).unwrap_or_default())
                     })
                     .await;
                 self.enqueue(Work::Case(case_id.clone()));
@@ -1105,9 +905,7 @@ impl Engine {
             }
             TimerKey::PresenceGrace(agent_id) => self
                 .transact(Load::Agent(agent_id), |_, agent, now| {
-                    Ok(agent
-                        .map(|a| transition::presence_expired(a, now, policy))
-                        .unwrap_or_default())
+                    Ok(agent.map(|a| transition::presence_expired(a, now, policy)).unwrap_or_default())
                 })
                 .await
                 .map(drop),
@@ -1136,11 +934,7 @@ fn not_found(what: &str, id: &impl std::fmt::Display) -> EngineError {
 }
 
 fn revoked(offer_id: &OfferId, case_id: &CaseId, reason: &str) -> AgentNotice {
-    AgentNotice::OfferRevoked {
-        offer_id: offer_id.clone(),
-        case_id: case_id.clone(),
-        reason: reason.to_owned(),
-    }
+    AgentNotice::OfferRevoked { offer_id: offer_id.clone(), case_id: case_id.clone(), reason: reason.to_owned() }
 }
 
 /// The planner counters an event moves.
@@ -1153,15 +947,10 @@ fn counter_deltas(events: &[Event]) -> Vec<(Counter, i64)> {
             Event::Declined { .. } => vec![(Counter::OffersDeclined, 1)],
             Event::TimedOut { .. } => vec![(Counter::OffersTimedOut, 1)],
             Event::Revoked { .. } => vec![(Counter::OffersRevoked, 1)],
-            Event::Assigned {
-                time_to_accept_ms, ..
-            } => {
+            Event::Assigned { time_to_accept_ms, .. } => {
                 vec![
                     (Counter::OffersAccepted, 1),
-                    (
-                        Counter::AcceptMillisTotal,
-                        i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX),
-                    ),
+                    (Counter::AcceptMillisTotal, i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX)),
                 ]
             }
             Event::Completed { .. } => vec![(Counter::Completed, 1)],

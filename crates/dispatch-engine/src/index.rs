@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use dashmap::DashMap;
 use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::Explanation;
-use dispatch_domain::{
-    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Millis, Policy, Skill,
-};
+use dispatch_domain::{Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Millis, Policy, Skill};
 
 /// A posting list key: a primary language, optionally with a skill.
 type Posting = (String, Option<Skill>);
@@ -43,21 +41,11 @@ fn routable(a: &Agent) -> bool {
 
 fn postings_of(a: &Agent) -> Vec<Posting> {
     let mut out = Vec::new();
-    let mut langs: Vec<&str> = a
-        .profile
-        .languages
-        .iter()
-        .map(|l| l.language.primary())
-        .collect();
+    let mut langs: Vec<&str> = a.profile.languages.iter().map(|l| l.language.primary()).collect();
     langs.dedup();
     for l in langs {
         out.push((l.to_owned(), None));
-        out.extend(
-            a.profile
-                .skills
-                .keys()
-                .map(|s| (l.to_owned(), Some(s.clone()))),
-        );
+        out.extend(a.profile.skills.keys().map(|s| (l.to_owned(), Some(s.clone()))));
     }
     out
 }
@@ -70,10 +58,7 @@ impl PoolIndex {
 
     /// Records `agent` if it is newer than what is known. Returns whether it was applied.
     pub fn apply_agent(&self, agent: Agent) -> bool {
-        let mut postings = self
-            .postings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut postings = self.postings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.agents.get(agent.id()).map(|a| Arc::clone(a.value()));
         if old.as_ref().is_some_and(|o| o.version >= agent.version) {
             return false;
@@ -99,10 +84,7 @@ impl PoolIndex {
 
     /// Forgets a removed agent.
     pub fn remove_agent(&self, id: &AgentId) {
-        let mut postings = self
-            .postings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut postings = self.postings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, o)) = self.agents.remove(id) {
             for key in postings_of(&o) {
                 if let Some(set) = postings.get_mut(&key) {
@@ -114,10 +96,7 @@ impl PoolIndex {
 
     /// Records `case` if it is newer than what is known; terminal cases leave the index.
     pub fn apply_case(&self, case: Case, policy: &Policy) -> bool {
-        let mut idx = self
-            .cases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = case.id().clone();
         if let Some(old) = idx.live.get(&id).cloned() {
             if old.version >= case.version {
@@ -151,12 +130,7 @@ impl PoolIndex {
 
     /// A live case's latest known version.
     pub fn case(&self, id: &CaseId) -> Option<Arc<Case>> {
-        self.cases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .live
-            .get(id)
-            .cloned()
+        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.get(id).cloned()
     }
 
     /// Every agent (a copy of the handles, so no lock is held by the caller).
@@ -166,48 +140,24 @@ impl PoolIndex {
 
     /// Every live case.
     pub fn live_cases(&self) -> Vec<Arc<Case>> {
-        self.cases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .live
-            .values()
-            .cloned()
-            .collect()
+        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.values().cloned().collect()
     }
 
     /// Ids of every waiting case.
     pub fn waiting_ids(&self) -> Vec<CaseId> {
-        let idx = self
-            .cases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        idx.waiting
-            .values()
-            .flat_map(|s| s.iter().map(|(_, id)| id.clone()))
-            .collect()
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.waiting.values().flat_map(|s| s.iter().map(|(_, id)| id.clone())).collect()
     }
 
     /// The best candidates for `case` (see [`scoring::rank`]), looking only at the smallest
     /// posting list among the case's language and (language, required skill) pairs.
     pub fn rank_for_case(&self, case: &Case, now: Millis, policy: &Policy) -> Explanation {
-        let postings = self
-            .postings
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let postings = self.postings.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lang = case.spec.language.primary().to_owned();
         let mut keys = vec![(lang.clone(), None)];
-        keys.extend(
-            case.spec
-                .required_skills
-                .iter()
-                .map(|s| (lang.clone(), Some(s.skill.clone()))),
-        );
+        keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()))));
         let empty = HashSet::new();
-        let smallest = keys
-            .iter()
-            .map(|k| postings.get(k).unwrap_or(&empty))
-            .min_by_key(|s| s.len())
-            .unwrap_or(&empty);
+        let smallest = keys.iter().map(|k| postings.get(k).unwrap_or(&empty)).min_by_key(|s| s.len()).unwrap_or(&empty);
         let agents: Vec<Arc<Agent>> = smallest.iter().filter_map(|id| self.agent(id)).collect();
         drop(postings);
         scoring::rank(case, agents.iter().map(|a| a.as_ref()), now, policy)
@@ -219,17 +169,9 @@ impl PoolIndex {
         if agent.unready_reason(now).is_some() {
             return None;
         }
-        let idx = self
-            .cases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut best: Option<(i64, &Arc<Case>)> = None;
-        let mut langs: Vec<&str> = agent
-            .profile
-            .languages
-            .iter()
-            .map(|l| l.language.primary())
-            .collect();
+        let mut langs: Vec<&str> = agent.profile.languages.iter().map(|l| l.language.primary()).collect();
         langs.dedup();
         for lang in langs {
             let Some(set) = idx.waiting.get(lang) else {

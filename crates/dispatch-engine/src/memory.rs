@@ -32,34 +32,22 @@ struct Mem {
 impl MemoryStore {
     /// An empty store on `clock`.
     pub fn new(clock: Clock) -> Self {
-        Self {
-            clock,
-            inner: Mutex::new(Mem::default()),
-        }
+        Self { clock, inner: Mutex::new(Mem::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
         // A panic while holding the lock cannot leave a half-written commit (every check comes
         // before the first write), so a poisoned lock is still consistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-fn check<T>(
-    stored: Option<&T>,
-    version: impl Fn(&T) -> u64,
-    expected: u64,
-    what: &str,
-) -> Result<(), StoreError> {
+fn check<T>(stored: Option<&T>, version: impl Fn(&T) -> u64, expected: u64, what: &str) -> Result<(), StoreError> {
     let actual = stored.map_or(0, version);
     if actual == expected {
         Ok(())
     } else {
-        Err(StoreError::Conflict(format!(
-            "{what}: expected version {expected}, found {actual}"
-        )))
+        Err(StoreError::Conflict(format!("{what}: expected version {expected}, found {actual}")))
     }
 }
 
@@ -73,11 +61,7 @@ impl Store for MemoryStore {
         Ok(self.lock().agents.get(id).cloned())
     }
 
-    async fn list_agents(
-        &self,
-        after: Option<&AgentId>,
-        limit: usize,
-    ) -> Result<Vec<Agent>, StoreError> {
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
         let mem = self.lock();
         let iter: Box<dyn Iterator<Item = &Agent>> = match after {
             Some(a) => Box::new(
@@ -92,12 +76,7 @@ impl Store for MemoryStore {
 
     async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError> {
         let mut mem = self.lock();
-        check(
-            mem.agents.get(id),
-            |a| a.version,
-            version,
-            &format!("agent {id}"),
-        )?;
+        check(mem.agents.get(id), |a| a.version, version, &format!("agent {id}"))?;
         mem.agents.remove(id);
         Ok(())
     }
@@ -114,20 +93,10 @@ impl Store for MemoryStore {
         let mut mem = self.lock();
         // Every condition first: nothing is written unless all hold.
         if let Some(c) = &commit.case {
-            check(
-                mem.cases.get(c.id()),
-                |x| x.version,
-                c.version,
-                &format!("case {}", c.id()),
-            )?;
+            check(mem.cases.get(c.id()), |x| x.version, c.version, &format!("case {}", c.id()))?;
         }
         if let Some(a) = &commit.agent {
-            check(
-                mem.agents.get(a.id()),
-                |x| x.version,
-                a.version,
-                &format!("agent {}", a.id()),
-            )?;
+            check(mem.agents.get(a.id()), |x| x.version, a.version, &format!("agent {}", a.id()))?;
         }
         let mut out = Committed::default();
         if let Some(mut c) = commit.case {
@@ -155,19 +124,9 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn due_timers(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<(TimerKey, Millis)>, StoreError> {
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(TimerKey, Millis)>, StoreError> {
         let mem = self.lock();
-        Ok(mem
-            .timers
-            .iter()
-            .take_while(|(due, _)| *due <= now)
-            .take(limit)
-            .map(|(d, k)| (k.clone(), *d))
-            .collect())
+        Ok(mem.timers.iter().take_while(|(due, _)| *due <= now).take(limit).map(|(d, k)| (k.clone(), *d)).collect())
     }
 
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError> {
@@ -187,12 +146,7 @@ impl Store for MemoryStore {
         let mem = self.lock();
         Ok(Snapshot {
             agents: mem.agents.values().cloned().collect(),
-            live_cases: mem
-                .cases
-                .values()
-                .filter(|c| !c.state.is_terminal())
-                .cloned()
-                .collect(),
+            live_cases: mem.cases.values().filter(|c| !c.state.is_terminal()).cloned().collect(),
         })
     }
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dispatch_domain::model::CaseSpec;
-use dispatch_domain::{
-    Activity, AgentId, AgentStatus, CaseId, CaseState, Millis, OfferId, SessionId,
-};
+use dispatch_domain::{Activity, AgentId, AgentStatus, CaseId, CaseState, Millis, OfferId, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::EngineError;
@@ -95,25 +93,13 @@ impl Sessions {
     /// Opens a session, replacing (and so ending) any other of the same agent.
     pub fn open(&self, agent_id: AgentId, session_id: SessionId, buffer: usize) -> AgentSession {
         let (tx, rx) = mpsc::channel(buffer);
-        self.slots.insert(
-            agent_id.clone(),
-            Slot {
-                session_id: session_id.clone(),
-                tx,
-            },
-        );
-        AgentSession {
-            agent_id,
-            session_id,
-            notices: rx,
-        }
+        self.slots.insert(agent_id.clone(), Slot { session_id: session_id.clone(), tx });
+        AgentSession { agent_id, session_id, notices: rx }
     }
 
     /// Closes the session if it is still the agent's current one.
     pub fn close(&self, agent_id: &AgentId, session_id: &SessionId) -> bool {
-        self.slots
-            .remove_if(agent_id, |_, s| &s.session_id == session_id)
-            .is_some()
+        self.slots.remove_if(agent_id, |_, s| &s.session_id == session_id).is_some()
     }
 
     /// The agent's current session id.
@@ -136,12 +122,8 @@ impl Sessions {
         }
         match slot.tx.try_send(notice) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Err((SendFailure::Full, Some(slot.session_id.clone())))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err((SendFailure::NoSession, Some(slot.session_id.clone())))
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err((SendFailure::Full, Some(slot.session_id.clone()))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err((SendFailure::NoSession, Some(slot.session_id.clone()))),
         }
     }
 
@@ -205,10 +187,7 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     pub fn subscribe(&self, id: &CaseId) -> broadcast::Receiver<CaseEvent> {
-        self.map
-            .entry(id.clone())
-            .or_insert_with(|| broadcast::channel(64).0)
-            .subscribe()
+        self.map.entry(id.clone()).or_insert_with(|| broadcast::channel(64).0).subscribe()
     }
 
     pub fn publish(&self, ev: CaseEvent) {
@@ -219,8 +198,7 @@ impl Watchers {
             None => return,
         };
         if terminal || unwatched {
-            self.map
-                .remove_if(&id, |_, tx| terminal || tx.receiver_count() == 0);
+            self.map.remove_if(&id, |_, tx| terminal || tx.receiver_count() == 0);
         }
     }
 }

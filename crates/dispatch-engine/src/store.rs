@@ -102,11 +102,7 @@ pub trait Store: Send + Sync + 'static {
     /// An agent by id.
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
     /// A page of agents in id order, starting after `after`.
-    async fn list_agents(
-        &self,
-        after: Option<&AgentId>,
-        limit: usize,
-    ) -> Result<Vec<Agent>, StoreError>;
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError>;
     /// Removes an agent if its version is still `version`.
     async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError>;
     /// A case by id.
@@ -116,11 +112,7 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a commit atomically, or nothing ([`StoreError::Conflict`]).
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError>;
     /// Timers due at `now`, earliest first, at most `limit`.
-    async fn due_timers(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<(TimerKey, Millis)>, StoreError>;
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(TimerKey, Millis)>, StoreError>;
     /// Disarms a timer if it is still due at `due` (a re-armed timer stays).
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError>;
     /// The cumulative counters.

@@ -22,9 +22,8 @@ pub async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// Wraps `msg` in a request carrying the agent's identity.
 pub fn as_agent<T>(agent_id: &str, msg: T) -> Result<Request<T>, Status> {
     let mut req = Request::new(msg);
-    let v: MetadataValue<_> = agent_id
-        .parse()
-        .map_err(|_| Status::invalid_argument("agent id is not valid metadata"))?;
+    let v: MetadataValue<_> =
+        agent_id.parse().map_err(|_| Status::invalid_argument("agent id is not valid metadata"))?;
     req.metadata_mut().insert(AGENT_ID_HEADER, v);
     Ok(req)
 }

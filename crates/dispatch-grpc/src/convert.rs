@@ -2,14 +2,11 @@
 //! destructured exhaustively, so a new proto field does not compile until it is given a
 //! meaning here; validation itself is the domain's (`*::parse`), with field paths.
 
-use dispatch_domain::model::{
-    AgentProfile, AgentProfileInput, CaseSpec, CaseSpecInput, SkillLevel,
-};
+use dispatch_domain::model::{AgentProfile, AgentProfileInput, CaseSpec, CaseSpecInput, SkillLevel};
 use dispatch_domain::state::{CandidateScore, Explanation, OfferOutcome, OfferRecord};
 use dispatch_domain::stats::{Availability, AvailabilityFilter, Counts, GroupBy};
 use dispatch_domain::{
-    Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis,
-    Policy, Skill, Tier,
+    Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis, Policy, Skill, Tier,
 };
 use dispatch_engine::{AgentNotice, CaseEvent, CaseEventKind, Counter, QueueStats};
 use dispatch_proto::v1 as pb;
@@ -81,36 +78,19 @@ fn activity_to(a: Activity) -> pb::Activity {
 }
 
 fn skills_to(skills: &[SkillLevel]) -> Vec<pb::SkillLevel> {
-    skills
-        .iter()
-        .map(|s| pb::SkillLevel {
-            skill: s.skill.to_string(),
-            level: u32::from(s.level.get()),
-        })
-        .collect()
+    skills.iter().map(|s| pb::SkillLevel { skill: s.skill.to_string(), level: u32::from(s.level.get()) }).collect()
 }
 
 /// `AgentProfile` (under field `prefix`) → domain profile.
 pub fn profile_from(p: &pb::AgentProfile, prefix: &str) -> Result<AgentProfile, FieldError> {
-    let pb::AgentProfile {
-        agent_id,
-        display_name,
-        languages,
-        skills,
-        vip_certified,
-        capacity,
-        rating,
-    } = p;
+    let pb::AgentProfile { agent_id, display_name, languages, skills, vip_certified, capacity, rating } = p;
     AgentProfile::parse(AgentProfileInput {
         id: agent_id,
         display_name,
         languages: languages
             .iter()
             .map(|l| {
-                let pb::LanguageProficiency {
-                    language,
-                    proficiency,
-                } = l;
+                let pb::LanguageProficiency { language, proficiency } = l;
                 (language.as_str(), *proficiency)
             })
             .collect(),
@@ -149,19 +129,13 @@ fn profile_to(p: &AgentProfile) -> pb::AgentProfile {
         skills: p
             .skills
             .iter()
-            .map(|(s, l)| pb::SkillLevel {
-                skill: s.to_string(),
-                level: u32::from(l.get()),
-            })
+            .map(|(s, l)| pb::SkillLevel { skill: s.to_string(), level: u32::from(l.get()) })
             .collect(),
         vip_certified: p.vip_certified,
         capacity: p
             .capacity
             .iter()
-            .map(|(c, n)| pb::ChannelCapacity {
-                channel: channel_to(*c) as i32,
-                capacity: *n,
-            })
+            .map(|(c, n)| pb::ChannelCapacity { channel: channel_to(*c) as i32, capacity: *n })
             .collect(),
         rating: p.rating,
     }
@@ -179,11 +153,7 @@ pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
             status: status_to(a.status) as i32,
             activity: activity_to(a.activity(now)) as i32,
             connected: a.connected(),
-            pending_offer_id: a
-                .pending_offer
-                .as_ref()
-                .map(|o| o.offer_id.to_string())
-                .unwrap_or_default(),
+            pending_offer_id: a.pending_offer.as_ref().map(|o| o.offer_id.to_string()).unwrap_or_default(),
             assigned_case_ids: a.assignments.keys().map(ToString::to_string).collect(),
             consecutive_misses: a.consecutive_misses,
             wrap_up_remaining_ms: remaining(a.wrap_up_until, now),
@@ -212,9 +182,8 @@ pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<Case
         previous_agent_id,
         ttl_ms,
     } = s;
-    let pairs = |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> {
-        v.iter().map(|s| (s.skill.clone(), s.level)).collect()
-    };
+    let pairs =
+        |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> { v.iter().map(|s| (s.skill.clone(), s.level)).collect() };
     let (req, pref) = (pairs(required_skills), pairs(preferred_skills));
     CaseSpec::parse(
         CaseSpecInput {
@@ -249,16 +218,8 @@ fn spec_to(s: &CaseSpec) -> pb::CaseSpec {
         channel: channel_to(s.channel) as i32,
         summary: s.summary.clone(),
         sentiment: s.sentiment,
-        customer_id: s
-            .customer
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        previous_agent_id: s
-            .previous_agent
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        customer_id: s.customer.as_ref().map(ToString::to_string).unwrap_or_default(),
+        previous_agent_id: s.previous_agent.as_ref().map(ToString::to_string).unwrap_or_default(),
         ttl_ms: s.ttl_ms.unwrap_or(0),
     }
 }
@@ -275,11 +236,7 @@ pub fn summary_to(s: &CaseSpec) -> pb::CaseSummary {
         summary: s.summary.clone(),
         sentiment: s.sentiment,
         priority: u32::from(s.priority),
-        customer_id: s
-            .customer
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        customer_id: s.customer.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }
 
@@ -345,20 +302,13 @@ fn offer_to(case: &Case, o: &OfferRecord) -> pb::Offer {
 
 /// Domain case → proto, with the wait and relaxation measured at `now`.
 pub fn case_to(c: &Case, now: Millis, policy: &Policy) -> pb::Case {
-    let relaxations = if c.state.is_terminal() {
-        Vec::new()
-    } else {
-        c.relaxed(policy, now).describe()
-    };
+    let relaxations = if c.state.is_terminal() { Vec::new() } else { c.relaxed(policy, now).describe() };
     pb::Case {
         spec: Some(spec_to(&c.spec)),
         state: state_to(&c.state) as i32,
         version: c.version,
         created_at_ms: c.created_at,
-        current_agent_id: c
-            .current_agent()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        current_agent_id: c.current_agent().map(ToString::to_string).unwrap_or_default(),
         offers: c.offers.iter().map(|o| offer_to(c, o)).collect(),
         outcome: c.outcome.clone(),
         relaxations,
@@ -385,16 +335,8 @@ pub fn event_to(e: &CaseEvent) -> pb::CaseEvent {
         kind: kind as i32,
         version: e.version,
         at_ms: e.at,
-        agent_id: e
-            .agent_id
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        offer_id: e
-            .offer_id
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        agent_id: e.agent_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        offer_id: e.offer_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         reason: e.reason.clone(),
         state: state_to(&e.state) as i32,
     }
@@ -409,9 +351,7 @@ pub fn snapshot_event(c: &Case, now: Millis) -> CaseEvent {
         at: now,
         agent_id: c.current_agent().cloned(),
         offer_id: match &c.state {
-            CaseState::Offered { offer_id, .. } | CaseState::Assigned { offer_id, .. } => {
-                Some(offer_id.clone())
-            }
+            CaseState::Offered { offer_id, .. } | CaseState::Assigned { offer_id, .. } => Some(offer_id.clone()),
             _ => None,
         },
         reason: c.outcome.clone(),
@@ -423,52 +363,29 @@ pub fn snapshot_event(c: &Case, now: Millis) -> CaseEvent {
 pub fn notice_to(n: AgentNotice) -> pb::DispatcherMessage {
     use pb::dispatcher_message::Event;
     let event = match n {
-        AgentNotice::Offer {
-            offer_id,
-            case,
-            remaining_ms,
-        } => Event::Offer(pb::OfferMade {
-            offer_id: offer_id.to_string(),
-            case: Some(summary_to(&case)),
-            remaining_ms,
-        }),
-        AgentNotice::OfferRevoked {
-            offer_id,
-            case_id,
-            reason,
-        } => Event::OfferRevoked(pb::OfferRevoked {
+        AgentNotice::Offer { offer_id, case, remaining_ms } => {
+            Event::Offer(pb::OfferMade { offer_id: offer_id.to_string(), case: Some(summary_to(&case)), remaining_ms })
+        }
+        AgentNotice::OfferRevoked { offer_id, case_id, reason } => Event::OfferRevoked(pb::OfferRevoked {
             offer_id: offer_id.to_string(),
             case_id: case_id.to_string(),
             reason,
         }),
-        AgentNotice::Assigned { offer_id, case } => Event::Assignment(pb::AssignmentConfirmed {
-            offer_id: offer_id.to_string(),
-            case: Some(summary_to(&case)),
-        }),
-        AgentNotice::Status {
-            status,
-            activity,
-            reason,
-            assignments,
-        } => Event::Status(pb::StatusChanged {
+        AgentNotice::Assigned { offer_id, case } => {
+            Event::Assignment(pb::AssignmentConfirmed { offer_id: offer_id.to_string(), case: Some(summary_to(&case)) })
+        }
+        AgentNotice::Status { status, activity, reason, assignments } => Event::Status(pb::StatusChanged {
             status: status_to(status) as i32,
             activity: activity_to(activity) as i32,
             reason,
             assigned_case_ids: assignments.iter().map(ToString::to_string).collect(),
         }),
-        AgentNotice::Result {
-            request_id,
-            outcome,
-        } => {
+        AgentNotice::Result { request_id, outcome } => {
             let (code, message) = match outcome {
                 Ok(()) => (tonic::Code::Ok, String::new()),
                 Err(e) => (error::code(&e), e.to_string()),
             };
-            Event::Result(pb::CommandResult {
-                request_id,
-                code: code as i32,
-                message,
-            })
+            Event::Result(pb::CommandResult { request_id, code: code as i32, message })
         }
     };
     pb::DispatcherMessage { event: Some(event) }
@@ -481,30 +398,16 @@ pub fn filter_from(
     prefix: &str,
 ) -> Result<(AvailabilityFilter, Vec<GroupBy>), FieldError> {
     let mut filter = AvailabilityFilter::default();
-    if let Some(pb::AvailabilityFilter {
-        languages,
-        min_language_proficiency,
-        skills,
-        vip_certified_only,
-    }) = f
-    {
+    if let Some(pb::AvailabilityFilter { languages, min_language_proficiency, skills, vip_certified_only }) = f {
         for (i, l) in languages.iter().enumerate() {
-            filter.languages.push(Language::parse(
-                &format!("{prefix}filter.languages[{i}]"),
-                l,
-            )?);
+            filter.languages.push(Language::parse(&format!("{prefix}filter.languages[{i}]"), l)?);
         }
         if *min_language_proficiency > 0 {
-            filter.min_proficiency = Some(Level::parse(
-                &format!("{prefix}filter.min_language_proficiency"),
-                *min_language_proficiency,
-            )?);
+            filter.min_proficiency =
+                Some(Level::parse(&format!("{prefix}filter.min_language_proficiency"), *min_language_proficiency)?);
         }
         if skills.len() > dispatch_domain::limits::MAX_SKILLS {
-            return Err(FieldError::new(
-                format!("{prefix}filter.skills"),
-                "too many skills",
-            ));
+            return Err(FieldError::new(format!("{prefix}filter.skills"), "too many skills"));
         }
         for (i, s) in skills.iter().enumerate() {
             let pb::SkillLevel { skill, level } = s;
@@ -536,22 +439,8 @@ pub fn filter_from(
 }
 
 fn counts_to(c: &Counts) -> pb::AvailabilityCounts {
-    let Counts {
-        registered,
-        online,
-        available,
-        busy,
-        away,
-        offline,
-    } = *c;
-    pb::AvailabilityCounts {
-        registered,
-        online,
-        available,
-        busy,
-        away,
-        offline,
-    }
+    let Counts { registered, online, available, busy, away, offline } = *c;
+    pb::AvailabilityCounts { registered, online, available, busy, away, offline }
 }
 
 /// Planner counts → report.
@@ -605,10 +494,6 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
 }
 
 /// Validates an id field with the domain's rules.
-pub fn id<T>(
-    field: &str,
-    v: &str,
-    parse: fn(&str, &str) -> Result<T, FieldError>,
-) -> Result<T, tonic::Status> {
+pub fn id<T>(field: &str, v: &str, parse: fn(&str, &str) -> Result<T, FieldError>) -> Result<T, tonic::Status> {
     parse(field, v).map_err(error::invalid)
 }

@@ -12,14 +12,12 @@ pub struct CallerAgent(pub AgentId);
 
 /// Reads the `agent-id` metadata into [`CallerAgent`]; UNAUTHENTICATED when absent or invalid.
 pub fn agent_identity(mut req: Request<()>) -> Result<Request<()>, Status> {
-    let raw = req.metadata().get(AGENT_ID_HEADER).ok_or_else(|| {
-        Status::unauthenticated(format!("metadata {AGENT_ID_HEADER} is required"))
-    })?;
-    let raw = raw
-        .to_str()
-        .map_err(|_| Status::unauthenticated(format!("metadata {AGENT_ID_HEADER} is not text")))?;
-    let id =
-        AgentId::parse(AGENT_ID_HEADER, raw).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let raw = req
+        .metadata()
+        .get(AGENT_ID_HEADER)
+        .ok_or_else(|| Status::unauthenticated(format!("metadata {AGENT_ID_HEADER} is required")))?;
+    let raw = raw.to_str().map_err(|_| Status::unauthenticated(format!("metadata {AGENT_ID_HEADER} is not text")))?;
+    let id = AgentId::parse(AGENT_ID_HEADER, raw).map_err(|e| Status::unauthenticated(e.to_string()))?;
     req.extensions_mut().insert(CallerAgent(id));
     Ok(req)
 }

@@ -65,9 +65,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<AgentServiceServer<Services>>().await;
-    health
-        .set_serving::<EscalationServiceServer<Services>>()
-        .await;
+    health.set_serving::<EscalationServiceServer<Services>>().await;
     health.set_serving::<RosterServiceServer<Services>>().await;
     health.set_serving::<PlannerServiceServer<Services>>().await;
 
@@ -98,21 +96,11 @@ pub async fn serve(
     let drain = async move {
         shutdown.await;
         info!("shutting down: health NOT_SERVING, ending streams");
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<AgentServiceServer<Services>>()
-            .await;
-        health
-            .set_not_serving::<EscalationServiceServer<Services>>()
-            .await;
-        health
-            .set_not_serving::<RosterServiceServer<Services>>()
-            .await;
-        health
-            .set_not_serving::<PlannerServiceServer<Services>>()
-            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health.set_not_serving::<AgentServiceServer<Services>>().await;
+        health.set_not_serving::<EscalationServiceServer<Services>>().await;
+        health.set_not_serving::<RosterServiceServer<Services>>().await;
+        health.set_not_serving::<PlannerServiceServer<Services>>().await;
         stop_tx.send_replace(true);
         engine.stop();
     };

@@ -42,11 +42,7 @@ pub struct Services {
 impl Services {
     /// Services over `engine`; long-lived streams end when `shutdown` turns true.
     pub fn new(engine: Engine, edge: EdgeConfig, shutdown: watch::Receiver<bool>) -> Self {
-        Self {
-            engine,
-            edge,
-            shutdown,
-        }
+        Self { engine, edge, shutdown }
     }
 }
 
@@ -101,23 +97,14 @@ impl Services {
                 }
             };
             let request_id = msg.request_id.clone();
-            let signing_out = matches!(&msg.command, Some(Command::SetStatus(s)) if s.status == pb::AgentStatus::Offline as i32);
+            let signing_out =
+                matches!(&msg.command, Some(Command::SetStatus(s)) if s.status == pb::AgentStatus::Offline as i32);
             let outcome = self.command(&agent_id, &session_id, msg).await;
-            let replaced = matches!(
-                &outcome,
-                Err(EngineError::Rejected(
-                    dispatch_domain::Rejection::FailedPrecondition(_)
-                ))
-            ) && self.engine.heartbeat(&agent_id, &session_id).is_err();
+            let replaced =
+                matches!(&outcome, Err(EngineError::Rejected(dispatch_domain::Rejection::FailedPrecondition(_))))
+                    && self.engine.heartbeat(&agent_id, &session_id).is_err();
             let ok = outcome.is_ok();
-            self.engine.tell_session(
-                &agent_id,
-                Some(&session_id),
-                AgentNotice::Result {
-                    request_id,
-                    outcome,
-                },
-            );
+            self.engine.tell_session(&agent_id, Some(&session_id), AgentNotice::Result { request_id, outcome });
             if replaced || (signing_out && ok) {
                 break;
             }
@@ -133,29 +120,16 @@ impl Services {
         session_id: &dispatch_domain::SessionId,
         msg: pb::AgentMessage,
     ) -> Result<(), EngineError> {
-        let pb::AgentMessage {
-            request_id,
-            command,
-        } = msg;
+        let pb::AgentMessage { request_id, command } = msg;
         let bad = |e: FieldError| EngineError::Rejected(e.into());
         if request_id.len() > limits::MAX_ID_LEN {
-            return Err(bad(FieldError::new(
-                "request_id",
-                format!("longer than {} bytes", limits::MAX_ID_LEN),
-            )));
+            return Err(bad(FieldError::new("request_id", format!("longer than {} bytes", limits::MAX_ID_LEN))));
         }
         match command.ok_or_else(|| bad(FieldError::new("command", "is required")))? {
             Command::SetStatus(pb::SetStatus { status }) => {
-                let s = convert::status_from(status).ok_or_else(|| {
-                    bad(FieldError::new(
-                        "set_status.status",
-                        "must be AVAILABLE, AWAY or OFFLINE",
-                    ))
-                })?;
-                self.engine
-                    .set_status(agent_id, session_id, s)
-                    .await
-                    .map(drop)
+                let s = convert::status_from(status)
+                    .ok_or_else(|| bad(FieldError::new("set_status.status", "must be AVAILABLE, AWAY or OFFLINE")))?;
+                self.engine.set_status(agent_id, session_id, s).await.map(drop)
             }
             Command::Heartbeat(pb::Heartbeat {}) => self.engine.heartbeat(agent_id, session_id),
             Command::Accept(pb::Accept { offer_id }) => {
@@ -164,19 +138,13 @@ impl Services {
             }
             Command::Decline(pb::Decline { offer_id, reason }) => {
                 let offer_id = OfferId::parse("decline.offer_id", &offer_id).map_err(bad)?;
-                let reason =
-                    bounded_text("decline.reason", &reason, limits::MAX_REASON_LEN).map_err(bad)?;
-                self.engine
-                    .decline(agent_id, session_id, &offer_id, reason)
-                    .await
+                let reason = bounded_text("decline.reason", &reason, limits::MAX_REASON_LEN).map_err(bad)?;
+                self.engine.decline(agent_id, session_id, &offer_id, reason).await
             }
             Command::Complete(pb::Complete { case_id, outcome }) => {
                 let case_id = CaseId::parse("complete.case_id", &case_id).map_err(bad)?;
-                let outcome = bounded_text("complete.outcome", &outcome, limits::MAX_REASON_LEN)
-                    .map_err(bad)?;
-                self.engine
-                    .complete(agent_id, session_id, &case_id, outcome)
-                    .await
+                let outcome = bounded_text("complete.outcome", &outcome, limits::MAX_REASON_LEN).map_err(bad)?;
+                self.engine.complete(agent_id, session_id, &case_id, outcome).await
             }
         }
     }
@@ -203,17 +171,12 @@ impl pb::escalation_service_server::EscalationService for Services {
         }))
     }
 
-    async fn get_case(
-        &self,
-        request: Request<pb::GetCaseRequest>,
-    ) -> Result<Response<pb::GetCaseResponse>, Status> {
+    async fn get_case(&self, request: Request<pb::GetCaseRequest>) -> Result<Response<pb::GetCaseResponse>, Status> {
         let pb::GetCaseRequest { case_id } = request.into_inner();
         let case_id = id("case_id", &case_id, CaseId::parse)?;
         let case = self.engine.get_case(&case_id).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
-        Ok(Response::new(pb::GetCaseResponse {
-            case: Some(convert::case_to(&case, now, self.engine.policy())),
-        }))
+        Ok(Response::new(pb::GetCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
     }
 
     async fn cancel_case(
@@ -225,9 +188,7 @@ impl pb::escalation_service_server::EscalationService for Services {
         let reason = bounded_text("reason", &reason, limits::MAX_REASON_LEN).map_err(invalid)?;
         let case = self.engine.cancel(&case_id, reason).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
-        Ok(Response::new(pb::CancelCaseResponse {
-            case: Some(convert::case_to(&case, now, self.engine.policy())),
-        }))
+        Ok(Response::new(pb::CancelCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
     }
 
     type WatchCaseStream = BoxStream<pb::CaseEvent>;
@@ -246,12 +207,7 @@ impl pb::escalation_service_server::EscalationService for Services {
         tokio::spawn(async move {
             let mut seen = case.version;
             let terminal = case.state.is_terminal();
-            if tx
-                .send(Ok(convert::event_to(&convert::snapshot_event(&case, now))))
-                .await
-                .is_err()
-                || terminal
-            {
+            if tx.send(Ok(convert::event_to(&convert::snapshot_event(&case, now)))).await.is_err() || terminal {
                 return;
             }
             loop {
@@ -267,9 +223,7 @@ impl pb::escalation_service_server::EscalationService for Services {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow: resynchronise with a fresh snapshot.
-                        let (Ok(case), Ok(now)) =
-                            (engine.get_case(&case_id).await, engine.now().await)
-                        else {
+                        let (Ok(case), Ok(now)) = (engine.get_case(&case_id).await, engine.now().await) else {
                             return;
                         };
                         convert::snapshot_event(&case, now)
@@ -305,59 +259,34 @@ impl pb::roster_service_server::RosterService for Services {
         let profile = convert::profile_from(&profile, "profile").map_err(invalid)?;
         let (agent, created) = self.engine.upsert_agent(profile).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
-        Ok(Response::new(pb::UpsertAgentResponse {
-            agent: Some(convert::agent_to(&agent, now)),
-            created,
-        }))
+        Ok(Response::new(pb::UpsertAgentResponse { agent: Some(convert::agent_to(&agent, now)), created }))
     }
 
-    async fn get_agent(
-        &self,
-        request: Request<pb::GetAgentRequest>,
-    ) -> Result<Response<pb::GetAgentResponse>, Status> {
+    async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::GetAgentResponse>, Status> {
         let pb::GetAgentRequest { agent_id } = request.into_inner();
         let agent_id = id("agent_id", &agent_id, AgentId::parse)?;
         let agent = self.engine.get_agent(&agent_id).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
-        Ok(Response::new(pb::GetAgentResponse {
-            agent: Some(convert::agent_to(&agent, now)),
-        }))
+        Ok(Response::new(pb::GetAgentResponse { agent: Some(convert::agent_to(&agent, now)) }))
     }
 
     async fn list_agents(
         &self,
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let pb::ListAgentsRequest {
-            page_size,
-            page_token,
-        } = request.into_inner();
+        let pb::ListAgentsRequest { page_size, page_token } = request.into_inner();
         let size = match page_size {
             0 => 100,
             n if n <= limits::MAX_PAGE_SIZE => n as usize,
             n => {
-                return Err(invalid(FieldError::new(
-                    "page_size",
-                    format!("{n} is above {}", limits::MAX_PAGE_SIZE),
-                )));
+                return Err(invalid(FieldError::new("page_size", format!("{n} is above {}", limits::MAX_PAGE_SIZE))));
             }
         };
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            Some(id("page_token", &page_token, AgentId::parse)?)
-        };
-        let agents = self
-            .engine
-            .list_agents(after.as_ref(), size)
-            .await
-            .map_err(status)?;
+        let after = if page_token.is_empty() { None } else { Some(id("page_token", &page_token, AgentId::parse)?) };
+        let agents = self.engine.list_agents(after.as_ref(), size).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         let next_page_token = if agents.len() == size {
-            agents
-                .last()
-                .map(|a| a.id().to_string())
-                .unwrap_or_default()
+            agents.last().map(|a| a.id().to_string()).unwrap_or_default()
         } else {
             String::new()
         };
@@ -389,16 +318,9 @@ impl pb::planner_service_server::PlannerService for Services {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
         let pb::GetAvailabilityRequest { filter, group_by } = request.into_inner();
-        let (filter, dims) =
-            convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
-        let (report, now) = self
-            .engine
-            .availability(&filter, &dims)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::GetAvailabilityResponse {
-            report: Some(convert::report_to(&report, now)),
-        }))
+        let (filter, dims) = convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
+        let (report, now) = self.engine.availability(&filter, &dims).await.map_err(status)?;
+        Ok(Response::new(pb::GetAvailabilityResponse { report: Some(convert::report_to(&report, now)) }))
     }
 
     async fn get_queue_stats(
@@ -416,21 +338,13 @@ impl pb::planner_service_server::PlannerService for Services {
         &self,
         request: Request<pb::WatchAvailabilityRequest>,
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
-        let pb::WatchAvailabilityRequest {
-            filter,
-            group_by,
-            interval_ms,
-        } = request.into_inner();
-        let (filter, dims) =
-            convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
+        let pb::WatchAvailabilityRequest { filter, group_by, interval_ms } = request.into_inner();
+        let (filter, dims) = convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
         let interval = match interval_ms {
             0 => 1000,
             n @ 250..=60_000 => n,
             n => {
-                return Err(invalid(FieldError::new(
-                    "interval_ms",
-                    format!("{n} is outside 250 to 60000"),
-                )));
+                return Err(invalid(FieldError::new("interval_ms", format!("{n} is outside 250 to 60000"))));
             }
         };
         let interval = Duration::from_millis(u64::from(interval));
@@ -449,9 +363,7 @@ impl pb::planner_service_server::PlannerService for Services {
                         return;
                     }
                 };
-                let same = last
-                    .as_ref()
-                    .is_some_and(|l| l.total == report.total && l.groups == report.groups);
+                let same = last.as_ref().is_some_and(|l| l.total == report.total && l.groups == report.groups);
                 if !same || last_sent.elapsed() >= interval {
                     if tx.send(Ok(report.clone())).await.is_err() {
                         return;

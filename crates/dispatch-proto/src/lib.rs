@@ -13,8 +13,7 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every `dispatch.v1` proto file.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/dispatch_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dispatch_descriptor.bin"));
 
 /// Request metadata key carrying the calling agent's id on `AgentService.Connect`.
 pub const AGENT_ID_HEADER: &str = "agent-id";

@@ -1,0 +1,615 @@
+//! `dispatchctl`: a small command-line client for the dispatcher — roster, cases, the agent
+//! stream and the planner — with human-readable output or `--json`.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use dispatch_grpc::client;
+use dispatch_proto::v1 as pb;
+use pb::agent_service_client::AgentServiceClient;
+use pb::escalation_service_client::EscalationServiceClient;
+use pb::planner_service_client::PlannerServiceClient;
+use pb::roster_service_client::RosterServiceClient;
+use tokio::io::AsyncBufReadExt;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// Talk to a dispatcher.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Dispatcher address.
+    #[arg(long, global = true, env = "DISPATCH_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The roster: register, show, list, remove agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Submit a case (as a routing service would).
+    Submit(SubmitArgs),
+    /// Show, cancel or watch a case.
+    #[command(subcommand)]
+    Case(CaseCmd),
+    /// Act as an agent: open the stream, print what the dispatcher sends, read commands from
+    /// standard input (`available`, `away`, `offline`, `accept OFFER`, `decline OFFER [reason]`,
+    /// `complete CASE [outcome]`).
+    Connect(ConnectArgs),
+    /// Who is available now.
+    Availability(AvailabilityArgs),
+    /// How the queue is doing.
+    Queue,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Register or update an agent.
+    Upsert(UpsertArgs),
+    /// Show one agent.
+    Get { id: String },
+    /// List agents.
+    List {
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Remove an agent.
+    Remove { id: String },
+}
+
+#[derive(Debug, Args)]
+struct UpsertArgs {
+    /// Agent id.
+    #[arg(long)]
+    id: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Language with proficiency, e.g. `de:5`; repeatable.
+    #[arg(long = "lang", value_name = "TAG:LEVEL")]
+    languages: Vec<String>,
+    /// Skill with level, e.g. `disputes:4`; repeatable.
+    #[arg(long = "skill", value_name = "SKILL:LEVEL")]
+    skills: Vec<String>,
+    /// VIP-certified.
+    #[arg(long)]
+    vip: bool,
+    /// Capacity per channel, e.g. `chat:3`, `voice:1`; repeatable (default `chat:1`).
+    #[arg(long = "capacity", value_name = "CHANNEL:N")]
+    capacity: Vec<String>,
+    /// Rating, 0 to 5.
+    #[arg(long, default_value_t = 4.0)]
+    rating: f64,
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// Case id (your idempotency key).
+    #[arg(long)]
+    id: String,
+    /// Customer language (BCP 47).
+    #[arg(long = "lang")]
+    language: String,
+    /// Required skill with level, e.g. `disputes:3`; repeatable.
+    #[arg(long = "skill", value_name = "SKILL:LEVEL")]
+    skills: Vec<String>,
+    /// Preferred skill with level; repeatable.
+    #[arg(long = "prefer", value_name = "SKILL:LEVEL")]
+    preferred: Vec<String>,
+    /// `standard` or `vip`.
+    #[arg(long, default_value = "standard")]
+    tier: String,
+    /// `voice`, `chat` or `email`.
+    #[arg(long, default_value = "chat")]
+    channel: String,
+    /// 0 to 10.
+    #[arg(long, default_value_t = 0)]
+    priority: u32,
+    /// The bot's summary.
+    #[arg(long, default_value = "")]
+    summary: String,
+    /// The bot's sentiment, -1 to 1.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    sentiment: f64,
+    /// Customer id.
+    #[arg(long, default_value = "")]
+    customer: String,
+    /// The customer's previous agent.
+    #[arg(long, default_value = "")]
+    previous_agent: String,
+    /// Minimum language proficiency (0: the dispatcher's default).
+    #[arg(long, default_value_t = 0)]
+    min_proficiency: u32,
+    /// Expire after this long without an agent (0: never).
+    #[arg(long, default_value_t = 0)]
+    ttl_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCmd {
+    /// State, offers with outcomes and why each agent was chosen.
+    Get { id: String },
+    /// Cancel.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "cancelled by operator")]
+        reason: String,
+    },
+    /// Follow the case's events until it ends.
+    Watch { id: String },
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// The agent to act as.
+    #[arg(long = "as")]
+    agent: String,
+    /// Go available at once.
+    #[arg(long)]
+    available: bool,
+    /// Accept every offer at once.
+    #[arg(long)]
+    auto_accept: bool,
+    /// Exit after this many assignments (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    exit_after: u32,
+}
+
+#[derive(Debug, Args)]
+struct AvailabilityArgs {
+    /// Only agents speaking one of these; repeatable.
+    #[arg(long = "lang")]
+    languages: Vec<String>,
+    /// With each skill at a level, e.g. `disputes:3`; repeatable.
+    #[arg(long = "skill")]
+    skills: Vec<String>,
+    /// Only VIP-certified agents.
+    #[arg(long)]
+    vip: bool,
+    /// Group by `language`, `skill`, `tier`, `activity` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    group_by: Vec<String>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: {:?}: {}", s.code(), s.message()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let channel = client::channel(&cli.addr).await.with_context(|| format!("connecting to {}", cli.addr))?;
+    let out = Out { json: cli.json };
+    match cli.cmd {
+        Cmd::Agent(c) => agent_cmd(channel, c, &out).await,
+        Cmd::Submit(a) => submit(channel, a, &out).await,
+        Cmd::Case(c) => case_cmd(channel, c, &out).await,
+        Cmd::Connect(a) => connect(channel, a, &out).await,
+        Cmd::Availability(a) => availability(channel, a, &out).await,
+        Cmd::Queue => {
+            let r = PlannerServiceClient::new(channel).get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
+            out.print(&r, || queue_table(&r))
+        }
+    }
+}
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn print<T: serde::Serialize>(&self, v: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+        let text = if self.json { serde_json::to_string(v)? } else { table() };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{text}")?;
+        stdout.flush()?;
+        Ok(())
+    }
+}
+
+fn pair(s: &str, what: &str) -> anyhow::Result<(String, u32)> {
+    let (a, b) = s.split_once(':').with_context(|| format!("{what} {s:?}: expected NAME:NUMBER"))?;
+    Ok((a.to_owned(), b.parse().with_context(|| format!("{what} {s:?}: {b:?} is not a number"))?))
+}
+
+fn skills(v: &[String]) -> anyhow::Result<Vec<pb::SkillLevel>> {
+    v.iter().map(|s| pair(s, "skill").map(|(skill, level)| pb::SkillLevel { skill, level })).collect()
+}
+
+fn channel_of(s: &str) -> anyhow::Result<pb::Channel> {
+    pb::Channel::from_str_name(&format!("CHANNEL_{}", s.to_ascii_uppercase()))
+        .with_context(|| format!("unknown channel {s:?}"))
+}
+
+fn enum_name<E: TryFrom<i32>>(v: i32, name: impl Fn(&E) -> &'static str, prefix: &str) -> String {
+    E::try_from(v).map(|e| name(&e).trim_start_matches(prefix).to_ascii_lowercase()).unwrap_or_else(|_| v.to_string())
+}
+
+fn tier_name(v: i32) -> String {
+    enum_name(v, pb::Tier::as_str_name, "TIER_")
+}
+
+fn state_name(v: i32) -> String {
+    enum_name(v, pb::CaseState::as_str_name, "CASE_STATE_")
+}
+
+async fn agent_cmd(channel: Channel, cmd: AgentCmd, out: &Out) -> anyhow::Result<()> {
+    let mut roster = RosterServiceClient::new(channel);
+    match cmd {
+        AgentCmd::Upsert(a) => {
+            let languages = a
+                .languages
+                .iter()
+                .map(|l| {
+                    pair(l, "language").map(|(language, proficiency)| pb::LanguageProficiency { language, proficiency })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let caps = if a.capacity.is_empty() { vec!["chat:1".to_owned()] } else { a.capacity.clone() };
+            let capacity = caps
+                .iter()
+                .map(|c| {
+                    let (ch, n) = pair(c, "capacity")?;
+                    Ok(pb::ChannelCapacity { channel: channel_of(&ch)? as i32, capacity: n })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let profile = pb::AgentProfile {
+                agent_id: a.id,
+                display_name: a.name,
+                languages,
+                skills: skills(&a.skills)?,
+                vip_certified: a.vip,
+                capacity,
+                rating: a.rating,
+            };
+            let r = roster.upsert_agent(pb::UpsertAgentRequest { profile: Some(profile) }).await?.into_inner();
+            out.print(&r, || {
+                let verb = if r.created { "registered" } else { "updated" };
+                format!("{verb}\n{}", agents_table(r.agent.as_slice()))
+            })
+        }
+        AgentCmd::Get { id } => {
+            let r = roster.get_agent(pb::GetAgentRequest { agent_id: id }).await?.into_inner();
+            out.print(&r, || agents_table(r.agent.as_slice()))
+        }
+        AgentCmd::List { page_size } => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let r = roster.list_agents(pb::ListAgentsRequest { page_size, page_token: token }).await?.into_inner();
+                all.extend(r.agents);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            out.print(&all, || agents_table(&all))
+        }
+        AgentCmd::Remove { id } => {
+            let r = roster.remove_agent(pb::RemoveAgentRequest { agent_id: id.clone() }).await?.into_inner();
+            out.print(&r, || format!("removed {id}"))
+        }
+    }
+}
+
+fn agents_table(agents: &[pb::Agent]) -> String {
+    let mut s = format!(
+        "{:<16} {:<18} {:<16} {:<24} {:<4} {:<10} {:<10} {}\n",
+        "AGENT", "NAME", "LANGUAGES", "SKILLS", "VIP", "STATUS", "ACTIVITY", "WORK"
+    );
+    for a in agents {
+        let p = a.profile.clone().unwrap_or_default();
+        let pr = a.presence.clone().unwrap_or_default();
+        let langs: Vec<String> = p.languages.iter().map(|l| format!("{}:{}", l.language, l.proficiency)).collect();
+        let sk: Vec<String> = p.skills.iter().map(|l| format!("{}:{}", l.skill, l.level)).collect();
+        let work = format!(
+            "offer={} cases={}",
+            if pr.pending_offer_id.is_empty() { "-" } else { &pr.pending_offer_id },
+            pr.assigned_case_ids.len()
+        );
+        s.push_str(&format!(
+            "{:<16} {:<18} {:<16} {:<24} {:<4} {:<10} {:<10} {}\n",
+            p.agent_id,
+            p.display_name,
+            langs.join(","),
+            sk.join(","),
+            if p.vip_certified { "yes" } else { "no" },
+            enum_name(pr.status, pb::AgentStatus::as_str_name, "AGENT_STATUS_"),
+            enum_name(pr.activity, pb::Activity::as_str_name, "ACTIVITY_"),
+            work
+        ));
+    }
+    s.trim_end().to_owned()
+}
+
+async fn submit(channel: Channel, a: SubmitArgs, out: &Out) -> anyhow::Result<()> {
+    let tier = pb::Tier::from_str_name(&format!("TIER_{}", a.tier.to_ascii_uppercase()))
+        .with_context(|| format!("unknown tier {:?}", a.tier))?;
+    let spec = pb::CaseSpec {
+        case_id: a.id,
+        language: a.language,
+        min_language_proficiency: a.min_proficiency,
+        required_skills: skills(&a.skills)?,
+        preferred_skills: skills(&a.preferred)?,
+        tier: tier as i32,
+        priority: a.priority,
+        channel: channel_of(&a.channel)? as i32,
+        summary: a.summary,
+        sentiment: a.sentiment,
+        customer_id: a.customer,
+        previous_agent_id: a.previous_agent,
+        ttl_ms: a.ttl_ms,
+    };
+    let r = EscalationServiceClient::new(channel)
+        .submit_case(pb::SubmitCaseRequest { spec: Some(spec) })
+        .await?
+        .into_inner();
+    out.print(&r, || {
+        let c = r.case.clone().unwrap_or_default();
+        let verb = if r.created { "submitted" } else { "already submitted (same payload)" };
+        format!("{verb}: case {} is {}", c.spec.map(|s| s.case_id).unwrap_or_default(), state_name(c.state))
+    })
+}
+
+async fn case_cmd(channel: Channel, cmd: CaseCmd, out: &Out) -> anyhow::Result<()> {
+    let mut esc = EscalationServiceClient::new(channel);
+    match cmd {
+        CaseCmd::Get { id } => {
+            let r = esc.get_case(pb::GetCaseRequest { case_id: id }).await?.into_inner();
+            out.print(&r, || case_table(&r.case.clone().unwrap_or_default()))
+        }
+        CaseCmd::Cancel { id, reason } => {
+            let r = esc.cancel_case(pb::CancelCaseRequest { case_id: id, reason }).await?.into_inner();
+            out.print(&r, || case_table(&r.case.clone().unwrap_or_default()))
+        }
+        CaseCmd::Watch { id } => {
+            let mut stream = esc.watch_case(pb::WatchCaseRequest { case_id: id }).await?.into_inner();
+            while let Some(ev) = stream.next().await {
+                let ev = ev?;
+                out.print(&ev, || {
+                    format!(
+                        "v{:<3} {:<16} state={:<10} agent={} offer={} {}",
+                        ev.version,
+                        enum_name(ev.kind, pb::CaseEventKind::as_str_name, "CASE_EVENT_KIND_"),
+                        state_name(ev.state),
+                        or_dash(&ev.agent_id),
+                        or_dash(&ev.offer_id),
+                        ev.reason
+                    )
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn case_table(c: &pb::Case) -> String {
+    let spec = c.spec.clone().unwrap_or_default();
+    let mut s = format!(
+        "case {}  state={}  tier={}  lang={}  agent={}  waited={}ms  version={}\n",
+        spec.case_id,
+        state_name(c.state),
+        tier_name(spec.tier),
+        spec.language,
+        or_dash(&c.current_agent_id),
+        c.waited_ms,
+        c.version
+    );
+    if !c.relaxations.is_empty() {
+        s.push_str(&format!("relaxed: {}\n", c.relaxations.join(", ")));
+    }
+    if !c.outcome.is_empty() {
+        s.push_str(&format!("outcome: {}\n", c.outcome));
+    }
+    for o in &c.offers {
+        s.push_str(&format!(
+            "offer {} → {}  {}{}\n",
+            o.offer_id,
+            o.agent_id,
+            enum_name(o.outcome, pb::OfferOutcome::as_str_name, "OFFER_OUTCOME_"),
+            if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
+        ));
+        if let Some(e) = &o.explanation {
+            s.push_str(&format!("  why: {} eligible; top candidates:\n", e.eligible));
+            for cand in &e.candidates {
+                let terms: Vec<String> =
+                    cand.terms.iter().map(|t| format!("{}={:.2}×{:.1}", t.name, t.value, t.weight)).collect();
+                s.push_str(&format!("    {:<14} {:>6.3}  {}\n", cand.agent_id, cand.total, terms.join(" ")));
+            }
+        }
+    }
+    s.trim_end().to_owned()
+}
+
+async fn connect(channel: Channel, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AgentMessage>(16);
+    let mut seq = 0u64;
+    let mut msg = move |command: pb::agent_message::Command| {
+        seq += 1;
+        pb::AgentMessage { request_id: format!("r{seq}"), command: Some(command) }
+    };
+    use pb::agent_message::Command as C;
+    if a.available {
+        tx.send(msg(C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }))).await?;
+    }
+    let req = client::as_agent(&a.agent, tokio_stream::wrappers::ReceiverStream::new(rx))?;
+    let mut inbound = AgentServiceClient::new(channel).connect(req).await?.into_inner();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(15));
+    let mut assigned = 0u32;
+    loop {
+        tokio::select! {
+            m = inbound.next() => {
+                let Some(m) = m else { bail!("the dispatcher ended the stream; reconnect") };
+                let m = m?;
+                out.print(&m, || describe(&m))?;
+                if let Some(pb::dispatcher_message::Event::Offer(o)) = &m.event {
+                    if a.auto_accept {
+                        tx.send(msg(C::Accept(pb::Accept { offer_id: o.offer_id.clone() }))).await?;
+                    }
+                }
+                if let Some(pb::dispatcher_message::Event::Assignment(_)) = &m.event {
+                    assigned += 1;
+                    if a.exit_after > 0 && assigned >= a.exit_after {
+                        return Ok(());
+                    }
+                }
+            }
+            line = stdin.next_line(), if stdin_open => {
+                let Some(line) = line? else { stdin_open = false; continue };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let cmd = match words.as_slice() {
+                    [] => continue,
+                    ["available"] => C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }),
+                    ["away"] => C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Away as i32 }),
+                    ["offline"] => C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Offline as i32 }),
+                    ["accept", o] => C::Accept(pb::Accept { offer_id: (*o).to_owned() }),
+                    ["decline", o, rest @ ..] => C::Decline(pb::Decline { offer_id: (*o).to_owned(), reason: rest.join(" ") }),
+                    ["complete", c, rest @ ..] => C::Complete(pb::Complete { case_id: (*c).to_owned(), outcome: rest.join(" ") }),
+                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome]"); continue }
+                };
+                tx.send(msg(cmd)).await?;
+            }
+            _ = heartbeat.tick() => { tx.send(msg(C::Heartbeat(pb::Heartbeat {}))).await?; }
+        }
+    }
+}
+
+fn describe(m: &pb::DispatcherMessage) -> String {
+    use pb::dispatcher_message::Event;
+    match &m.event {
+        Some(Event::Offer(o)) => {
+            let c = o.case.clone().unwrap_or_default();
+            format!(
+                "OFFER {} case={} lang={} tier={} skills=[{}] remaining={}ms: {}",
+                o.offer_id,
+                c.case_id,
+                c.language,
+                tier_name(c.tier),
+                c.required_skills.iter().map(|s| format!("{}:{}", s.skill, s.level)).collect::<Vec<_>>().join(","),
+                o.remaining_ms,
+                c.summary
+            )
+        }
+        Some(Event::OfferRevoked(r)) => format!("REVOKED {} case={} ({})", r.offer_id, r.case_id, r.reason),
+        Some(Event::Assignment(a)) => {
+            format!("ASSIGNED case={} offer={}", a.case.clone().unwrap_or_default().case_id, a.offer_id)
+        }
+        Some(Event::Status(s)) => format!(
+            "STATUS {} activity={} ({}) assigned=[{}]",
+            enum_name(s.status, pb::AgentStatus::as_str_name, "AGENT_STATUS_"),
+            enum_name(s.activity, pb::Activity::as_str_name, "ACTIVITY_"),
+            s.reason,
+            s.assigned_case_ids.join(",")
+        ),
+        Some(Event::Result(r)) => {
+            let code = tonic::Code::from_i32(r.code);
+            if code == tonic::Code::Ok {
+                format!("OK {}", r.request_id)
+            } else {
+                format!("ERROR {} {:?}: {}", r.request_id, code, r.message)
+            }
+        }
+        None => "(empty message)".to_owned(),
+    }
+}
+
+async fn availability(channel: Channel, a: AvailabilityArgs, out: &Out) -> anyhow::Result<()> {
+    let group_by = a
+        .group_by
+        .iter()
+        .map(|g| {
+            pb::GroupBy::from_str_name(&format!("GROUP_BY_{}", g.to_ascii_uppercase()))
+                .map(|g| g as i32)
+                .with_context(|| format!("unknown grouping {g:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let filter = pb::AvailabilityFilter {
+        languages: a.languages,
+        min_language_proficiency: 0,
+        skills: skills(&a.skills)?,
+        vip_certified_only: a.vip,
+    };
+    let r = PlannerServiceClient::new(channel)
+        .get_availability(pb::GetAvailabilityRequest { filter: Some(filter), group_by })
+        .await?
+        .into_inner();
+    out.print(&r, || {
+        let rep = r.report.clone().unwrap_or_default();
+        let row = |name: String, c: &pb::AvailabilityCounts| {
+            format!(
+                "{:<28} {:>10} {:>7} {:>9} {:>5} {:>5} {:>7}\n",
+                name, c.registered, c.online, c.available, c.busy, c.away, c.offline
+            )
+        };
+        let mut s = format!(
+            "{:<28} {:>10} {:>7} {:>9} {:>5} {:>5} {:>7}\n",
+            "GROUP", "REGISTERED", "ONLINE", "AVAILABLE", "BUSY", "AWAY", "OFFLINE"
+        );
+        for g in &rep.groups {
+            let mut parts = vec![];
+            for v in [&g.language, &g.skill, &g.tier] {
+                if !v.is_empty() {
+                    parts.push(v.clone());
+                }
+            }
+            if g.activity != 0 {
+                parts.push(enum_name(g.activity, pb::Activity::as_str_name, "ACTIVITY_"));
+            }
+            s.push_str(&row(parts.join("/"), &g.counts.unwrap_or_default()));
+        }
+        s.push_str(&row("total".to_owned(), &rep.total.unwrap_or_default()));
+        s.trim_end().to_owned()
+    })
+}
+
+fn queue_table(r: &pb::GetQueueStatsResponse) -> String {
+    let mut s = format!(
+        "waiting={} offered={} assigned={} oldest_wait={}ms\n\
+         submitted={} offers made={} accepted={} declined={} timed_out={} revoked={} \
+         completed={} cancelled={} expired={} mean_time_to_accept={:.0}ms\n",
+        r.waiting,
+        r.offered,
+        r.assigned,
+        r.oldest_wait_ms,
+        r.submitted_total,
+        r.offers_made,
+        r.offers_accepted,
+        r.offers_declined,
+        r.offers_timed_out,
+        r.offers_revoked,
+        r.completed_total,
+        r.cancelled_total,
+        r.expired_total,
+        r.mean_time_to_accept_ms
+    );
+    for g in &r.groups {
+        s.push_str(&format!(
+            "  {:<8} {:<8} waiting={} oldest={}ms\n",
+            tier_name(g.tier),
+            g.language,
+            g.waiting,
+            g.oldest_wait_ms
+        ));
+    }
+    s.trim_end().to_owned()
+}

@@ -1,0 +1,104 @@
+//! `dispatchd`: the dispatch engine's server.
+//!
+//! `dispatchd` serves on 127.0.0.1:50051 with the embedded store and default rules;
+//! `dispatchd --print-config` shows the effective configuration (defaults, file, environment,
+//! flags) as TOML.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use dispatch_engine::{Clock, Engine, MemoryStore};
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// The dispatch engine for human support agents.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "DISPATCH_CONFIG")]
+    config: Option<String>,
+    /// Address to listen on (same as `--set listen=...`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Sets any configuration key, e.g. `--set policy.offer_timeout_ms=15000`; repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Prints the effective configuration and exits.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut overrides = args.set.clone();
+    if let Some(l) = &args.listen {
+        overrides.push(format!("listen=\"{l}\""));
+    }
+    let config = config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    init_logs(&config.log)?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(config))
+}
+
+fn init_logs(log: &config::LogConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter).context("log.filter")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let clock = Clock::system();
+    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let engine = Engine::start(store, clock, config.policy.clone(), config.engine.clone()).await?;
+    let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    info!(listen = %listener.local_addr()?, store = "memory", "dispatchd ready");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = dispatch_grpc::serve(listener, engine, config.server.clone(), async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // Streams are ended by the server on shutdown; this bounds the drain regardless.
+            match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!("drain took longer than 10 s; exiting"),
+            }
+        }
+    }
+    info!("dispatchd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    info!("shutdown signal received");
+}

@@ -1,0 +1,272 @@
+//! The API surface: idempotency, validation, identity, planner, health and reflection.
+
+use dispatch_domain::Policy;
+use dispatch_proto::v1 as pb;
+use dispatch_tests::*;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+#[tokio::test]
+async fn submit_is_idempotent_on_the_case_id() {
+    let s = TestServer::start(Policy::default()).await;
+    let spec = case("idem-1", "en", &[("billing", 2)], pb::Tier::Standard);
+    let first =
+        s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(spec.clone()) }).await.unwrap().into_inner();
+    assert!(first.created);
+    let again =
+        s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(spec.clone()) }).await.unwrap().into_inner();
+    assert!(!again.created);
+    assert_eq!(again.case.as_ref().unwrap().version, first.case.as_ref().unwrap().version);
+    let mut other = spec;
+    other.tier = pb::Tier::Vip as i32;
+    let err = s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(other) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let stats = s.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!((stats.submitted_total, stats.waiting), (1, 1));
+    assert_eq!(s.case("idem-1").await.spec.unwrap().tier, pb::Tier::Standard as i32);
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_changes_nothing() {
+    let s = TestServer::start(Policy::default()).await;
+    let bad_cases = [
+        ("spec.language", {
+            let mut c = case("v1", "english!", &[], pb::Tier::Standard);
+            c.case_id = "v1".into();
+            c
+        }),
+        ("spec.case_id", case("", "en", &[], pb::Tier::Standard)),
+        ("spec.required_skills[0].level", case("v2", "en", &[("billing", 6)], pb::Tier::Standard)),
+        ("spec.tier", case("v3", "en", &[], pb::Tier::Unspecified)),
+        ("spec.summary", {
+            let mut c = case("v4", "en", &[], pb::Tier::Standard);
+            c.summary = "x".repeat(9000);
+            c
+        }),
+        ("spec.required_skills", case("v5", "en", &vec![("s", 1); 33], pb::Tier::Standard)),
+        ("spec.channel", {
+            let mut c = case("v6", "en", &[], pb::Tier::Standard);
+            c.channel = 0;
+            c
+        }),
+    ];
+    for (field, spec) in bad_cases {
+        let err = s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(spec) }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {}", err.message());
+        assert!(err.message().starts_with(field), "expected {field} in {:?}", err.message());
+    }
+    let err = s.escalation().submit_case(pb::SubmitCaseRequest { spec: None }).await.unwrap_err();
+    assert!(err.message().starts_with("spec"), "{}", err.message());
+    let stats = s.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.submitted_total, 0, "no rejected request created anything");
+
+    let mut p = profile("bad", &[("en", 5)], &[("disputes", 9)], false);
+    let err = s.roster().upsert_agent(pb::UpsertAgentRequest { profile: Some(p.clone()) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("profile.skills[0].level"), "{}", err.message());
+    p.skills.clear();
+    p.languages.clear();
+    let err = s.roster().upsert_agent(pb::UpsertAgentRequest { profile: Some(p) }).await.unwrap_err();
+    assert!(err.message().starts_with("profile.languages"), "{}", err.message());
+    let err = s.roster().get_agent(pb::GetAgentRequest { agent_id: "bad".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "the rejected agent was not registered");
+    let err =
+        s.roster().list_agents(pb::ListAgentsRequest { page_size: 5000, page_token: String::new() }).await.unwrap_err();
+    assert!(err.message().starts_with("page_size"), "{}", err.message());
+    let err = s.escalation().get_case(pb::GetCaseRequest { case_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = s
+        .planner()
+        .get_availability(pb::GetAvailabilityRequest {
+            filter: None,
+            group_by: vec![pb::GroupBy::Language as i32, pb::GroupBy::Language as i32],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("group_by[1]"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn bad_agent_commands_get_a_result_naming_the_field() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("a", &[("en", 5)], &[], false)).await;
+    let mut a = s.connect("a").await;
+    let r = a.accept("").await;
+    assert_eq!(r.code, Code::InvalidArgument as i32);
+    assert!(r.message.starts_with("accept.offer_id"), "{}", r.message);
+    let r = a.accept("of-unknown").await;
+    assert_eq!(r.code, Code::NotFound as i32);
+    let r = a.command(pb::agent_message::Command::SetStatus(pb::SetStatus { status: 0 })).await;
+    assert!(r.message.starts_with("set_status.status"), "{}", r.message);
+    let r = a.complete("not-mine").await;
+    assert_eq!(r.code, Code::NotFound as i32);
+    let r = a.command(pb::agent_message::Command::Heartbeat(pb::Heartbeat {})).await;
+    assert_eq!(r.code, 0);
+}
+
+#[tokio::test]
+async fn the_agent_identity_comes_from_metadata() {
+    let s = TestServer::start(Policy::default()).await;
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::AgentMessage>(1);
+    let no_id = pb::agent_service_client::AgentServiceClient::new(s.channel())
+        .connect(tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .unwrap_err();
+    assert_eq!(no_id.code(), Code::Unauthenticated);
+    let unknown = AgentConn::open(s.channel(), "ghost").await.err().expect("unknown agent refused");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn planner_counts_match_the_pool() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("de-vip", &[("de", 5), ("en", 4)], &[("disputes", 4)], true)).await;
+    s.register(profile("de-plain", &[("de", 3)], &[("disputes", 2)], false)).await;
+    s.register(profile("en-away", &[("en", 5)], &[("refunds", 3)], false)).await;
+    s.register(profile("fr-off", &[("fr", 5)], &[], false)).await;
+    let _v = s.available("de-vip").await;
+    let _p = s.available("de-plain").await; // stays available
+    let mut aw = s.connect("en-away").await;
+    aw.expect_status(pb::AgentStatus::Away).await;
+    s.submit(case("busy-1", "de", &[("disputes", 2)], pb::Tier::Standard)).await; // de-vip wins (higher)
+    eventually("de-vip to hold the offer", || async {
+        (!s.agent("de-vip").await.presence.unwrap().pending_offer_id.is_empty()).then_some(())
+    })
+    .await;
+    let total = |r: pb::GetAvailabilityResponse| r.report.unwrap().total.unwrap();
+    let all = total(s.planner().get_availability(pb::GetAvailabilityRequest::default()).await.unwrap().into_inner());
+    assert_eq!((all.registered, all.online, all.available, all.busy, all.away, all.offline), (4, 3, 1, 1, 1, 1));
+    let filter = pb::AvailabilityFilter {
+        languages: vec!["de".into()],
+        min_language_proficiency: 0,
+        skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 3 }],
+        vip_certified_only: true,
+    };
+    let german = total(
+        s.planner()
+            .get_availability(pb::GetAvailabilityRequest { filter: Some(filter), group_by: vec![] })
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!((german.registered, german.busy), (1, 1));
+    let grouped = s
+        .planner()
+        .get_availability(pb::GetAvailabilityRequest {
+            filter: None,
+            group_by: vec![pb::GroupBy::Language as i32, pb::GroupBy::Activity as i32],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    let count = |lang: &str, act: pb::Activity| {
+        grouped
+            .groups
+            .iter()
+            .find(|g| g.language == lang && g.activity == act as i32)
+            .map_or(0, |g| g.counts.unwrap().registered)
+    };
+    assert_eq!(count("de", pb::Activity::Busy), 1);
+    assert_eq!(count("de", pb::Activity::Available), 1);
+    assert_eq!(count("en", pb::Activity::Away), 1);
+    assert_eq!(count("en", pb::Activity::Busy), 1, "de-vip also speaks English");
+    assert_eq!(count("fr", pb::Activity::Offline), 1);
+    let q = s.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!((q.waiting, q.offered, q.offers_made), (0, 1, 1));
+}
+
+#[tokio::test]
+async fn watch_availability_reports_changes() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("w", &[("en", 5)], &[], false)).await;
+    let mut reports = s
+        .planner()
+        .watch_availability(pb::WatchAvailabilityRequest { filter: None, group_by: vec![], interval_ms: 250 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = bounded("first report", reports.next()).await.unwrap().unwrap();
+    assert_eq!(first.total.unwrap().available, 0);
+    let _a = s.available("w").await;
+    let seen = bounded("a report with the agent available", async {
+        while let Some(r) = reports.next().await {
+            if r.unwrap().total.unwrap().available == 1 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(seen);
+}
+
+#[tokio::test]
+async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent() {
+    let s = TestServer::start(Policy::default()).await;
+    for i in 0..5 {
+        s.register(profile(&format!("agent-{i}"), &[("en", 5)], &[], false)).await;
+    }
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = s
+            .roster()
+            .list_agents(pb::ListAgentsRequest { page_size: 2, page_token: token })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(r.agents.into_iter().map(|a| a.profile.unwrap().agent_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(ids, (0..5).map(|i| format!("agent-{i}")).collect::<Vec<_>>());
+    let mut a = s.available("agent-0").await;
+    s.submit(case("rm-1", "en", &[], pb::Tier::Standard)).await;
+    let offer = a.offer().await;
+    let _ = a.accept(&offer.offer_id).await;
+    let err = s.roster().remove_agent(pb::RemoveAgentRequest { agent_id: "agent-0".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    s.roster().remove_agent(pb::RemoveAgentRequest { agent_id: "agent-4".into() }).await.unwrap();
+    let err = s.roster().get_agent(pb::GetAgentRequest { agent_id: "agent-4".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Updating a profile keeps the live state.
+    let updated = s.register(profile("agent-0", &[("en", 5), ("es", 4)], &[], false)).await;
+    assert_eq!(updated.presence.unwrap().assigned_case_ids, vec!["rm-1".to_owned()]);
+}
+
+#[tokio::test]
+async fn health_and_reflection_work_for_generic_tools() {
+    let s = TestServer::start(Policy::default()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    for service in ["", "dispatch.v1.AgentService", "dispatch.v1.EscalationService", "dispatch.v1.PlannerService"] {
+        let r =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+    }
+    use tonic_reflection::pb::v1 as refl;
+    let mut client = refl::server_reflection_client::ServerReflectionClient::new(s.channel());
+    let req = refl::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(refl::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let msg = bounded("reflection answer", resp.next()).await.unwrap().unwrap();
+    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "dispatch.v1.AgentService",
+        "dispatch.v1.EscalationService",
+        "dispatch.v1.RosterService",
+        "dispatch.v1.PlannerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary (link time), one module per area.
+
+mod api;
+mod matching;
+mod offers;
+mod presence;

@@ -1,0 +1,103 @@
+//! Presence: stream drops, grace, reconnects, replaced sessions.
+
+use dispatch_domain::Policy;
+use dispatch_proto::v1 as pb;
+use dispatch_tests::*;
+
+#[tokio::test]
+async fn a_dropped_stream_revokes_the_offer_and_re_offers_it() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("flaky", &[("en", 5)], &[], false)).await;
+    s.register(profile("steady", &[("en", 3)], &[], false)).await;
+    let mut flaky = s.available("flaky").await;
+    let mut steady = s.available("steady").await;
+    s.submit(case("d1", "en", &[], pb::Tier::Standard)).await;
+    let offer = flaky.offer().await;
+    drop(flaky); // the phone loses its connection
+    assert_eq!(steady.offer().await.case.unwrap().case_id, "d1");
+    let c = s.case("d1").await;
+    assert_eq!(c.offers[0].offer_id, offer.offer_id);
+    assert_eq!(c.offers[0].outcome, pb::OfferOutcome::Revoked as i32);
+    assert_eq!(c.offers[0].reason, "disconnected");
+    // Within the grace period the agent still counts as signed in, but is not connected.
+    let p = s.agent("flaky").await.presence.unwrap();
+    assert!(!p.connected);
+    assert_eq!(p.status, pb::AgentStatus::Available as i32);
+}
+
+#[tokio::test]
+async fn reconnect_within_grace_resumes_and_keeps_assignments_then_grace_expiry_signs_out() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("mobile", &[("en", 5)], &[], false)).await;
+    let mut a = s.available("mobile").await;
+    s.submit(case("r1", "en", &[], pb::Tier::Standard)).await;
+    let o = a.offer().await;
+    assert_eq!(a.accept(&o.offer_id).await.code, 0);
+    drop(a);
+    eventually("the drop to be noticed", || async {
+        (!s.agent("mobile").await.presence.unwrap().connected).then_some(())
+    })
+    .await;
+    s.advance(29_000);
+    let mut a = s.connect("mobile").await;
+    let st = a.expect_status(pb::AgentStatus::Available).await;
+    assert_eq!(st.reason, "session_resumed");
+    assert_eq!(st.assigned_case_ids, vec!["r1".to_owned()]);
+    assert_eq!(s.case("r1").await.current_agent_id, "mobile");
+    assert_eq!(a.complete("r1").await.code, 0, "the resumed session can finish its case");
+    // Drop again and stay away past the grace period: offline.
+    drop(a);
+    eventually("the drop to be noticed", || async {
+        (!s.agent("mobile").await.presence.unwrap().connected).then_some(())
+    })
+    .await;
+    s.advance(30_000);
+    eventually("grace expiry", || async {
+        (s.agent("mobile").await.presence.unwrap().status == pb::AgentStatus::Offline as i32).then_some(())
+    })
+    .await;
+    let mut a = s.connect("mobile").await;
+    assert_eq!(a.expect_status(pb::AgentStatus::Away).await.reason, "signed_in");
+}
+
+#[tokio::test]
+async fn an_agent_coming_online_receives_a_waiting_case() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("late", &[("pt-BR", 4)], &[("refunds", 2)], false)).await;
+    s.submit(case("p1", "pt", &[("refunds", 2)], pb::Tier::Standard)).await;
+    assert_eq!(s.case("p1").await.state, pb::CaseState::Queued as i32);
+    let mut a = s.available("late").await;
+    assert_eq!(a.offer().await.case.unwrap().case_id, "p1");
+}
+
+#[tokio::test]
+async fn a_second_device_replaces_the_first_and_sees_the_live_offer() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("two-phones", &[("en", 5)], &[], false)).await;
+    let mut phone = s.available("two-phones").await;
+    s.submit(case("x1", "en", &[], pb::Tier::Standard)).await;
+    let offer = phone.offer().await;
+    let mut desk = s.connect("two-phones").await;
+    phone.expect_end().await;
+    let again = desk.offer().await;
+    assert_eq!(again.offer_id, offer.offer_id);
+    assert!(again.remaining_ms <= offer.remaining_ms);
+    assert_eq!(desk.accept(&offer.offer_id).await.code, 0);
+}
+
+#[tokio::test]
+async fn going_away_revokes_the_pending_offer() {
+    let s = TestServer::start(Policy::default()).await;
+    s.register(profile("leaver", &[("en", 5)], &[], false)).await;
+    s.register(profile("stayer", &[("en", 3)], &[], false)).await;
+    let mut leaver = s.available("leaver").await;
+    let mut stayer = s.available("stayer").await;
+    s.submit(case("g1", "en", &[], pb::Tier::Standard)).await;
+    leaver.offer().await;
+    let r = leaver
+        .command(pb::agent_message::Command::SetStatus(pb::SetStatus { status: pb::AgentStatus::Away as i32 }))
+        .await;
+    assert_eq!(r.code, 0);
+    assert_eq!(leaver.revoked().await.reason, "agent_unavailable");
+    assert_eq!(stayer.offer().await.case.unwrap().case_id, "g1");
+}

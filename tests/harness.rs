@@ -1,0 +1,340 @@
+//! Test harness: starts the real server (embedded store, manual clock) on `127.0.0.1:0`, and
+//! drives it over gRPC with the generated clients. Every wait is bounded; no fixed sleeps.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatch_domain::Policy;
+use dispatch_engine::{Clock, Engine, EngineConfig, MemoryStore};
+use dispatch_grpc::{ServerConfig, client};
+use dispatch_proto::v1 as pb;
+use pb::agent_message::Command;
+use pb::dispatcher_message::Event;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// How long any single wait may take before the test fails.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// Start of the manual clock (an arbitrary fixed instant).
+pub const T0: i64 = 1_800_000_000_000;
+
+/// Awaits `f` for at most [`BOUND`], panicking with `what` otherwise.
+pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f).await.unwrap_or_else(|_| panic!("timed out after {BOUND:?} waiting for {what}"))
+}
+
+/// Polls `check` until it returns `Some`, for at most [`BOUND`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    bounded(what, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A running dispatcher.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    /// The manual clock the engine and store run on.
+    pub clock: Clock,
+    /// The engine (for assertions that need no RPC).
+    pub engine: Engine,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `policy` (sweeper driven by the manual clock).
+    pub async fn start(policy: Policy) -> Self {
+        Self::start_with(policy, ServerConfig::default()).await
+    }
+
+    /// Starts a server with `policy` and transport settings.
+    pub async fn start_with(policy: Policy, server: ServerConfig) -> Self {
+        let clock = Clock::manual(T0);
+        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let config = EngineConfig { id_seed: Some(7), ..EngineConfig::default() };
+        let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let e = engine.clone();
+        let task = tokio::spawn(async move {
+            dispatch_grpc::serve(listener, e, server, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let channel = bounded("connecting", client::channel(&addr)).await.expect("connect");
+        Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Moves the clock; the sweeper wakes at once.
+    pub fn advance(&self, ms: u64) {
+        self.clock.advance(ms);
+    }
+
+    /// A fresh channel to the server.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Escalation client.
+    pub fn escalation(&self) -> pb::escalation_service_client::EscalationServiceClient<Channel> {
+        pb::escalation_service_client::EscalationServiceClient::new(self.channel())
+    }
+
+    /// Roster client.
+    pub fn roster(&self) -> pb::roster_service_client::RosterServiceClient<Channel> {
+        pb::roster_service_client::RosterServiceClient::new(self.channel())
+    }
+
+    /// Planner client.
+    pub fn planner(&self) -> pb::planner_service_client::PlannerServiceClient<Channel> {
+        pb::planner_service_client::PlannerServiceClient::new(self.channel())
+    }
+
+    /// Registers an agent.
+    pub async fn register(&self, profile: pb::AgentProfile) -> pb::Agent {
+        self.roster()
+            .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile) })
+            .await
+            .expect("upsert agent")
+            .into_inner()
+            .agent
+            .expect("agent")
+    }
+
+    /// Submits a case.
+    pub async fn submit(&self, spec: pb::CaseSpec) -> pb::Case {
+        self.escalation()
+            .submit_case(pb::SubmitCaseRequest { spec: Some(spec) })
+            .await
+            .expect("submit case")
+            .into_inner()
+            .case
+            .expect("case")
+    }
+
+    /// Reads a case.
+    pub async fn case(&self, id: &str) -> pb::Case {
+        self.escalation()
+            .get_case(pb::GetCaseRequest { case_id: id.to_owned() })
+            .await
+            .expect("get case")
+            .into_inner()
+            .case
+            .expect("case")
+    }
+
+    /// Reads an agent.
+    pub async fn agent(&self, id: &str) -> pb::Agent {
+        self.roster()
+            .get_agent(pb::GetAgentRequest { agent_id: id.to_owned() })
+            .await
+            .expect("get agent")
+            .into_inner()
+            .agent
+            .expect("agent")
+    }
+
+    /// Connects as an agent (signed in as away).
+    pub async fn connect(&self, id: &str) -> AgentConn {
+        AgentConn::open(self.channel(), id).await.expect("agent connects")
+    }
+
+    /// Connects as an agent and goes available.
+    pub async fn available(&self, id: &str) -> AgentConn {
+        let mut a = self.connect(id).await;
+        a.expect_status(pb::AgentStatus::Away).await;
+        let r = a.command(Command::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 })).await;
+        assert_eq!(r.code, 0, "going available: {}", r.message);
+        a
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// One agent device: the outbound command queue and the inbound stream.
+pub struct AgentConn {
+    /// The agent's id.
+    pub id: String,
+    tx: Option<mpsc::Sender<pb::AgentMessage>>,
+    rx: Streaming<pb::DispatcherMessage>,
+    seq: u64,
+    backlog: VecDeque<Event>,
+}
+
+impl AgentConn {
+    /// Opens the stream with `agent-id` metadata.
+    pub async fn open(channel: Channel, id: &str) -> Result<Self, tonic::Status> {
+        let (tx, rx) = mpsc::channel(32);
+        let req = client::as_agent(id, tokio_stream::wrappers::ReceiverStream::new(rx))?;
+        let stream = pb::agent_service_client::AgentServiceClient::new(channel).connect(req).await?.into_inner();
+        Ok(Self { id: id.to_owned(), tx: Some(tx), rx: stream, seq: 0, backlog: VecDeque::new() })
+    }
+
+    /// Sends a command without waiting for its answer; returns its request id.
+    pub async fn send(&mut self, command: Command) -> String {
+        self.seq += 1;
+        let request_id = format!("{}-{}", self.id, self.seq);
+        let msg = pb::AgentMessage { request_id: request_id.clone(), command: Some(command) };
+        self.tx.as_ref().expect("stream open").send(msg).await.expect("send command");
+        request_id
+    }
+
+    /// Sends a command and waits for its result.
+    pub async fn command(&mut self, command: Command) -> pb::CommandResult {
+        let id = self.send(command).await;
+        self.result(&id).await
+    }
+
+    /// Waits for the first message (backlog first) that `pick` accepts; others stay queued.
+    pub async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        if let Some(pos) = self.backlog.iter().position(|e| pick(e).is_some()) {
+            let ev = self.backlog.remove(pos).expect("present");
+            return pick(&ev).expect("picked");
+        }
+        let id = self.id.clone();
+        bounded(&format!("{what} on agent {id}"), async {
+            loop {
+                let msg =
+                    self.rx.next().await.unwrap_or_else(|| panic!("agent {id}: stream ended while waiting for {what}"));
+                let ev = msg.unwrap_or_else(|e| panic!("agent {id}: stream failed: {e}")).event.expect("event set");
+                if let Some(v) = pick(&ev) {
+                    return v;
+                }
+                self.backlog.push_back(ev);
+            }
+        })
+        .await
+    }
+
+    /// The result of request `id`.
+    pub async fn result(&mut self, id: &str) -> pb::CommandResult {
+        self.next(&format!("result of {id}"), |e| match e {
+            Event::Result(r) if r.request_id == id => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next offer.
+    pub async fn offer(&mut self) -> pb::OfferMade {
+        self.next("an offer", |e| match e {
+            Event::Offer(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next revocation.
+    pub async fn revoked(&mut self) -> pb::OfferRevoked {
+        self.next("a revocation", |e| match e {
+            Event::OfferRevoked(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next assignment confirmation.
+    pub async fn assigned(&mut self) -> pb::AssignmentConfirmed {
+        self.next("an assignment", |e| match e {
+            Event::Assignment(a) => Some(a.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next status change to `status`.
+    pub async fn expect_status(&mut self, status: pb::AgentStatus) -> pb::StatusChanged {
+        self.next(&format!("status {status:?}"), |e| match e {
+            Event::Status(s) if s.status == status as i32 => Some(s.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Accepts an offer and returns the result.
+    pub async fn accept(&mut self, offer_id: &str) -> pb::CommandResult {
+        self.command(Command::Accept(pb::Accept { offer_id: offer_id.to_owned() })).await
+    }
+
+    /// Declines an offer and returns the result.
+    pub async fn decline(&mut self, offer_id: &str, reason: &str) -> pb::CommandResult {
+        self.command(Command::Decline(pb::Decline { offer_id: offer_id.to_owned(), reason: reason.to_owned() })).await
+    }
+
+    /// Completes a case and returns the result.
+    pub async fn complete(&mut self, case_id: &str) -> pb::CommandResult {
+        self.command(Command::Complete(pb::Complete { case_id: case_id.to_owned(), outcome: "resolved".to_owned() }))
+            .await
+    }
+
+    /// Waits for the server to end the stream.
+    pub async fn expect_end(&mut self) {
+        let id = self.id.clone();
+        bounded(&format!("end of agent {id}'s stream"), async {
+            while let Some(m) = self.rx.next().await {
+                if m.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// A profile: `langs` as (tag, proficiency), `skills` as (name, level), chat capacity 1.
+pub fn profile(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -> pb::AgentProfile {
+    pb::AgentProfile {
+        agent_id: id.to_owned(),
+        display_name: format!("Agent {id}"),
+        languages: langs
+            .iter()
+            .map(|(l, p)| pb::LanguageProficiency { language: (*l).to_owned(), proficiency: *p })
+            .collect(),
+        skills: skills.iter().map(|(s, l)| pb::SkillLevel { skill: (*s).to_owned(), level: *l }).collect(),
+        vip_certified: vip,
+        capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 1 }],
+        rating: 4.0,
+    }
+}
+
+/// A chat case in `lang` requiring `skills`.
+pub fn case(id: &str, lang: &str, skills: &[(&str, u32)], tier: pb::Tier) -> pb::CaseSpec {
+    pb::CaseSpec {
+        case_id: id.to_owned(),
+        language: lang.to_owned(),
+        required_skills: skills.iter().map(|(s, l)| pb::SkillLevel { skill: (*s).to_owned(), level: *l }).collect(),
+        tier: tier as i32,
+        channel: pb::Channel::Chat as i32,
+        summary: format!("summary of {id}"),
+        ..Default::default()
+    }
+}
