@@ -667,7 +667,7 @@ pub fn set_status(
     now: Millis,
     policy: &Policy,
 ) -> Result<Change, Rejection> {
-    if !agent.session.as_ref().is_some_and(|s| &s.id == session_id) {
+    if agent.session.as_ref().is_none_or(|s| &s.id != session_id) {
         return Err(Rejection::FailedPrecondition("this session is no longer the agent's current session".to_owned()));
     }
     let mut change = Change::default();

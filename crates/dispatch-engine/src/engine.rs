@@ -816,10 +816,10 @@ impl Engine {
 
     /// Re-reads records into the index after a conflict.
     async fn refresh(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<(), EngineError> {
-        if let Some(id) = case {
-            if let Some(c) = self.inner.store.get_case(id).await? {
-                self.inner.index.apply_case(c, &self.inner.policy);
-            }
+        if let Some(id) = case
+            && let Some(c) = self.inner.store.get_case(id).await?
+        {
+            self.inner.index.apply_case(c, &self.inner.policy);
         }
         if let Some(id) = agent {
             match self.inner.store.get_agent(id).await? {

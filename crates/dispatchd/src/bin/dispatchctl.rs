@@ -462,10 +462,10 @@ async fn connect(channel: Channel, a: ConnectArgs, out: &Out) -> anyhow::Result<
                 let Some(m) = m else { bail!("the dispatcher ended the stream; reconnect") };
                 let m = m?;
                 out.print(&m, || describe(&m))?;
-                if let Some(pb::dispatcher_message::Event::Offer(o)) = &m.event {
-                    if a.auto_accept {
-                        tx.send(msg(C::Accept(pb::Accept { offer_id: o.offer_id.clone() }))).await?;
-                    }
+                if let Some(pb::dispatcher_message::Event::Offer(o)) = &m.event
+                    && a.auto_accept
+                {
+                    tx.send(msg(C::Accept(pb::Accept { offer_id: o.offer_id.clone() }))).await?;
                 }
                 if let Some(pb::dispatcher_message::Event::Assignment(_)) = &m.event {
                     assigned += 1;

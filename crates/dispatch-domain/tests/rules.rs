@@ -1,0 +1,452 @@
+//! The dispatch rules, with time driven by hand: filters, scoring, ordering, relaxation, and the
+//! case / offer / agent state machines, plus a property test of the invariants over random
+//! sequences of operations.
+
+use std::collections::BTreeMap;
+
+use dispatch_domain::model::{AgentProfile, AgentProfileInput, CaseSpec, CaseSpecInput};
+use dispatch_domain::policy::RelaxationStep;
+use dispatch_domain::scoring::{self, Ineligible};
+use dispatch_domain::state::{Explanation, OfferOutcome};
+use dispatch_domain::transition::{self, RevokeReason};
+use dispatch_domain::{
+    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Channel, Event, Level, Millis, OfferId, Policy,
+    Rejection, SessionId, Tier, TimerKey,
+};
+use proptest::prelude::*;
+
+const T0: Millis = 1_000_000;
+
+fn profile(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -> AgentProfile {
+    AgentProfile::parse(AgentProfileInput {
+        id,
+        display_name: id,
+        languages: langs.to_vec(),
+        skills: skills.to_vec(),
+        vip_certified: vip,
+        capacity: vec![(Some(Channel::Chat), 1)],
+        rating: 4.0,
+    })
+    .unwrap()
+}
+
+fn session(n: u32) -> SessionId {
+    SessionId::parse("s", &format!("ss-{n}")).unwrap()
+}
+
+/// A registered agent, signed in and available at `T0`.
+fn ready(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -> Agent {
+    let p = Policy::default();
+    let a = Agent::new(profile(id, langs, skills, vip), T0);
+    let a = transition::connect(&a, session(1), T0).agent.unwrap();
+    transition::set_status(&a, None, &session(1), AgentStatus::Available, T0, &p).unwrap().agent.unwrap()
+}
+
+fn spec(id: &str, lang: &str, skills: &[(&str, u32)], tier: Tier) -> CaseSpec {
+    CaseSpec::parse(
+        CaseSpecInput {
+            id,
+            language: lang,
+            required_skills: skills.to_vec(),
+            tier: Some(tier),
+            channel: Some(Channel::Chat),
+            ..Default::default()
+        },
+        Level::parse("", 3).unwrap(),
+    )
+    .unwrap()
+}
+
+fn new_case(id: &str, lang: &str, skills: &[(&str, u32)], tier: Tier, at: Millis) -> Case {
+    transition::submit(spec(id, lang, skills, tier), at, &Policy::default()).case.unwrap()
+}
+
+fn oid(n: u32) -> OfferId {
+    OfferId::parse("o", &format!("of-{n}")).unwrap()
+}
+
+/// Applies a change as a store would (versions bumped) and returns the new records.
+fn apply(case: &Case, agent: &Agent, ch: &Change) -> (Case, Agent) {
+    let bump_c = |c: &Case| Case { version: c.version + 1, ..c.clone() };
+    let bump_a = |a: &Agent| Agent { version: a.version + 1, ..a.clone() };
+    (ch.case.as_ref().map_or_else(|| case.clone(), bump_c), ch.agent.as_ref().map_or_else(|| agent.clone(), bump_a))
+}
+
+fn offered(case: &Case, agent: &Agent, n: u32, at: Millis) -> (Case, Agent) {
+    let ch = transition::offer(case, agent, oid(n), Explanation::default(), at, &Policy::default()).unwrap();
+    apply(case, agent, &ch)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filters and scoring
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hard_filters_each_say_why() {
+    let p = Policy::default();
+    let c = new_case("c", "de", &[("disputes", 3)], Tier::Vip, T0);
+    let ok = ready("ok", &[("de-AT", 4)], &[("disputes", 3)], true);
+    assert_eq!(scoring::eligibility(&c, &ok, T0, &p), Ok(()));
+    let cases = [
+        (ready("lang", &[("en", 5)], &[("disputes", 5)], true), Ineligible::Language),
+        (ready("weak", &[("de", 2)], &[("disputes", 5)], true), Ineligible::Language),
+        (ready("skill", &[("de", 5)], &[("disputes", 2)], true), Ineligible::Skill),
+        (ready("noskill", &[("de", 5)], &[], true), Ineligible::Skill),
+        (ready("novip", &[("de", 5)], &[("disputes", 5)], false), Ineligible::NotVipCertified),
+    ];
+    for (agent, want) in cases {
+        assert_eq!(scoring::eligibility(&c, &agent, T0, &p), Err(want), "{}", agent.id());
+    }
+    let away = transition::set_status(&ok, None, &session(1), AgentStatus::Away, T0, &p).unwrap().agent.unwrap();
+    assert!(matches!(scoring::eligibility(&c, &away, T0, &p), Err(Ineligible::NotReady(_))));
+    let mut cooling = ok.clone();
+    cooling.cool_down_until = T0 + 1;
+    assert!(matches!(scoring::eligibility(&c, &cooling, T0, &p), Err(Ineligible::NotReady("cooling down"))));
+    assert_eq!(scoring::eligibility(&c, &cooling, T0 + 1, &p), Ok(()));
+    let mut full = ok.clone();
+    full.assignments.insert(CaseId::parse("x", "other").unwrap(), Channel::Chat);
+    assert_eq!(scoring::eligibility(&c, &full, T0, &p), Err(Ineligible::NoCapacity));
+    let mut excluded = c.clone();
+    excluded.excluded.insert(ok.id().clone(), T0 + 10);
+    assert_eq!(scoring::eligibility(&excluded, &ok, T0, &p), Err(Ineligible::Excluded));
+    assert_eq!(scoring::eligibility(&excluded, &ok, T0 + 10, &p), Ok(()), "exclusions end");
+}
+
+#[test]
+fn ranking_prefers_better_language_deeper_skills_longer_idle_and_affinity() {
+    let p = Policy::default();
+    let c = new_case("c", "en", &[("billing", 2)], Tier::Standard, T0);
+    let native = ready("native", &[("en", 5)], &[("billing", 2)], false);
+    let fluent = ready("fluent", &[("en", 3)], &[("billing", 2)], false);
+    let r = scoring::rank(&c, [&fluent, &native], T0, &p);
+    assert_eq!(r.eligible, 2);
+    assert_eq!(r.candidates[0].agent_id.as_str(), "native");
+    let expert = ready("expert", &[("en", 3)], &[("billing", 5)], false);
+    let r = scoring::rank(&c, [&fluent, &expert], T0, &p);
+    assert_eq!(r.candidates[0].agent_id.as_str(), "expert");
+    let mut idle = fluent.clone();
+    idle.profile.id = AgentId::parse("a", "idle").unwrap();
+    idle.idle_since = T0 - 600_000;
+    let r = scoring::rank(&c, [&fluent, &idle], T0, &p);
+    assert_eq!(r.candidates[0].agent_id.as_str(), "idle");
+    let mut sticky = c.clone();
+    sticky.spec.previous_agent = Some(fluent.id().clone());
+    let r = scoring::rank(&sticky, [&native, &fluent], T0, &p);
+    assert_eq!(r.candidates[0].agent_id.as_str(), "fluent", "affinity to the previous agent");
+    for cand in &r.candidates {
+        assert_eq!(cand.terms.len(), 6);
+        assert!(cand.terms.iter().all(|t| (0.0..=1.0).contains(&t.value)));
+        let sum: f64 = cand.terms.iter().map(|t| t.contribution()).sum();
+        assert!((sum - cand.total).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn ties_break_on_agent_id_and_top_k_is_bounded() {
+    let p = Policy { explain_top: 2, ..Policy::default() };
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    let agents: Vec<Agent> = ["d", "b", "a", "c"].iter().map(|id| ready(id, &[("en", 4)], &[], false)).collect();
+    let r = scoring::rank(&c, agents.iter(), T0, &p);
+    assert_eq!(r.eligible, 4);
+    let ids: Vec<&str> = r.candidates.iter().map(|c| c.agent_id.as_str()).collect();
+    assert_eq!(ids, vec!["a", "b"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering and relaxation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn queue_order_is_tier_then_priority_then_age() {
+    let p = Policy::default();
+    let std_old = new_case("s", "en", &[], Tier::Standard, T0);
+    let vip_new = new_case("v", "en", &[], Tier::Vip, T0 + 1_000);
+    assert!(vip_new.queue_rank(&p) < std_old.queue_rank(&p), "vip first");
+    let mut urgent = new_case("u", "en", &[], Tier::Standard, T0 + 1_000);
+    urgent.spec.priority = 5;
+    assert!(urgent.queue_rank(&p) < std_old.queue_rank(&p), "priority beats a little age");
+    let ancient = new_case("a", "en", &[], Tier::Standard, T0 - p.vip_head_start_ms as i64 - 1);
+    let vip_now = new_case("v2", "en", &[], Tier::Vip, T0);
+    assert!(ancient.queue_rank(&p) < vip_now.queue_rank(&p), "aging: no tier starves");
+}
+
+proptest! {
+    /// Every case ages at the same rate, so two cases' relative order is fixed while they wait,
+    /// and a case waiting longer than its rival's head start always goes first.
+    #[test]
+    fn aging_is_monotone(a_at in 0i64..10_000_000, b_at in 0i64..10_000_000, vip_a: bool, vip_b: bool, pa in 0u8..=10, pb in 0u8..=10) {
+        let p = Policy::default();
+        let tier = |v| if v { Tier::Vip } else { Tier::Standard };
+        let mut a = new_case("a", "en", &[], tier(vip_a), a_at);
+        let mut b = new_case("b", "en", &[], tier(vip_b), b_at);
+        a.spec.priority = pa;
+        b.spec.priority = pb;
+        let head = |c: &Case| (if c.spec.tier == Tier::Vip { p.vip_head_start_ms } else { 0 }) as i64 + i64::from(c.spec.priority) * p.priority_head_start_ms as i64;
+        let a_first = a.queue_rank(&p) < b.queue_rank(&p);
+        let a_effective_wait_lead = (b.created_at - a.created_at) + head(&a) - head(&b);
+        prop_assert_eq!(a_first, a_effective_wait_lead > 0);
+    }
+
+    /// Relaxation only ever widens: an agent eligible at some wait stays eligible later.
+    #[test]
+    fn relaxation_only_widens(wait1 in 0u64..300_000, extra in 0u64..300_000, prof in 1u32..=5, lvl in 1u32..=5, vip: bool) {
+        let p = Policy {
+            relaxation: vec![
+                RelaxationStep { after_ms: 30_000, drop_preferred_skills: true, ..Default::default() },
+                RelaxationStep { after_ms: 60_000, lower_skill_levels_by: 1, ..Default::default() },
+                RelaxationStep { after_ms: 120_000, lower_min_proficiency_by: 1, allow_uncertified_for_vip: true, ..Default::default() },
+            ],
+            ..Policy::default()
+        };
+        let mut c = new_case("c", "en", &[("billing", 4)], Tier::Vip, T0);
+        c.spec.preferred_skills = vec![dispatch_domain::model::SkillLevel { skill: dispatch_domain::Skill::parse("s", "crypto").unwrap(), level: Level::MIN }];
+        let a = ready("a", &[("en", prof)], &[("billing", lvl)], vip);
+        let at = |w: u64| scoring::matches_requirements(&c, &a, p.relaxed(w)).is_ok();
+        prop_assert!(!at(wait1) || at(wait1 + extra));
+    }
+}
+
+#[test]
+fn relaxation_steps_and_reviews() {
+    let p = Policy::default();
+    assert!(!p.relaxed(29_999).drop_preferred_skills);
+    assert!(p.relaxed(30_000).drop_preferred_skills);
+    assert_eq!(p.relaxed(120_000).lower_min_proficiency_by, 1);
+    let mut c = new_case("c", "en", &[], Tier::Standard, T0);
+    assert_eq!(c.next_review_at(&p, T0), Some(T0 + 30_000));
+    c.spec.ttl_ms = Some(10_000);
+    assert_eq!(c.next_review_at(&p, T0), Some(T0 + 10_000));
+    let ch = transition::review_case(&c, T0 + 10_000, &p);
+    assert_eq!(ch.case.unwrap().state, CaseState::Expired);
+    assert_eq!(ch.events, vec![Event::Expired { case_id: c.id().clone() }]);
+    let not_yet = transition::review_case(&c, T0 + 9_999, &p);
+    assert!(not_yet.is_noop());
+    assert_eq!(not_yet.timers, vec![(TimerKey::CaseReview(c.id().clone()), T0 + 10_000)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// State machines
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn offer_then_accept_then_complete() {
+    let p = Policy::default();
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let ch = transition::offer(&c, &a, oid(1), Explanation::default(), T0, &p).unwrap();
+    assert_eq!(ch.timers, vec![(TimerKey::OfferDeadline(c.id().clone()), T0 + 20_000)]);
+    let (c, a) = apply(&c, &a, &ch);
+    assert!(matches!(c.state, CaseState::Offered { .. }));
+    assert!(transition::offer(&c, &a, oid(2), Explanation::default(), T0, &p).is_err(), "one live offer per case");
+    let ch = transition::accept(&c, &a, &oid(1), T0 + 1_500).unwrap();
+    assert_eq!(
+        ch.events,
+        vec![Event::Assigned {
+            case_id: c.id().clone(),
+            offer_id: oid(1),
+            agent_id: a.id().clone(),
+            time_to_accept_ms: 1_500
+        }]
+    );
+    let (c, a) = apply(&c, &a, &ch);
+    assert!(transition::accept(&c, &a, &oid(1), T0 + 1_600).unwrap().is_noop(), "accept is idempotent");
+    assert_eq!(a.assignments.len(), 1);
+    let ch = transition::complete(&c, &a, "refunded", T0 + 60_000, &p).unwrap();
+    let (c, a) = apply(&c, &a, &ch);
+    assert_eq!(c.state, CaseState::Completed);
+    assert_eq!(a.wrap_up_until, T0 + 60_000 + 10_000);
+    assert_eq!(ch.timers, vec![(TimerKey::AgentReady(a.id().clone()), T0 + 70_000)]);
+    assert!(transition::complete(&c, &a, "again", T0 + 60_001, &p).unwrap().is_noop(), "complete is idempotent");
+}
+
+#[test]
+fn stale_foreign_and_late_accepts_are_refused() {
+    let p = Policy::default();
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let b = ready("b", &[("en", 5)], &[], false);
+    let (c, a) = offered(&c, &a, 1, T0);
+    assert!(matches!(transition::accept(&c, &b, &oid(1), T0), Err(Rejection::PermissionDenied(_))));
+    assert!(matches!(transition::accept(&c, &a, &oid(9), T0), Err(Rejection::NotFound(_))));
+    assert!(
+        matches!(transition::accept(&c, &a, &oid(1), T0 + 20_000), Err(Rejection::FailedPrecondition(_))),
+        "at the deadline"
+    );
+    let ch = transition::decline(&c, &a, &oid(1), "no", T0 + 5, &p).unwrap();
+    let (c2, a2) = apply(&c, &a, &ch);
+    assert!(transition::decline(&c2, &a2, &oid(1), "no", T0 + 6, &p).unwrap().is_noop(), "decline is idempotent");
+    assert!(matches!(transition::accept(&c2, &a2, &oid(1), T0 + 7), Err(Rejection::FailedPrecondition(_))));
+    assert_eq!(c2.state, CaseState::Queued);
+    assert!(c2.excludes(a.id(), T0 + 7));
+    assert_eq!(a2.cool_down_until, T0 + 5 + 5_000);
+    assert_eq!(c2.offers[0].outcome, OfferOutcome::Declined);
+}
+
+#[test]
+fn timeouts_count_misses_and_force_away() {
+    let p = Policy { max_consecutive_misses: 2, ..Policy::default() };
+    let mut a = ready("a", &[("en", 5)], &[], false);
+    for i in 0..2u32 {
+        let c = new_case(&format!("c{i}"), "en", &[], Tier::Standard, T0);
+        let at = T0 + i64::from(i) * 100_000;
+        let (c, a1) = offered(&c, &a, i, at);
+        let early = transition::time_out(&c, Some(&a1), at + 19_999, &p);
+        assert!(early.is_noop(), "not due yet");
+        let ch = transition::time_out(&c, Some(&a1), at + 20_000, &p);
+        let (c, a2) = apply(&c, &a1, &ch);
+        assert_eq!(c.state, CaseState::Queued);
+        assert_eq!(c.offers[0].outcome, OfferOutcome::TimedOut);
+        assert_eq!(a2.consecutive_misses, i + 1);
+        a = a2;
+    }
+    assert_eq!(a.status, AgentStatus::Away);
+    let c = new_case("stale", "en", &[], Tier::Standard, T0);
+    assert!(transition::time_out(&c, Some(&a), T0, &p).is_noop(), "a queued case has no offer to time out");
+}
+
+#[test]
+fn disconnect_revokes_and_grace_expiry_signs_out() {
+    let p = Policy::default();
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let (c, a) = offered(&c, &a, 1, T0);
+    let stale = transition::disconnect(&a, Some(&c), &session(99), T0, &p);
+    assert!(stale.is_noop(), "an old session's drop is ignored");
+    let ch = transition::disconnect(&a, Some(&c), &session(1), T0 + 10, &p);
+    assert!(matches!(ch.events[0], Event::Revoked { reason: RevokeReason::Disconnected, .. }));
+    let (c, a) = apply(&c, &a, &ch);
+    assert_eq!(c.state, CaseState::Queued);
+    assert!(!c.excludes(a.id(), T0 + 11), "a disconnect is not a decline");
+    assert!(a.pending_offer.is_none() && !a.connected());
+    assert!(transition::presence_expired(&a, T0 + 10 + 29_999, &p).is_noop());
+    let off = transition::presence_expired(&a, T0 + 10 + 30_000, &p).agent.unwrap();
+    assert_eq!(off.status, AgentStatus::Offline);
+    assert!(off.session.is_none());
+    let resumed = transition::connect(&a, session(2), T0 + 20).agent.unwrap();
+    assert_eq!(resumed.status, AgentStatus::Available, "a reconnect within grace keeps the status");
+}
+
+#[test]
+fn cancel_from_each_state() {
+    let p = Policy::default();
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let ch = transition::cancel(&c, None, "left", T0).unwrap();
+    assert_eq!(ch.case.unwrap().state, CaseState::Cancelled);
+    let (co, ao) = offered(&c, &a, 1, T0);
+    let ch = transition::cancel(&co, Some(&ao), "left", T0).unwrap();
+    assert!(ch.agent.as_ref().unwrap().pending_offer.is_none());
+    let (cc, _) = apply(&co, &ao, &ch);
+    assert!(matches!(transition::cancel(&cc, None, "again", T0), Err(Rejection::FailedPrecondition(_))));
+    let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0).unwrap());
+    let ch = transition::cancel(&ca, Some(&aa), "left", T0).unwrap();
+    assert!(ch.agent.unwrap().assignments.is_empty());
+    let _ = p;
+}
+
+#[test]
+fn resubmission_compares_the_whole_payload() {
+    let c = new_case("c", "en", &[], Tier::Standard, T0);
+    assert!(transition::resubmit(&c, &spec("c", "en", &[], Tier::Standard)).is_ok());
+    assert!(matches!(transition::resubmit(&c, &spec("c", "en", &[], Tier::Vip)), Err(Rejection::AlreadyExists(_))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariants under random operation sequences
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Offer(usize, usize),
+    Accept(usize, usize),
+    Decline(usize, usize),
+    Advance(u32),
+    TimeOut(usize),
+    Complete(usize, usize),
+    Cancel(usize),
+    Disconnect(usize),
+    Reconnect(usize),
+    Available(usize),
+    Away(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let c = 0usize..4;
+    let a = 0usize..3;
+    prop_oneof![
+        (c.clone(), a.clone()).prop_map(|(c, a)| Op::Offer(c, a)),
+        (c.clone(), a.clone()).prop_map(|(c, a)| Op::Accept(c, a)),
+        (c.clone(), a.clone()).prop_map(|(c, a)| Op::Decline(c, a)),
+        (0u32..30_000).prop_map(Op::Advance),
+        c.clone().prop_map(Op::TimeOut),
+        (c.clone(), a.clone()).prop_map(|(c, a)| Op::Complete(c, a)),
+        c.prop_map(Op::Cancel),
+        a.clone().prop_map(Op::Disconnect),
+        a.clone().prop_map(Op::Reconnect),
+        a.clone().prop_map(Op::Available),
+        a.prop_map(Op::Away),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// I2 (at most one accepted offer per case), I3 (capacity), and agreement between the case
+    /// and agent records hold after every step, whatever the order of operations.
+    #[test]
+    fn invariants_hold(ops in proptest::collection::vec(op(), 1..60)) {
+        let p = Policy { cool_down_after_decline_ms: 0, cool_down_after_miss_ms: 0, wrap_up_ms: dispatch_domain::policy::ChannelDurations { voice: 0, chat: 0, email: 0 }, ..Policy::default() };
+        let mut now = T0;
+        let mut cases: Vec<Case> = (0..4).map(|i| new_case(&format!("c{i}"), "en", &[], Tier::Standard, T0)).collect();
+        let mut agents: Vec<Agent> = (0..3).map(|i| { let mut a = ready(&format!("a{i}"), &[("en", 5)], &[], false); a.profile.capacity = BTreeMap::from([(Channel::Chat, 2)]); a }).collect();
+        let mut sessions = [1u32, 1, 1];
+        let mut next_offer = 0u32;
+        for op in ops {
+            let pending_case = |agents: &[Agent], cases: &[Case], ai: usize| agents[ai].pending_offer.as_ref().and_then(|po| cases.iter().position(|c| c.id() == &po.case_id));
+            let result: Option<(Option<usize>, Option<usize>, Change)> = match op {
+                Op::Offer(ci, ai) => { next_offer += 1; transition::offer(&cases[ci], &agents[ai], oid(next_offer), Explanation::default(), now, &p).ok().map(|ch| (Some(ci), Some(ai), ch)) }
+                Op::Accept(ci, ai) => { let o = cases[ci].offers.last().map(|o| o.id.clone()); o.and_then(|o| transition::accept(&cases[ci], &agents[ai], &o, now).ok()).map(|ch| (Some(ci), Some(ai), ch)) }
+                Op::Decline(ci, ai) => { let o = cases[ci].offers.last().map(|o| o.id.clone()); o.and_then(|o| transition::decline(&cases[ci], &agents[ai], &o, "x", now, &p).ok()).map(|ch| (Some(ci), Some(ai), ch)) }
+                Op::Advance(ms) => { now += i64::from(ms); None }
+                Op::TimeOut(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); Some((Some(ci), ai, transition::time_out(&cases[ci], ai.map(|i| &agents[i]), now, &p))) }
+                Op::Complete(ci, ai) => transition::complete(&cases[ci], &agents[ai], "done", now, &p).ok().map(|ch| (Some(ci), Some(ai), ch)),
+                Op::Cancel(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); transition::cancel(&cases[ci], ai.map(|i| &agents[i]), "x", now).ok().map(|ch| (Some(ci), ai, ch)) }
+                Op::Disconnect(ai) => { let ci = pending_case(&agents, &cases, ai); Some((ci, Some(ai), transition::disconnect(&agents[ai], ci.map(|i| &cases[i]), &session(sessions[ai]), now, &p))) }
+                Op::Reconnect(ai) => { sessions[ai] += 1; Some((None, Some(ai), transition::connect(&agents[ai], session(sessions[ai]), now))) }
+                Op::Available(ai) | Op::Away(ai) => {
+                    let st = if matches!(op, Op::Available(_)) { AgentStatus::Available } else { AgentStatus::Away };
+                    let ci = pending_case(&agents, &cases, ai);
+                    transition::set_status(&agents[ai], ci.map(|i| &cases[i]), &session(sessions[ai]), st, now, &p).ok().map(|ch| (ci, Some(ai), ch))
+                }
+            };
+            if let Some((ci, ai, ch)) = result {
+                if let (Some(c), Some(i)) = (ch.case, ci) { cases[i] = c; }
+                if let (Some(a), Some(i)) = (ch.agent, ai) { agents[i] = a; }
+            }
+            for c in &cases {
+                let accepted = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted).count();
+                prop_assert!(accepted <= 1, "I2: case {} accepted {} times", c.id(), accepted);
+                let pending = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Pending).count();
+                prop_assert!(pending <= 1, "one live offer per case");
+                match &c.state {
+                    CaseState::Offered { offer_id, agent_id, .. } => {
+                        let a = agents.iter().find(|a| a.id() == agent_id).unwrap();
+                        prop_assert_eq!(a.pending_offer.as_ref().map(|p| &p.offer_id), Some(offer_id), "offer held by its agent");
+                    }
+                    CaseState::Assigned { agent_id, .. } => {
+                        let a = agents.iter().find(|a| a.id() == agent_id).unwrap();
+                        prop_assert!(a.assignments.contains_key(c.id()), "assignment held by its agent");
+                    }
+                    _ => prop_assert!(agents.iter().all(|a| !a.assignments.contains_key(c.id()))),
+                }
+            }
+            for a in &agents {
+                prop_assert!(a.load(Channel::Chat) <= a.profile.capacity_for(Channel::Chat), "I3: capacity");
+                if let Some(po) = &a.pending_offer {
+                    let c = cases.iter().find(|c| c.id() == &po.case_id).unwrap();
+                    prop_assert!(matches!(&c.state, CaseState::Offered { offer_id, .. } if *offer_id == po.offer_id), "agent's offer is the case's live offer");
+                }
+            }
+        }
+    }
+}
