@@ -184,6 +184,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/dispatchd.toml");
+        let c = load(Some(path), vec![], &[]).unwrap();
+        assert_eq!(c.log.format, "json");
+        assert_eq!(c.policy.relaxation.len(), 3);
+        assert_eq!(c.policy.offer_timeout(dispatch_domain::Channel::Voice, dispatch_domain::Tier::Vip), 15_000);
+    }
+
+    #[test]
     fn defaults_round_trip_through_toml() {
         let text = toml::to_string(&Config::default()).unwrap();
         let back: Config = toml::from_str(&text).unwrap();

@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/*.rs` (see `README.md`); this library is empty.

@@ -1,0 +1,154 @@
+//! Black-box tests of what users run: the `dispatchd` binary (configuration, serving, health,
+//! SIGTERM) and the `dispatchctl` tour commands against it.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Dispatchd {
+    child: Child,
+    addr: String,
+}
+
+impl Dispatchd {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--set", "log.filter=\"warn\""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dispatchd starts");
+        Self { child, addr: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .expect("dispatchctl runs")
+    }
+
+    /// Waits for health SERVING on a runtime of its own, dropped afterwards so that no client
+    /// connection outlives the check (a lingering one would hold the server's graceful drain).
+    fn wait_serving(&self) {
+        let addr = self.addr.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            tokio::time::timeout(BOUND, async move {
+                loop {
+                    if let Ok(ch) = tonic::transport::Endpoint::from_shared(addr.clone()).unwrap().connect().await {
+                        let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+                        if let Ok(r) =
+                            health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
+                            && r.into_inner().status
+                                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                        {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+        })
+        .expect("dispatchd serving within the bound");
+    }
+}
+
+impl Drop for Dispatchd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn print_config_shows_every_layer() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .args(["--print-config", "--set", "policy.max_consecutive_misses=5"])
+        .env("DISPATCH__POLICY__OFFER_TIMEOUT_MS", "15000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("listen = \"127.0.0.1:50051\""), "{s}");
+    assert!(s.contains("offer_timeout_ms = 15000"), "{s}");
+    assert!(s.contains("max_consecutive_misses = 5"), "{s}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .args(["--print-config", "--set", "policy.offer_timeout_ms=1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("offer_timeout_ms"), "{}", text(&bad));
+}
+
+#[test]
+fn the_tour_works_and_sigterm_stops_the_server() {
+    let mut d = Dispatchd::start();
+    d.wait_serving();
+    let o = d.ctl(&[
+        "agent",
+        "upsert",
+        "--id",
+        "ana",
+        "--lang",
+        "de:5",
+        "--skill",
+        "disputes:4",
+        "--vip",
+        "--capacity",
+        "chat:2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("registered"), "{}", text(&o));
+    let o = d.ctl(&[
+        "submit",
+        "--id",
+        "case-1",
+        "--lang",
+        "de",
+        "--skill",
+        "disputes:3",
+        "--tier",
+        "vip",
+        "--summary",
+        "refund",
+    ]);
+    assert!(text(&o).contains("queued"), "{}", text(&o));
+    let o = d.ctl(&["connect", "--as", "ana", "--available", "--auto-accept", "--exit-after", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ASSIGNED case=case-1"), "{}", text(&o));
+    let o = d.ctl(&["--json", "case", "get", "case-1"]);
+    let s = text(&o);
+    assert!(s.contains("\"current_agent_id\":\"ana\""), "{s}");
+    let o = d.ctl(&["queue"]);
+    assert!(text(&o).contains("accepted=1"), "{}", text(&o));
+    let o = d.ctl(&["submit", "--id", "bad", "--lang", "deutsch"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("InvalidArgument: spec.language"), "{}", text(&o));
+
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // Below the binary's 10 s hard drain bound: the server must drain by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            assert!(status.success(), "dispatchd exits cleanly on SIGTERM: {status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "dispatchd did not exit within 5 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
