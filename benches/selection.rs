@@ -63,7 +63,7 @@ fn agent(rng: &mut SmallRng, i: usize, policy: &Policy) -> Agent {
     a.version = 1;
     if rng.random_bool(0.10) {
         let sid = SessionId::parse("s", &format!("ss-{i}")).unwrap();
-        a = transition::connect(&a, sid.clone(), T0).agent.unwrap();
+        a = transition::connect(&a, sid.clone(), T0, policy).agent.unwrap();
         a = transition::set_status(&a, None, &sid, AgentStatus::Available, T0, policy).unwrap().agent.unwrap();
         a.version = 2;
     }

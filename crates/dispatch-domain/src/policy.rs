@@ -40,6 +40,11 @@ pub struct Policy {
     pub idle_saturation_ms: u64,
     /// How many top candidates each offer records as its explanation.
     pub explain_top: usize,
+    /// A connected agent's presence lease; the dispatcher holding the stream renews it. When a
+    /// dispatcher dies, its agents are treated as disconnected after at most this long.
+    pub presence_lease_ms: u64,
+    /// How long completed, cancelled and expired cases are kept (then deleted).
+    pub terminal_case_retention_ms: u64,
 }
 
 impl Default for Policy {
@@ -63,6 +68,8 @@ impl Default for Policy {
             weights: Weights::default(),
             idle_saturation_ms: 600_000,
             explain_top: 3,
+            presence_lease_ms: 15_000,
+            terminal_case_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -214,6 +221,12 @@ impl Policy {
         }
         if self.idle_saturation_ms == 0 {
             return err("idle_saturation_ms", "must be above 0");
+        }
+        if !(1_000..=600_000).contains(&self.presence_lease_ms) {
+            return err("presence_lease_ms", "must be 1000 to 600000");
+        }
+        if self.terminal_case_retention_ms < 60_000 {
+            return err("terminal_case_retention_ms", "must be at least 60000");
         }
         if !(1..=10).contains(&self.explain_top) {
             return err("explain_top", "must be 1 to 10");

@@ -173,6 +173,11 @@ pub enum TimerKey {
     AgentReady(AgentId),
     /// A disconnected agent's grace period ends.
     PresenceGrace(AgentId),
+    /// A connected agent's presence lease ends unless the dispatcher holding its stream renews
+    /// it (a dispatcher that died cannot).
+    PresenceLease(AgentId),
+    /// A terminal case's retention ends: it is deleted.
+    Purge(CaseId),
 }
 
 /// The outcome of a transition: what to write, what happened, what to arm.
@@ -198,6 +203,10 @@ impl Change {
         if let Some(at) = case.next_review_at(policy, now) {
             self.timers.push((TimerKey::CaseReview(case.id().clone()), at));
         }
+    }
+
+    fn purge_later(&mut self, case: &Case, policy: &Policy, now: Millis) {
+        self.timers.push((TimerKey::Purge(case.id().clone()), now + policy.terminal_case_retention_ms as i64));
     }
 
     fn agent_ready(&mut self, agent: &Agent, now: Millis) {
@@ -498,7 +507,13 @@ pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: 
 
 /// The router cancels a case: a live offer is revoked, an assignment released.
 /// `agent` is the case's current agent, if it has one.
-pub fn cancel(case: &Case, agent: Option<&Agent>, reason: &str, now: Millis) -> Result<Change, Rejection> {
+pub fn cancel(
+    case: &Case,
+    agent: Option<&Agent>,
+    reason: &str,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
     if case.state.is_terminal() {
         return Err(Rejection::FailedPrecondition(format!("case {} is already {}", case.id(), case.state.name())));
     }
@@ -531,6 +546,7 @@ pub fn cancel(case: &Case, agent: Option<&Agent>, reason: &str, now: Millis) -> 
     reason.clone_into(&mut case.outcome);
     case.closed_at = now;
     change.events.push(Event::Cancelled { case_id: case.id().clone(), agent_id, offer_id, reason: reason.to_owned() });
+    change.purge_later(&case, policy, now);
     change.case = Some(case);
     Ok(change)
 }
@@ -548,6 +564,7 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
         case.outcome = "time-to-live reached while waiting".to_owned();
         case.closed_at = now;
         change.events.push(Event::Expired { case_id: case.id().clone() });
+        change.purge_later(&case, policy, now);
         change.case = Some(case);
         return change;
     }
@@ -578,7 +595,7 @@ pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
 
 /// A device stream opened. Within the grace period of a dropped session, the session resumes
 /// with its status; otherwise the agent signs in as away.
-pub fn connect(agent: &Agent, session_id: SessionId, now: Millis) -> Change {
+pub fn connect(agent: &Agent, session_id: SessionId, now: Millis, policy: &Policy) -> Change {
     let mut agent = agent.clone();
     let resumed = agent.session.is_some() && agent.status != AgentStatus::Offline;
     let reason = if resumed { "session_resumed" } else { "signed_in" };
@@ -587,8 +604,17 @@ pub fn connect(agent: &Agent, session_id: SessionId, now: Millis) -> Change {
     }
     agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None });
     let events = vec![Event::AgentStatus { agent_id: agent.id().clone(), status: agent.status, reason }];
-    let _ = now;
-    Change { agent: Some(agent), events, ..Change::default() }
+    let timers = vec![(TimerKey::PresenceLease(agent.id().clone()), now + policy.presence_lease_ms as i64)];
+    Change { agent: Some(agent), events, timers, ..Change::default() }
+}
+
+/// The presence lease ran out: the dispatcher that held the agent's stream is gone (or cut off
+/// from the store). Treated as a disconnect of the current session.
+pub fn lease_expired(agent: &Agent, pending_case: Option<&Case>, now: Millis, policy: &Policy) -> Change {
+    match agent.session.as_ref().filter(|s| s.connected) {
+        Some(s) => disconnect(agent, pending_case, &s.id.clone(), now, policy),
+        None => Change::default(),
+    }
 }
 
 /// A device stream dropped. Ignored unless it is the current session. The pending offer (on

@@ -38,7 +38,7 @@ fn session(n: u32) -> SessionId {
 fn ready(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -> Agent {
     let p = Policy::default();
     let a = Agent::new(profile(id, langs, skills, vip), T0);
-    let a = transition::connect(&a, session(1), T0).agent.unwrap();
+    let a = transition::connect(&a, session(1), T0, &p).agent.unwrap();
     transition::set_status(&a, None, &session(1), AgentStatus::Available, T0, &p).unwrap().agent.unwrap()
 }
 
@@ -322,7 +322,7 @@ fn disconnect_revokes_and_grace_expiry_signs_out() {
     let off = transition::presence_expired(&a, T0 + 10 + 30_000, &p).agent.unwrap();
     assert_eq!(off.status, AgentStatus::Offline);
     assert!(off.session.is_none());
-    let resumed = transition::connect(&a, session(2), T0 + 20).agent.unwrap();
+    let resumed = transition::connect(&a, session(2), T0 + 20, &p).agent.unwrap();
     assert_eq!(resumed.status, AgentStatus::Available, "a reconnect within grace keeps the status");
 }
 
@@ -331,17 +331,21 @@ fn cancel_from_each_state() {
     let p = Policy::default();
     let c = new_case("c", "en", &[], Tier::Standard, T0);
     let a = ready("a", &[("en", 5)], &[], false);
-    let ch = transition::cancel(&c, None, "left", T0).unwrap();
+    let ch = transition::cancel(&c, None, "left", T0, &p).unwrap();
     assert_eq!(ch.case.unwrap().state, CaseState::Cancelled);
     let (co, ao) = offered(&c, &a, 1, T0);
-    let ch = transition::cancel(&co, Some(&ao), "left", T0).unwrap();
+    let ch = transition::cancel(&co, Some(&ao), "left", T0, &p).unwrap();
     assert!(ch.agent.as_ref().unwrap().pending_offer.is_none());
     let (cc, _) = apply(&co, &ao, &ch);
-    assert!(matches!(transition::cancel(&cc, None, "again", T0), Err(Rejection::FailedPrecondition(_))));
+    assert!(matches!(transition::cancel(&cc, None, "again", T0, &p), Err(Rejection::FailedPrecondition(_))));
     let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0).unwrap());
-    let ch = transition::cancel(&ca, Some(&aa), "left", T0).unwrap();
+    let ch = transition::cancel(&ca, Some(&aa), "left", T0, &p).unwrap();
     assert!(ch.agent.unwrap().assignments.is_empty());
-    let _ = p;
+    assert!(
+        ch.timers
+            .iter()
+            .any(|(k, at)| *k == TimerKey::Purge(ca.id().clone()) && *at == T0 + p.terminal_case_retention_ms as i64)
+    );
 }
 
 #[test]
@@ -410,9 +414,9 @@ proptest! {
                 Op::Advance(ms) => { now += i64::from(ms); None }
                 Op::TimeOut(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); Some((Some(ci), ai, transition::time_out(&cases[ci], ai.map(|i| &agents[i]), now, &p))) }
                 Op::Complete(ci, ai) => transition::complete(&cases[ci], &agents[ai], "done", now, &p).ok().map(|ch| (Some(ci), Some(ai), ch)),
-                Op::Cancel(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); transition::cancel(&cases[ci], ai.map(|i| &agents[i]), "x", now).ok().map(|ch| (Some(ci), ai, ch)) }
+                Op::Cancel(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); transition::cancel(&cases[ci], ai.map(|i| &agents[i]), "x", now, &p).ok().map(|ch| (Some(ci), ai, ch)) }
                 Op::Disconnect(ai) => { let ci = pending_case(&agents, &cases, ai); Some((ci, Some(ai), transition::disconnect(&agents[ai], ci.map(|i| &cases[i]), &session(sessions[ai]), now, &p))) }
-                Op::Reconnect(ai) => { sessions[ai] += 1; Some((None, Some(ai), transition::connect(&agents[ai], session(sessions[ai]), now))) }
+                Op::Reconnect(ai) => { sessions[ai] += 1; Some((None, Some(ai), transition::connect(&agents[ai], session(sessions[ai]), now, &p))) }
                 Op::Available(ai) | Op::Away(ai) => {
                     let st = if matches!(op, Op::Available(_)) { AgentStatus::Available } else { AgentStatus::Away };
                     let ci = pending_case(&agents, &cases, ai);

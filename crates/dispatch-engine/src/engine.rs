@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::index::PoolIndex;
 use crate::notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind, SendFailure, Sessions, Watchers};
-use crate::store::{Commit, Committed, Counter, Store, StoreError};
+use crate::store::{ChangeRef, Commit, Committed, Counter, Read, Store, StoreError};
 
 /// Why an engine call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub conflict_retries: u32,
     /// Seed for offer and session ids (`None`: from the operating system).
     pub id_seed: Option<u64>,
+    /// How often the store's change log is read (other dispatchers' commits).
+    pub change_feed_interval_ms: u64,
+    /// How often the store is pinged for health.
+    pub health_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +85,8 @@ impl Default for EngineConfig {
             agent_outbound_buffer: 64,
             conflict_retries: 8,
             id_seed: None,
+            change_feed_interval_ms: 100,
+            health_interval_ms: 1_000,
         }
     }
 }
@@ -163,6 +169,10 @@ struct Inner {
     rng: Mutex<SmallRng>,
     /// Bumped whenever an agent changes (for `WatchAvailability`).
     pool_changed: watch::Sender<u64>,
+    /// When this process last renewed its agents' presence leases (store time).
+    last_renewal: Mutex<Millis>,
+    /// Whether the store answers (for health).
+    healthy: watch::Sender<bool>,
     stop: watch::Sender<bool>,
 }
 
@@ -193,23 +203,121 @@ impl Engine {
                 work_pending: Mutex::new(HashSet::new()),
                 rng: Mutex::new(rng),
                 pool_changed: watch::channel(0).0,
+                last_renewal: Mutex::new(Millis::MIN / 2),
+                healthy: watch::channel(true).0,
                 stop: watch::channel(false).0,
             }),
         };
-        let snapshot = engine.inner.store.snapshot().await?;
-        let (agents, cases) = (snapshot.agents.len(), snapshot.live_cases.len());
-        for agent in snapshot.agents {
-            engine.inner.index.apply_agent(agent);
-        }
-        for case in snapshot.live_cases {
-            engine.inner.index.apply_case(case, &engine.inner.policy);
-        }
-        info!(agents, live_cases = cases, "pool index built");
+        // The cursor first, then the snapshot: a change made in between is read twice (harmless:
+        // older versions are ignored), never missed.
+        let cursor = engine.inner.store.change_cursor().await?;
+        engine.rebuild_index().await?;
         tokio::spawn(engine.clone().matcher(work_rx));
         tokio::spawn(engine.clone().sweeper());
         tokio::spawn(engine.clone().rescanner());
+        tokio::spawn(engine.clone().tailer(cursor));
+        tokio::spawn(engine.clone().health_probe());
         engine.rescan();
         Ok(engine)
+    }
+
+    /// Rebuilds the live index from a store snapshot.
+    async fn rebuild_index(&self) -> Result<(), EngineError> {
+        let snapshot = self.inner.store.snapshot().await?;
+        let (agents, cases) = (snapshot.agents.len(), snapshot.live_cases.len());
+        let known: HashSet<AgentId> = snapshot.agents.iter().map(|a| a.id().clone()).collect();
+        for agent in snapshot.agents {
+            self.inner.index.apply_agent(agent);
+        }
+        for gone in self.inner.index.agents().iter().filter(|a| !known.contains(a.id())) {
+            self.inner.index.remove_agent(gone.id());
+        }
+        for case in snapshot.live_cases {
+            self.inner.index.apply_case(case, &self.inner.policy);
+        }
+        self.inner.pool_changed.send_modify(|v| *v += 1);
+        info!(agents, live_cases = cases, "pool index built from the store");
+        Ok(())
+    }
+
+    /// Whether the store answers; changes drive the health service.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.inner.healthy.subscribe()
+    }
+
+    async fn health_probe(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let interval = Duration::from_millis(self.inner.config.health_interval_ms.max(10));
+        loop {
+            let ok = matches!(tokio::time::timeout(interval, self.inner.store.ping()).await, Ok(Ok(())));
+            let was = self.inner.healthy.send_replace(ok);
+            if was != ok {
+                if ok {
+                    info!("store reachable again");
+                    self.rescan();
+                } else {
+                    warn!("store unreachable: reporting NOT_SERVING");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Follows the store's change log so that the index sees other dispatchers' commits.
+    async fn tailer(self, mut cursor: String) {
+        let mut stop = self.inner.stop.subscribe();
+        let interval = Duration::from_millis(self.inner.config.change_feed_interval_ms.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            match self.follow(&cursor).await {
+                Ok(next) => cursor = next,
+                Err(e) => debug!(error = %e, "change log read failed; retrying"),
+            }
+        }
+    }
+
+    async fn follow(&self, cursor: &str) -> Result<String, EngineError> {
+        let batch = self.inner.store.changes(cursor, 1_000).await?;
+        if batch.gap {
+            warn!("change log has a gap; rebuilding the index");
+            let cursor = self.inner.store.change_cursor().await?;
+            self.rebuild_index().await?;
+            self.rescan();
+            return Ok(cursor);
+        }
+        let now = self.now().await?;
+        for change in batch.changes {
+            match change {
+                ChangeRef::Agent(id) => match self.inner.store.get_agent(&id).await? {
+                    Some(a) => {
+                        let ready = a.unready_reason(now).is_none();
+                        if self.inner.index.apply_agent(a) {
+                            self.inner.pool_changed.send_modify(|v| *v += 1);
+                            if ready {
+                                self.enqueue(Work::Agent(id));
+                            }
+                        }
+                    }
+                    None => self.inner.index.remove_agent(&id),
+                },
+                ChangeRef::Case(id) => match self.inner.store.get_case(&id).await? {
+                    Some(c) => {
+                        let queued = c.state == CaseState::Queued;
+                        if self.inner.index.apply_case(c, &self.inner.policy) && queued {
+                            self.enqueue(Work::Case(id));
+                        }
+                    }
+                    None => self.inner.index.remove_case(&id, &self.inner.policy),
+                },
+            }
+        }
+        Ok(batch.cursor)
     }
 
     /// Stops the background tasks. Records stay in the store; offer deadlines keep running
@@ -315,7 +423,7 @@ impl Engine {
         let out = self
             .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
                 let case = case.ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
-                transition::cancel(case, agent, reason, now)
+                transition::cancel(case, agent, reason, now, &self.inner.policy)
             })
             .await?;
         out.committed.case.ok_or_else(|| EngineError::Internal("cancel stored no case".into()))
@@ -344,7 +452,7 @@ impl Engine {
         let out = self
             .transact(Load::Agent(agent_id), |_, agent, now| {
                 let agent = agent.ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
-                Ok(transition::connect(agent, session_id.clone(), now))
+                Ok(transition::connect(agent, session_id.clone(), now, &self.inner.policy))
             })
             .await;
         let out = match out {
@@ -533,29 +641,34 @@ impl Engine {
     // The one write path
     // ------------------------------------------------------------------------------------
 
-    async fn load(&self, load: &Load<'_>) -> Result<(Option<Case>, Option<Agent>), EngineError> {
+    async fn load(&self, load: &Load<'_>) -> Result<(Option<Case>, Option<Agent>, Millis), EngineError> {
         let store = &self.inner.store;
-        Ok(match load {
-            Load::Case(id) => (store.get_case(id).await?, None),
-            Load::Agent(id) => (None, store.get_agent(id).await?),
+        let r = match load {
+            Load::Case(id) => store.read(Some(id), None).await?,
+            Load::Agent(id) => store.read(None, Some(id)).await?,
+            Load::OfferCaseAndAgent(case, agent) => store.read(Some(case), Some(agent)).await?,
             Load::CaseAndItsAgent(id) => {
-                let case = store.get_case(id).await?;
-                let agent = match case.as_ref().and_then(|c| c.current_agent()) {
-                    Some(a) => store.get_agent(a).await?,
-                    None => None,
-                };
-                (case, agent)
+                let first = store.read(Some(id), None).await?;
+                match first.case.as_ref().and_then(|c| c.current_agent()) {
+                    Some(a) => {
+                        let second = store.read(None, Some(a)).await?;
+                        Read { case: first.case, agent: second.agent, now: second.now }
+                    }
+                    None => first,
+                }
             }
             Load::AgentAndPendingCase(id) => {
-                let agent = store.get_agent(id).await?;
-                let case = match agent.as_ref().and_then(|a| a.pending_offer.as_ref()) {
-                    Some(p) => store.get_case(&p.case_id).await?,
-                    None => None,
-                };
-                (case, agent)
+                let first = store.read(None, Some(id)).await?;
+                match first.agent.as_ref().and_then(|a| a.pending_offer.as_ref()) {
+                    Some(p) => {
+                        let second = store.read(Some(&p.case_id), None).await?;
+                        Read { case: second.case, agent: first.agent, now: second.now }
+                    }
+                    None => first,
+                }
             }
-            Load::OfferCaseAndAgent(case, agent) => (store.get_case(case).await?, store.get_agent(agent).await?),
-        })
+        };
+        Ok((r.case, r.agent, r.now))
     }
 
     /// Read → decide → compare-and-set, retried on conflict.
@@ -565,8 +678,7 @@ impl Engine {
     {
         let retries = self.inner.config.conflict_retries;
         for attempt in 0..retries {
-            let (case, agent) = self.load(&load).await?;
-            let now = self.now().await?;
+            let (case, agent, now) = self.load(&load).await?;
             let change = decide(case.as_ref(), agent.as_ref(), now)?;
             if change.is_noop() && change.timers.is_empty() {
                 return Ok(Outcome::default());
@@ -866,6 +978,7 @@ impl Engine {
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         const BATCH: usize = 256;
         let now = self.now().await?;
+        self.renew_leases(now).await?;
         let mut fired = 0;
         loop {
             let due = self.inner.store.due_timers(now, BATCH).await?;
@@ -878,6 +991,23 @@ impl Engine {
                 return Ok(fired);
             }
         }
+    }
+
+    /// Re-arms the presence leases of the agents whose streams this process holds, every third
+    /// of the lease (before any lease is looked at, so a live stream's lease never runs out).
+    async fn renew_leases(&self, now: Millis) -> Result<(), EngineError> {
+        let lease = self.inner.policy.presence_lease_ms as i64;
+        let due = *self.inner.last_renewal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) + lease / 3;
+        if now < due {
+            return Ok(());
+        }
+        let timers: Vec<(TimerKey, Millis)> =
+            self.inner.sessions.agents().into_iter().map(|a| (TimerKey::PresenceLease(a), now + lease)).collect();
+        if !timers.is_empty() {
+            self.inner.store.commit(Commit { timers, ..Commit::default() }).await?;
+        }
+        *self.inner.last_renewal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+        Ok(())
     }
 
     async fn fire(&self, key: &TimerKey) -> Result<(), EngineError> {
@@ -903,6 +1033,13 @@ impl Engine {
                 self.enqueue(Work::Agent(agent_id.clone()));
                 Ok(())
             }
+            TimerKey::PresenceLease(agent_id) => self
+                .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
+                    Ok(agent.map(|a| transition::lease_expired(a, case, now, policy)).unwrap_or_default())
+                })
+                .await
+                .map(drop),
+            TimerKey::Purge(case_id) => Ok(self.inner.store.purge_case(case_id).await?),
             TimerKey::PresenceGrace(agent_id) => self
                 .transact(Load::Agent(agent_id), |_, agent, now| {
                     Ok(agent.map(|a| transition::presence_expired(a, now, policy)).unwrap_or_default())

@@ -123,6 +123,16 @@ impl PoolIndex {
         true
     }
 
+    /// Forgets a case that no longer exists.
+    pub fn remove_case(&self, id: &CaseId, policy: &Policy) {
+        let mut idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = idx.live.remove(id)
+            && let Some(set) = idx.waiting.get_mut(old.spec.language.primary())
+        {
+            set.remove(&(old.queue_rank(policy), id.clone()));
+        }
+    }
+
     /// An agent's latest known version.
     pub fn agent(&self, id: &AgentId) -> Option<Arc<Agent>> {
         self.agents.get(id).map(|a| Arc::clone(a.value()))

@@ -21,4 +21,4 @@ pub use clock::Clock;
 pub use engine::{Engine, EngineConfig, EngineError, QueueStats, WaitingGroup};
 pub use memory::MemoryStore;
 pub use notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind};
-pub use store::{Commit, Committed, Counter, Store, StoreError};
+pub use store::{ChangeBatch, ChangeRef, Commit, Committed, Counter, Read, Snapshot, Store, StoreError};

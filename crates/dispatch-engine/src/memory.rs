@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
 
 use crate::clock::Clock;
-use crate::store::{Commit, Committed, Counter, Snapshot, Store, StoreError};
+use crate::store::{ChangeBatch, Commit, Committed, Counter, Snapshot, Store, StoreError};
 
 /// In-memory [`Store`].
 pub struct MemoryStore {
@@ -55,6 +55,31 @@ fn check<T>(stored: Option<&T>, version: impl Fn(&T) -> u64, expected: u64, what
 impl Store for MemoryStore {
     async fn now(&self) -> Result<Millis, StoreError> {
         Ok(self.clock.now())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn purge_case(&self, id: &CaseId) -> Result<(), StoreError> {
+        let mut mem = self.lock();
+        if mem.cases.get(id).is_some_and(|c| c.state.is_terminal())
+            && let Some(c) = mem.cases.remove(id)
+        {
+            for o in &c.offers {
+                mem.offers.remove(&o.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// One process owns the memory store and sees its own commits: the log is always empty.
+    async fn change_cursor(&self) -> Result<String, StoreError> {
+        Ok(String::new())
+    }
+
+    async fn changes(&self, cursor: &str, _limit: usize) -> Result<ChangeBatch, StoreError> {
+        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false })
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {

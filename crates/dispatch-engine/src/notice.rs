@@ -127,6 +127,11 @@ impl Sessions {
         }
     }
 
+    /// Agents with an open session here.
+    pub fn agents(&self) -> Vec<AgentId> {
+        self.slots.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// How many sessions are open.
     pub fn len(&self) -> usize {
         self.slots.len()

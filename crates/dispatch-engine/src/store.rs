@@ -94,9 +94,60 @@ pub struct Snapshot {
     pub live_cases: Vec<Case>,
 }
 
+/// Records read together with the store's time, in one round trip where the store allows.
+#[derive(Debug, Clone, Default)]
+pub struct Read {
+    /// The case asked for, if it exists.
+    pub case: Option<Case>,
+    /// The agent asked for, if it exists.
+    pub agent: Option<Agent>,
+    /// The store's clock when read.
+    pub now: Millis,
+}
+
+/// A record that changed, as named by the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeRef {
+    /// An agent changed or was removed.
+    Agent(AgentId),
+    /// A case changed or was purged.
+    Case(CaseId),
+}
+
+/// A page of the change log.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeBatch {
+    /// Changed records, oldest first.
+    pub changes: Vec<ChangeRef>,
+    /// Where the next read starts.
+    pub cursor: String,
+    /// Entries after the given cursor were trimmed before they were read: rebuild the index.
+    pub gap: bool,
+}
+
 /// The persistence port.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Reads a case and/or an agent, and the store's time.
+    async fn read(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<Read, StoreError> {
+        let case = match case {
+            Some(id) => self.get_case(id).await?,
+            None => None,
+        };
+        let agent = match agent {
+            Some(id) => self.get_agent(id).await?,
+            None => None,
+        };
+        Ok(Read { case, agent, now: self.now().await? })
+    }
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Deletes a terminal case (and its offers' index entries); anything else is left alone.
+    async fn purge_case(&self, id: &CaseId) -> Result<(), StoreError>;
+    /// The change log's current end, to tail from after a snapshot.
+    async fn change_cursor(&self) -> Result<String, StoreError>;
+    /// Changes after `cursor`, at most `limit`.
+    async fn changes(&self, cursor: &str, limit: usize) -> Result<ChangeBatch, StoreError>;
     /// The store's clock, in epoch milliseconds: offer deadlines and leases are computed on it.
     async fn now(&self) -> Result<Millis, StoreError>;
     /// An agent by id.

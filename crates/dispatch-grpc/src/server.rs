@@ -63,11 +63,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<AgentServiceServer<Services>>().await;
-    health.set_serving::<EscalationServiceServer<Services>>().await;
-    health.set_serving::<RosterServiceServer<Services>>().await;
-    health.set_serving::<PlannerServiceServer<Services>>().await;
+    set_all(&health, ServingStatus::Serving).await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dispatch_proto::FILE_DESCRIPTOR_SET)
@@ -76,6 +72,20 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Health follows the store: NOT_SERVING while it does not answer, SERVING when it is back.
+    let mut store_health = engine.health();
+    let mut stopping = stop_rx.clone();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let ok = *store_health.borrow_and_update();
+            set_all(&reporter, if ok { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+            tokio::select! {
+                r = store_health.changed() => if r.is_err() { return },
+                _ = stopping.changed() => return,
+            }
+        }
+    });
     let edge = EdgeConfig {
         heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
         watch_buffer: config.watch_buffer,
@@ -96,12 +106,8 @@ pub async fn serve(
     let drain = async move {
         shutdown.await;
         info!("shutting down: health NOT_SERVING, ending streams");
-        health.set_service_status("", ServingStatus::NotServing).await;
-        health.set_not_serving::<AgentServiceServer<Services>>().await;
-        health.set_not_serving::<EscalationServiceServer<Services>>().await;
-        health.set_not_serving::<RosterServiceServer<Services>>().await;
-        health.set_not_serving::<PlannerServiceServer<Services>>().await;
         stop_tx.send_replace(true);
+        set_all(&health, ServingStatus::NotServing).await;
         engine.stop();
     };
     Server::builder()
@@ -117,4 +123,17 @@ pub async fn serve(
         .add_service(planner)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
+}
+
+/// Sets the overall status and every service's.
+async fn set_all(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in [
+        "",
+        <AgentServiceServer<Services> as tonic::server::NamedService>::NAME,
+        <EscalationServiceServer<Services> as tonic::server::NamedService>::NAME,
+        <RosterServiceServer<Services> as tonic::server::NamedService>::NAME,
+        <PlannerServiceServer<Services> as tonic::server::NamedService>::NAME,
+    ] {
+        health.set_service_status(name, status).await;
+    }
 }
