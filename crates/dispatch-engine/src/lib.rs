@@ -8,9 +8,12 @@
 //! - [`memory`]: the embedded store;
 //! - [`index`]: the live pool index (agents by language and skill, waiting cases in order);
 //! - [`notice`]: agent sessions and case watchers;
-//! - [`clock`]: system or manual time.
+//! - [`clock`]: system or manual time;
+//! - `conformance` (feature `test-util`): the one test suite every store must pass.
 
 pub mod clock;
+#[cfg(feature = "test-util")]
+pub mod conformance;
 pub mod engine;
 pub mod index;
 pub mod memory;

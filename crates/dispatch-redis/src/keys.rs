@@ -1,0 +1,59 @@
+//! The key layout. Every key of one pool carries the hash tag `{pool}`, so every Function call
+//! touches one Redis Cluster slot, and pools spread across slots.
+
+/// Keys of one pool.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// Sorted set of agent ids (score 0: ordered by id for paging).
+    pub agents: String,
+    /// Set of ids of cases that are not terminal.
+    pub live: String,
+    /// Hash offer id → case id.
+    pub offers: String,
+    /// Sorted set timer → due time (ms on the store clock).
+    pub timers: String,
+    /// Hash counter → total.
+    pub counters: String,
+    /// Stream: the change log (`k` = `a` agent / `c` case, `id`).
+    pub log: String,
+}
+
+impl Keys {
+    /// Keys of pool `pool`.
+    pub fn new(pool: &str) -> Self {
+        let prefix = format!("dispatch:{{{pool}}}:");
+        Self {
+            agents: format!("{prefix}agents"),
+            live: format!("{prefix}live"),
+            offers: format!("{prefix}offers"),
+            timers: format!("{prefix}timers"),
+            counters: format!("{prefix}counters"),
+            log: format!("{prefix}log"),
+            prefix,
+        }
+    }
+
+    /// Hash `{v, d}` of one agent.
+    pub fn agent(&self, id: &str) -> String {
+        format!("{}agent:{id}", self.prefix)
+    }
+
+    /// Hash `{v, d}` of one case.
+    pub fn case(&self, id: &str) -> String {
+        format!("{}case:{id}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_pool_tag() {
+        let k = Keys::new("eu-1");
+        for key in [&k.agents, &k.live, &k.offers, &k.timers, &k.counters, &k.log, &k.agent("a"), &k.case("c")] {
+            assert!(key.starts_with("dispatch:{eu-1}:"), "{key}");
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! [`RedisStore`]: the [`Store`] port on Redis. Reads are plain `HGET`s pipelined with `TIME`;
+//! every write is one Redis Function call (`dispatch.lua`) that checks record versions before
+//! writing anything.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
+use dispatch_engine::{ChangeBatch, ChangeRef, Clock, Commit, Committed, Counter, Read, Snapshot, Store, StoreError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::info;
+
+use crate::keys::Keys;
+
+const LIBRARY: &str = include_str!("dispatch.lua");
+
+/// Redis settings (`[redis]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty: the embedded store is used instead.
+    pub url: String,
+    /// The pool's name: the hash tag of every key (`dispatch:{pool}:…`).
+    pub pool: String,
+    /// Each connection attempt gives up after this long.
+    pub connection_timeout_ms: u64,
+    /// Each command gives up after this long (the caller gets UNAVAILABLE).
+    pub response_timeout_ms: u64,
+    /// Approximate length the change log is trimmed to.
+    pub change_log_max_len: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool: "default".to_owned(),
+            connection_timeout_ms: 1_000,
+            response_timeout_ms: 1_000,
+            change_log_max_len: 100_000,
+        }
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL is not a Redis URL.
+    #[error("redis.url: {0}")]
+    Url(String),
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {reason}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Redis would evict keys under memory pressure: the pool would silently lose records.
+    #[error(
+        "Redis maxmemory-policy is {0}: it would evict the dispatcher's keys and lose cases; set maxmemory-policy noeviction (see deploy/redis.conf)"
+    )]
+    EvictionPolicy(String),
+    /// Loading the Redis Functions failed.
+    #[error("loading the dispatch Redis Functions failed (Redis 7.0 or newer is required): {0}")]
+    Functions(String),
+}
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    max_len: u64,
+    /// A clock to use instead of Redis's `TIME` (tests drive time by hand); `None` in production.
+    clock: Option<Clock>,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, raw: Option<String>) -> Result<Option<T>, StoreError> {
+    raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(what, e))).transpose()
+}
+
+/// Timer keys as sorted-set members: `kind:id` (ids may contain `:`, kinds do not).
+pub fn timer_member(key: &TimerKey) -> String {
+    match key {
+        TimerKey::OfferDeadline(c) => format!("offer:{c}"),
+        TimerKey::CaseReview(c) => format!("review:{c}"),
+        TimerKey::AgentReady(a) => format!("ready:{a}"),
+        TimerKey::PresenceGrace(a) => format!("grace:{a}"),
+        TimerKey::PresenceLease(a) => format!("lease:{a}"),
+        TimerKey::Purge(c) => format!("purge:{c}"),
+    }
+}
+
+fn parse_timer(member: &str) -> Option<TimerKey> {
+    let (kind, id) = member.split_once(':')?;
+    let case = || CaseId::parse("timer", id).ok();
+    let agent = || AgentId::parse("timer", id).ok();
+    Some(match kind {
+        "offer" => TimerKey::OfferDeadline(case()?),
+        "review" => TimerKey::CaseReview(case()?),
+        "ready" => TimerKey::AgentReady(agent()?),
+        "grace" => TimerKey::PresenceGrace(agent()?),
+        "lease" => TimerKey::PresenceLease(agent()?),
+        "purge" => TimerKey::Purge(case()?),
+        _ => return None,
+    })
+}
+
+fn counter_name(c: Counter) -> &'static str {
+    match c {
+        Counter::Submitted => "submitted",
+        Counter::OffersMade => "offers_made",
+        Counter::OffersAccepted => "offers_accepted",
+        Counter::OffersDeclined => "offers_declined",
+        Counter::OffersTimedOut => "offers_timed_out",
+        Counter::OffersRevoked => "offers_revoked",
+        Counter::AcceptMillisTotal => "accept_ms_total",
+        Counter::Completed => "completed",
+        Counter::Cancelled => "cancelled",
+        Counter::Expired => "expired",
+    }
+}
+
+/// Stream ids compare as (milliseconds, sequence).
+fn stream_id(s: &str) -> (u64, u64) {
+    let (a, b) = s.split_once('-').unwrap_or((s, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+impl RedisStore {
+    /// Connects, refuses an evicting `maxmemory-policy`, and loads the Functions.
+    pub async fn open(config: &RedisConfig, clock: Option<Clock>) -> Result<Self, OpenError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| OpenError::Url(e.to_string()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(config.connection_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connect = |e: redis::RedisError| OpenError::Connect { url: config.url.clone(), reason: e.to_string() };
+        let mut conn = ConnectionManager::new_with_config(client, manager_config).await.map_err(connect)?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(connect)?;
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        if policy.starts_with("allkeys-") {
+            return Err(OpenError::EvictionPolicy(policy));
+        }
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(LIBRARY)
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| OpenError::Functions(e.to_string()))?;
+        let keys = Keys::new(&config.pool);
+        // The change log must exist for XINFO; an entry of kind `x` is ignored by readers.
+        let _: String = redis::cmd("XADD")
+            .arg(&keys.log)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(config.change_log_max_len)
+            .arg("*")
+            .arg("k")
+            .arg("x")
+            .arg("id")
+            .arg("open")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect)?;
+        info!(url = %config.url, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
+        Ok(Self { conn, keys, max_len: config.change_log_max_len, clock })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The key layout (for tools and tests).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
+        cmd.query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
+    async fn redis_now(&self) -> Result<Millis, StoreError> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        keys: Vec<String>,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.hget(k, "d");
+            }
+            let raw: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+            for r in raw {
+                if let Some(v) = decode::<T>(what, r)? {
+                    out.push(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn now(&self) -> Result<Millis, StoreError> {
+        match &self.clock {
+            Some(c) => Ok(c.now()),
+            None => self.redis_now().await,
+        }
+    }
+
+    /// One round trip: the records asked for and `TIME`.
+    async fn read(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<Read, StoreError> {
+        let mut pipe = redis::pipe();
+        if let Some(c) = case {
+            pipe.hget(self.keys.case(c.as_str()), "d");
+        }
+        if let Some(a) = agent {
+            pipe.hget(self.keys.agent(a.as_str()), "d");
+        }
+        if self.clock.is_none() {
+            pipe.cmd("TIME");
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        replies.reverse();
+        let mut next = || replies.pop().unwrap_or(Value::Nil);
+        let raw = |v: Value| redis::from_redis_value::<Option<String>>(v).map_err(|e| corrupt("reply", e));
+        let case = if case.is_some() { decode("case", raw(next())?)? } else { None };
+        let agent = if agent.is_some() { decode("agent", raw(next())?)? } else { None };
+        let now = match &self.clock {
+            Some(c) => c.now(),
+            None => {
+                let (secs, micros): (i64, i64) = redis::from_redis_value(next()).map_err(|e| corrupt("TIME", e))?;
+                secs * 1000 + micros / 1000
+            }
+        };
+        Ok(Read { case, agent, now })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        let raw: Option<String> = self.conn().hget(self.keys.agent(id.as_str()), "d").await.map_err(unavailable)?;
+        decode("agent", raw)
+    }
+
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
+        let min = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.agents)
+            .arg(min)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.records(ids.iter().map(|id| self.keys.agent(id)).collect(), "agent").await
+    }
+
+    async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError> {
+        let key = self.keys.agent(id.as_str());
+        let v = self
+            .fcall(
+                "dispatch_remove_agent",
+                &[&key, &self.keys.agents, &self.keys.log],
+                &[&version.to_string(), id.as_str(), &self.max_len.to_string()],
+            )
+            .await?;
+        match v {
+            Value::Int(1) => Ok(()),
+            _ => Err(StoreError::Conflict(format!("agent {id}: version moved"))),
+        }
+    }
+
+    async fn get_case(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
+        let raw: Option<String> = self.conn().hget(self.keys.case(id.as_str()), "d").await.map_err(unavailable)?;
+        decode("case", raw)
+    }
+
+    async fn offer_case(&self, offer: &OfferId) -> Result<Option<CaseId>, StoreError> {
+        let raw: Option<String> = self.conn().hget(&self.keys.offers, offer.as_str()).await.map_err(unavailable)?;
+        raw.map(|s| CaseId::parse("offer case", &s).map_err(|e| corrupt("offer index", e))).transpose()
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
+        let Commit { case, agent, timers, counters } = commit;
+        let case = case.map(|mut c| {
+            c.version += 1;
+            c
+        });
+        let agent = agent.map(|mut a| {
+            a.version += 1;
+            a
+        });
+        let mut meta = json!({
+            "t": timers.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect::<Vec<_>>(),
+            "n": counters.iter().map(|(c, d)| json!([counter_name(*c), d.to_string()])).collect::<Vec<_>>(),
+            "max": self.max_len.to_string(),
+        });
+        if let Some(c) = &case {
+            let offer = match &c.state {
+                CaseState::Offered { offer_id, .. } => offer_id.to_string(),
+                _ => String::new(),
+            };
+            meta["c"] = json!({ "id": c.id().as_str(), "exp": (c.version - 1).to_string(), "live": !c.state.is_terminal(), "offer": offer });
+        }
+        if let Some(a) = &agent {
+            meta["a"] = json!({ "id": a.id().as_str(), "exp": (a.version - 1).to_string() });
+        }
+        let case_json =
+            case.as_ref().map(serde_json::to_string).transpose().map_err(|e| corrupt("case", e))?.unwrap_or_default();
+        let agent_json =
+            agent.as_ref().map(serde_json::to_string).transpose().map_err(|e| corrupt("agent", e))?.unwrap_or_default();
+        let case_key = self.keys.case(case.as_ref().map_or("", |c| c.id().as_str()));
+        let agent_key = self.keys.agent(agent.as_ref().map_or("", |a| a.id().as_str()));
+        let keys = [
+            case_key.as_str(),
+            agent_key.as_str(),
+            &self.keys.agents,
+            &self.keys.live,
+            &self.keys.offers,
+            &self.keys.timers,
+            &self.keys.counters,
+            &self.keys.log,
+        ];
+        let v = self.fcall("dispatch_commit", &keys, &[&meta.to_string(), &case_json, &agent_json]).await?;
+        match v {
+            Value::Array(items) if items.first() == Some(&Value::Int(1)) => Ok(Committed { case, agent }),
+            Value::Array(items) => {
+                let which = match items.get(1) {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => "record".to_owned(),
+                };
+                Err(StoreError::Conflict(format!("{which} version moved")))
+            }
+            other => Err(corrupt("commit reply", format!("{other:?}"))),
+        }
+    }
+
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(TimerKey, Millis)>, StoreError> {
+        let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&self.keys.timers)
+            .arg("-inf")
+            .arg(now)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(raw.into_iter().filter_map(|(m, due)| parse_timer(&m).map(|k| (k, due as Millis))).collect())
+    }
+
+    async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError> {
+        self.fcall("dispatch_clear_timer", &[&self.keys.timers], &[&timer_member(key), &due.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
+        let raw: HashMap<String, i64> = self.conn().hgetall(&self.keys.counters).await.map_err(unavailable)?;
+        Ok(Counter::ALL.iter().filter_map(|c| raw.get(counter_name(*c)).map(|v| (*c, *v))).collect())
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let ids: Vec<String> = self.conn().zrange(&self.keys.agents, 0, -1).await.map_err(unavailable)?;
+        let agents = self.records(ids.iter().map(|id| self.keys.agent(id)).collect(), "agent").await?;
+        let live: Vec<String> = self.conn().smembers(&self.keys.live).await.map_err(unavailable)?;
+        let cases: Vec<Case> = self.records(live.iter().map(|id| self.keys.case(id)).collect(), "case").await?;
+        Ok(Snapshot { agents, live_cases: cases.into_iter().filter(|c| !c.state.is_terminal()).collect() })
+    }
+
+    async fn purge_case(&self, id: &CaseId) -> Result<(), StoreError> {
+        let Some(case) = self.get_case(id).await? else { return Ok(()) };
+        let offers: Vec<&str> = case.offers.iter().map(|o| o.id.as_str()).collect();
+        let key = self.keys.case(id.as_str());
+        self.fcall(
+            "dispatch_purge_case",
+            &[&key, &self.keys.live, &self.keys.offers, &self.keys.log],
+            &[
+                id.as_str(),
+                &serde_json::to_string(&offers).map_err(|e| corrupt("offers", e))?,
+                &self.max_len.to_string(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn change_cursor(&self) -> Result<String, StoreError> {
+        let last: redis::streams::StreamRangeReply =
+            self.conn().xrevrange_count(&self.keys.log, "+", "-", 1).await.map_err(unavailable)?;
+        Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+    }
+
+    async fn changes(&self, cursor: &str, limit: usize) -> Result<ChangeBatch, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE").arg(&self.keys.log).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(limit);
+        pipe.cmd("XINFO").arg("STREAM").arg(&self.keys.log);
+        let result: Result<(redis::streams::StreamRangeReply, Value), _> = pipe.query_async(&mut self.conn()).await;
+        let (range, info) = match result {
+            Ok(r) => r,
+            // The log is gone (Redis lost its data): everything must be re-read.
+            Err(e) if e.to_string().contains("no such key") => {
+                return Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: true });
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let max_deleted = match &info {
+            Value::Array(kv) | Value::Set(kv) => kv.chunks(2).find_map(|p| match p {
+                [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"max-deleted-entry-id" => {
+                    Some(String::from_utf8_lossy(v).into_owned())
+                }
+                _ => None,
+            }),
+            Value::Map(kv) => kv.iter().find_map(|(k, v)| match (k, v) {
+                (Value::BulkString(k), Value::BulkString(v)) if k.as_slice() == b"max-deleted-entry-id" => {
+                    Some(String::from_utf8_lossy(v).into_owned())
+                }
+                _ => None,
+            }),
+            _ => None,
+        };
+        let gap = max_deleted.is_some_and(|d| stream_id(&d) > stream_id(cursor));
+        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap };
+        for entry in range.ids {
+            let field = |name: &str| match entry.map.get(name) {
+                Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            };
+            match (field("k").as_deref(), field("id")) {
+                (Some("a"), Some(id)) => out
+                    .changes
+                    .push(ChangeRef::Agent(AgentId::parse("log", &id).map_err(|e| corrupt("change log", e))?)),
+                (Some("c"), Some(id)) => {
+                    out.changes.push(ChangeRef::Case(CaseId::parse("log", &id).map_err(|e| corrupt("change log", e))?))
+                }
+                _ => {}
+            }
+            out.cursor = entry.id;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_members_round_trip() {
+        let c = CaseId::parse("c", "tenant:case-1").unwrap();
+        let a = AgentId::parse("a", "agent@x").unwrap();
+        for k in [
+            TimerKey::OfferDeadline(c.clone()),
+            TimerKey::CaseReview(c.clone()),
+            TimerKey::AgentReady(a.clone()),
+            TimerKey::PresenceGrace(a.clone()),
+            TimerKey::PresenceLease(a),
+            TimerKey::Purge(c),
+        ] {
+            assert_eq!(parse_timer(&timer_member(&k)), Some(k));
+        }
+        assert_eq!(parse_timer("bogus:1"), None);
+    }
+
+    #[test]
+    fn stream_ids_compare_numerically() {
+        assert!(stream_id("10-0") > stream_id("9-5"));
+        assert!(stream_id("10-2") > stream_id("10-1"));
+    }
+}
