@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_domain::Policy;
-use dispatch_engine::{Clock, Engine, EngineConfig, MemoryStore};
+use dispatch_engine::{Clock, Engine, EngineConfig, MemoryStore, Store};
 use dispatch_grpc::{ServerConfig, client};
 use dispatch_proto::v1 as pb;
+use dispatch_redis::testing::RedisServer;
+use dispatch_redis::{RedisConfig, RedisStore};
 use pb::agent_message::Command;
 use pb::dispatcher_message::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +47,40 @@ where
     .await
 }
 
+/// Which store the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded in-memory store.
+    Memory,
+    /// A real `redis-server` started for the test (with the manual clock standing in for
+    /// Redis's `TIME`, so that tests drive time by hand).
+    Redis,
+}
+
+/// Runs each named scenario `async fn name(b: Backend)` as two tests, `memory::name` and
+/// `redis::name`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($t:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $t() {
+                    super::$t($crate::Backend::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $t() {
+                    super::$t($crate::Backend::Redis).await
+                }
+            )*
+        }
+    };
+}
+
 /// A running dispatcher.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
@@ -56,18 +92,28 @@ pub struct TestServer {
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The Redis server, for [`Backend::Redis`].
+    pub redis: Option<RedisServer>,
 }
 
 impl TestServer {
-    /// Starts a server with `policy` (sweeper driven by the manual clock).
-    pub async fn start(policy: Policy) -> Self {
-        Self::start_with(policy, ServerConfig::default()).await
+    /// Starts a server on `backend` with `policy` (sweeper driven by the manual clock).
+    pub async fn start(backend: Backend, policy: Policy) -> Self {
+        Self::start_with(backend, policy, ServerConfig::default()).await
     }
 
-    /// Starts a server with `policy` and transport settings.
-    pub async fn start_with(policy: Policy, server: ServerConfig) -> Self {
+    /// Starts a server on `backend` with `policy` and transport settings.
+    pub async fn start_with(backend: Backend, policy: Policy, server: ServerConfig) -> Self {
         let clock = Clock::manual(T0);
-        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let (store, redis): (Arc<dyn Store>, Option<RedisServer>) = match backend {
+            Backend::Memory => (Arc::new(MemoryStore::new(clock.clone())), None),
+            Backend::Redis => {
+                let r = RedisServer::start();
+                let config = RedisConfig { url: r.url(), ..RedisConfig::default() };
+                let store = RedisStore::open(&config, Some(clock.clone())).await.expect("open the redis store");
+                (Arc::new(store), Some(r))
+            }
+        };
         let config = EngineConfig { id_seed: Some(7), ..EngineConfig::default() };
         let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -82,7 +128,7 @@ impl TestServer {
             .expect("server runs");
         });
         let channel = bounded("connecting", client::channel(&addr)).await.expect("connect");
-        Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task) }
+        Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis }
     }
 
     /// Moves the clock; the sweeper wakes at once.

@@ -6,9 +6,8 @@ use dispatch_tests::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-#[tokio::test]
-async fn submit_is_idempotent_on_the_case_id() {
-    let s = TestServer::start(Policy::default()).await;
+async fn submit_is_idempotent_on_the_case_id(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let spec = case("idem-1", "en", &[("billing", 2)], pb::Tier::Standard);
     let first =
         s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(spec.clone()) }).await.unwrap().into_inner();
@@ -26,9 +25,8 @@ async fn submit_is_idempotent_on_the_case_id() {
     assert_eq!(s.case("idem-1").await.spec.unwrap().tier, pb::Tier::Standard as i32);
 }
 
-#[tokio::test]
-async fn bad_input_names_the_field_and_changes_nothing() {
-    let s = TestServer::start(Policy::default()).await;
+async fn bad_input_names_the_field_and_changes_nothing(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let bad_cases = [
         ("spec.language", {
             let mut c = case("v1", "english!", &[], pb::Tier::Standard);
@@ -86,9 +84,8 @@ async fn bad_input_names_the_field_and_changes_nothing() {
     assert!(err.message().starts_with("group_by[1]"), "{}", err.message());
 }
 
-#[tokio::test]
-async fn bad_agent_commands_get_a_result_naming_the_field() {
-    let s = TestServer::start(Policy::default()).await;
+async fn bad_agent_commands_get_a_result_naming_the_field(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("a", &[("en", 5)], &[], false)).await;
     let mut a = s.connect("a").await;
     let r = a.accept("").await;
@@ -104,9 +101,8 @@ async fn bad_agent_commands_get_a_result_naming_the_field() {
     assert_eq!(r.code, 0);
 }
 
-#[tokio::test]
-async fn the_agent_identity_comes_from_metadata() {
-    let s = TestServer::start(Policy::default()).await;
+async fn the_agent_identity_comes_from_metadata(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (_tx, rx) = tokio::sync::mpsc::channel::<pb::AgentMessage>(1);
     let no_id = pb::agent_service_client::AgentServiceClient::new(s.channel())
         .connect(tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
@@ -117,9 +113,8 @@ async fn the_agent_identity_comes_from_metadata() {
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn planner_counts_match_the_pool() {
-    let s = TestServer::start(Policy::default()).await;
+async fn planner_counts_match_the_pool(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("de-vip", &[("de", 5), ("en", 4)], &[("disputes", 4)], true)).await;
     s.register(profile("de-plain", &[("de", 3)], &[("disputes", 2)], false)).await;
     s.register(profile("en-away", &[("en", 5)], &[("refunds", 3)], false)).await;
@@ -177,9 +172,8 @@ async fn planner_counts_match_the_pool() {
     assert_eq!((q.waiting, q.offered, q.offers_made), (0, 1, 1));
 }
 
-#[tokio::test]
-async fn watch_availability_reports_changes() {
-    let s = TestServer::start(Policy::default()).await;
+async fn watch_availability_reports_changes(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("w", &[("en", 5)], &[], false)).await;
     let mut reports = s
         .planner()
@@ -202,9 +196,8 @@ async fn watch_availability_reports_changes() {
     assert!(seen);
 }
 
-#[tokio::test]
-async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent() {
-    let s = TestServer::start(Policy::default()).await;
+async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     for i in 0..5 {
         s.register(profile(&format!("agent-{i}"), &[("en", 5)], &[], false)).await;
     }
@@ -238,9 +231,8 @@ async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent() {
     assert_eq!(updated.presence.unwrap().assigned_case_ids, vec!["rm-1".to_owned()]);
 }
 
-#[tokio::test]
-async fn health_and_reflection_work_for_generic_tools() {
-    let s = TestServer::start(Policy::default()).await;
+async fn health_and_reflection_work_for_generic_tools(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
     for service in ["", "dispatch.v1.AgentService", "dispatch.v1.EscalationService", "dispatch.v1.PlannerService"] {
         let r =
@@ -270,3 +262,14 @@ async fn health_and_reflection_work_for_generic_tools() {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 }
+
+on_both_stores!(
+    submit_is_idempotent_on_the_case_id,
+    bad_input_names_the_field_and_changes_nothing,
+    bad_agent_commands_get_a_result_naming_the_field,
+    the_agent_identity_comes_from_metadata,
+    planner_counts_match_the_pool,
+    watch_availability_reports_changes,
+    roster_lists_pages_and_refuses_to_remove_a_busy_agent,
+    health_and_reflection_work_for_generic_tools,
+);

@@ -4,9 +4,8 @@ use dispatch_domain::Policy;
 use dispatch_proto::v1 as pb;
 use dispatch_tests::*;
 
-#[tokio::test]
-async fn vip_case_goes_first_when_an_agent_comes_online() {
-    let s = TestServer::start(Policy::default()).await;
+async fn vip_case_goes_first_when_an_agent_comes_online(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("a1", &[("en", 5)], &[], true)).await;
     s.submit(case("std-1", "en", &[], pb::Tier::Standard)).await;
     s.advance(1_000); // the standard case is older
@@ -16,11 +15,10 @@ async fn vip_case_goes_first_when_an_agent_comes_online() {
     assert_eq!(offer.case.unwrap().case_id, "vip-1", "the VIP case must be offered first");
 }
 
-#[tokio::test]
-async fn an_old_standard_case_overtakes_a_new_vip_case() {
+async fn an_old_standard_case_overtakes_a_new_vip_case(b: Backend) {
     // Aging: no tier starves. A standard case that waited longer than the VIP head start goes first.
     let policy = Policy { vip_head_start_ms: 60_000, ..Policy::default() };
-    let s = TestServer::start(policy).await;
+    let s = TestServer::start(b, policy).await;
     s.register(profile("a1", &[("en", 5)], &[], true)).await;
     s.submit(case("std-old", "en", &[], pb::Tier::Standard)).await;
     s.advance(61_000);
@@ -29,9 +27,8 @@ async fn an_old_standard_case_overtakes_a_new_vip_case() {
     assert_eq!(a.offer().await.case.unwrap().case_id, "std-old");
 }
 
-#[tokio::test]
-async fn language_match_wins_and_others_are_filtered() {
-    let s = TestServer::start(Policy::default()).await;
+async fn language_match_wins_and_others_are_filtered(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("en-only", &[("en", 5)], &[], false)).await;
     s.register(profile("de-ok", &[("de", 3)], &[], false)).await;
     s.register(profile("de-native", &[("de-CH", 5)], &[], false)).await;
@@ -52,9 +49,8 @@ async fn language_match_wins_and_others_are_filtered() {
     assert!(lang(0) > lang(1), "the language term explains the choice");
 }
 
-#[tokio::test]
-async fn skill_levels_are_respected() {
-    let s = TestServer::start(Policy::default()).await;
+async fn skill_levels_are_respected(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("level3", &[("en", 5)], &[("disputes", 3)], false)).await;
     let _a = s.available("level3").await;
     s.advance(100_000); // level3 has been idle much longer: it would win on fairness
@@ -66,9 +62,8 @@ async fn skill_levels_are_respected() {
     assert_eq!(why.eligible, 1);
 }
 
-#[tokio::test]
-async fn vip_cases_only_reach_certified_agents() {
-    let s = TestServer::start(Policy::default()).await;
+async fn vip_cases_only_reach_certified_agents(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("plain", &[("en", 5)], &[], false)).await;
     let _plain = s.available("plain").await;
     let c = s.submit(case("vip-2", "en", &[], pb::Tier::Vip)).await;
@@ -80,9 +75,8 @@ async fn vip_cases_only_reach_certified_agents() {
     assert_eq!(why.candidates.len(), 1);
 }
 
-#[tokio::test]
-async fn preferred_skills_are_dropped_after_the_relaxation_step() {
-    let s = TestServer::start(Policy::default()).await; // default: drop preferred skills after 30 s
+async fn preferred_skills_are_dropped_after_the_relaxation_step(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await; // default: drop preferred skills after 30 s
     s.register(profile("generalist", &[("en", 5)], &[], false)).await;
     let mut a = s.available("generalist").await;
     let mut spec = case("c-pref", "en", &[], pb::Tier::Standard);
@@ -98,9 +92,8 @@ async fn preferred_skills_are_dropped_after_the_relaxation_step() {
     assert!(c.waited_ms >= 30_000, "the case keeps its original age");
 }
 
-#[tokio::test]
-async fn a_new_case_goes_to_the_longest_idle_agent_among_equals() {
-    let s = TestServer::start(Policy::default()).await;
+async fn a_new_case_goes_to_the_longest_idle_agent_among_equals(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("early", &[("en", 4)], &[], false)).await;
     s.advance(60_000);
     s.register(profile("late", &[("en", 4)], &[], false)).await;
@@ -109,3 +102,13 @@ async fn a_new_case_goes_to_the_longest_idle_agent_among_equals() {
     s.submit(case("c-fair", "en", &[], pb::Tier::Standard)).await;
     assert_eq!(early.offer().await.case.unwrap().case_id, "c-fair");
 }
+
+on_both_stores!(
+    vip_case_goes_first_when_an_agent_comes_online,
+    an_old_standard_case_overtakes_a_new_vip_case,
+    language_match_wins_and_others_are_filtered,
+    skill_levels_are_respected,
+    vip_cases_only_reach_certified_agents,
+    preferred_skills_are_dropped_after_the_relaxation_step,
+    a_new_case_goes_to_the_longest_idle_agent_among_equals,
+);

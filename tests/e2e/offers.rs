@@ -14,9 +14,8 @@ async fn two_agents(s: &TestServer) -> (AgentConn, AgentConn) {
     (s.available("best").await, s.available("second").await)
 }
 
-#[tokio::test]
-async fn accept_assigns_and_is_idempotent() {
-    let s = TestServer::start(Policy::default()).await;
+async fn accept_assigns_and_is_idempotent(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (mut best, _second) = two_agents(&s).await;
     s.submit(case("c1", "en", &[], pb::Tier::Standard)).await;
     let offer = best.offer().await;
@@ -32,9 +31,8 @@ async fn accept_assigns_and_is_idempotent() {
     assert_eq!(c.offers[0].outcome, pb::OfferOutcome::Accepted as i32);
 }
 
-#[tokio::test]
-async fn decline_goes_to_the_next_best_at_once() {
-    let s = TestServer::start(Policy::default()).await;
+async fn decline_goes_to_the_next_best_at_once(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (mut best, mut second) = two_agents(&s).await;
     s.submit(case("c2", "en", &[], pb::Tier::Standard)).await;
     let first = best.offer().await;
@@ -50,9 +48,8 @@ async fn decline_goes_to_the_next_best_at_once() {
     assert_eq!(best.accept(&first.offer_id).await.code, Code::FailedPrecondition as i32);
 }
 
-#[tokio::test]
-async fn timeout_goes_to_the_next_best_and_a_late_accept_is_rejected() {
-    let s = TestServer::start(Policy::default()).await;
+async fn timeout_goes_to_the_next_best_and_a_late_accept_is_rejected(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (mut best, mut second) = two_agents(&s).await;
     let mut watch = s.escalation().watch_case(pb::WatchCaseRequest { case_id: "c3".into() }).await;
     assert_eq!(watch.as_ref().map_err(|e| e.code()).err(), Some(Code::NotFound), "watching an unknown case");
@@ -82,10 +79,9 @@ async fn timeout_goes_to_the_next_best_and_a_late_accept_is_rejected() {
     assert_eq!(kinds, vec![K::Snapshot as i32, K::OfferTimedOut as i32, K::Offered as i32]);
 }
 
-#[tokio::test]
-async fn an_agent_who_misses_n_offers_is_set_away_and_told() {
+async fn an_agent_who_misses_n_offers_is_set_away_and_told(b: Backend) {
     let policy = Policy { max_consecutive_misses: 3, cool_down_after_miss_ms: 0, ..Policy::default() };
-    let s = TestServer::start(policy).await;
+    let s = TestServer::start(b, policy).await;
     s.register(profile("sleepy", &[("en", 5)], &[], false)).await;
     let mut a = s.available("sleepy").await;
     for i in 0..3 {
@@ -109,9 +105,8 @@ async fn an_agent_who_misses_n_offers_is_set_away_and_told() {
     assert_eq!(s.agent("sleepy").await.presence.unwrap().consecutive_misses, 0);
 }
 
-#[tokio::test]
-async fn agent_a_cannot_accept_agent_bs_offer() {
-    let s = TestServer::start(Policy::default()).await;
+async fn agent_a_cannot_accept_agent_bs_offer(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (mut best, mut second) = two_agents(&s).await;
     s.submit(case("c4", "en", &[], pb::Tier::Standard)).await;
     let offer = best.offer().await;
@@ -127,10 +122,9 @@ async fn agent_a_cannot_accept_agent_bs_offer() {
     assert_eq!(r.code, Code::PermissionDenied as i32, "{}", r.message);
 }
 
-#[tokio::test]
-async fn complete_then_wrap_up_then_the_next_case() {
+async fn complete_then_wrap_up_then_the_next_case(b: Backend) {
     let wrap = ChannelDurations { voice: 30_000, chat: 10_000, email: 0 };
-    let s = TestServer::start(Policy { wrap_up_ms: wrap, ..Policy::default() }).await;
+    let s = TestServer::start(b, Policy { wrap_up_ms: wrap, ..Policy::default() }).await;
     s.register(profile("solo", &[("en", 5)], &[], false)).await;
     let mut a = s.available("solo").await;
     let mut events = {
@@ -163,9 +157,8 @@ async fn complete_then_wrap_up_then_the_next_case() {
     assert_eq!(r.code, 0, "completing twice is idempotent: {}", r.message);
 }
 
-#[tokio::test]
-async fn cancel_revokes_the_live_offer() {
-    let s = TestServer::start(Policy::default()).await;
+async fn cancel_revokes_the_live_offer(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let (mut best, _second) = two_agents(&s).await;
     s.submit(case("c5", "en", &[], pb::Tier::Standard)).await;
     let offer = best.offer().await;
@@ -181,9 +174,8 @@ async fn cancel_revokes_the_live_offer() {
     assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
 }
 
-#[tokio::test]
-async fn a_case_with_a_ttl_expires_while_waiting() {
-    let s = TestServer::start(Policy::default()).await;
+async fn a_case_with_a_ttl_expires_while_waiting(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     let mut spec = case("ttl-1", "fi", &[], pb::Tier::Standard);
     spec.ttl_ms = 60_000;
     s.submit(spec).await;
@@ -201,3 +193,14 @@ async fn a_case_with_a_ttl_expires_while_waiting() {
     assert_eq!(last.kind, pb::CaseEventKind::Expired as i32);
     assert_eq!(s.case("ttl-1").await.state, pb::CaseState::Expired as i32);
 }
+
+on_both_stores!(
+    accept_assigns_and_is_idempotent,
+    decline_goes_to_the_next_best_at_once,
+    timeout_goes_to_the_next_best_and_a_late_accept_is_rejected,
+    an_agent_who_misses_n_offers_is_set_away_and_told,
+    agent_a_cannot_accept_agent_bs_offer,
+    complete_then_wrap_up_then_the_next_case,
+    cancel_revokes_the_live_offer,
+    a_case_with_a_ttl_expires_while_waiting,
+);

@@ -4,9 +4,8 @@ use dispatch_domain::Policy;
 use dispatch_proto::v1 as pb;
 use dispatch_tests::*;
 
-#[tokio::test]
-async fn a_dropped_stream_revokes_the_offer_and_re_offers_it() {
-    let s = TestServer::start(Policy::default()).await;
+async fn a_dropped_stream_revokes_the_offer_and_re_offers_it(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("flaky", &[("en", 5)], &[], false)).await;
     s.register(profile("steady", &[("en", 3)], &[], false)).await;
     let mut flaky = s.available("flaky").await;
@@ -25,9 +24,8 @@ async fn a_dropped_stream_revokes_the_offer_and_re_offers_it() {
     assert_eq!(p.status, pb::AgentStatus::Available as i32);
 }
 
-#[tokio::test]
-async fn reconnect_within_grace_resumes_and_keeps_assignments_then_grace_expiry_signs_out() {
-    let s = TestServer::start(Policy::default()).await;
+async fn reconnect_within_grace_resumes_and_keeps_assignments_then_grace_expiry_signs_out(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("mobile", &[("en", 5)], &[], false)).await;
     let mut a = s.available("mobile").await;
     s.submit(case("r1", "en", &[], pb::Tier::Standard)).await;
@@ -60,9 +58,8 @@ async fn reconnect_within_grace_resumes_and_keeps_assignments_then_grace_expiry_
     assert_eq!(a.expect_status(pb::AgentStatus::Away).await.reason, "signed_in");
 }
 
-#[tokio::test]
-async fn an_agent_coming_online_receives_a_waiting_case() {
-    let s = TestServer::start(Policy::default()).await;
+async fn an_agent_coming_online_receives_a_waiting_case(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("late", &[("pt-BR", 4)], &[("refunds", 2)], false)).await;
     s.submit(case("p1", "pt", &[("refunds", 2)], pb::Tier::Standard)).await;
     assert_eq!(s.case("p1").await.state, pb::CaseState::Queued as i32);
@@ -70,9 +67,8 @@ async fn an_agent_coming_online_receives_a_waiting_case() {
     assert_eq!(a.offer().await.case.unwrap().case_id, "p1");
 }
 
-#[tokio::test]
-async fn a_second_device_replaces_the_first_and_sees_the_live_offer() {
-    let s = TestServer::start(Policy::default()).await;
+async fn a_second_device_replaces_the_first_and_sees_the_live_offer(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("two-phones", &[("en", 5)], &[], false)).await;
     let mut phone = s.available("two-phones").await;
     s.submit(case("x1", "en", &[], pb::Tier::Standard)).await;
@@ -85,9 +81,8 @@ async fn a_second_device_replaces_the_first_and_sees_the_live_offer() {
     assert_eq!(desk.accept(&offer.offer_id).await.code, 0);
 }
 
-#[tokio::test]
-async fn going_away_revokes_the_pending_offer() {
-    let s = TestServer::start(Policy::default()).await;
+async fn going_away_revokes_the_pending_offer(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
     s.register(profile("leaver", &[("en", 5)], &[], false)).await;
     s.register(profile("stayer", &[("en", 3)], &[], false)).await;
     let mut leaver = s.available("leaver").await;
@@ -101,3 +96,11 @@ async fn going_away_revokes_the_pending_offer() {
     assert_eq!(leaver.revoked().await.reason, "agent_unavailable");
     assert_eq!(stayer.offer().await.case.unwrap().case_id, "g1");
 }
+
+on_both_stores!(
+    a_dropped_stream_revokes_the_offer_and_re_offers_it,
+    reconnect_within_grace_resumes_and_keeps_assignments_then_grace_expiry_signs_out,
+    an_agent_coming_online_receives_a_waiting_case,
+    a_second_device_replaces_the_first_and_sees_the_live_offer,
+    going_away_revokes_the_pending_offer,
+);

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use dispatch_domain::Policy;
 use dispatch_engine::EngineConfig;
 use dispatch_grpc::ServerConfig;
+use dispatch_redis::RedisConfig;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -27,6 +28,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Dispatch rules.
     pub policy: Policy,
+    /// The Redis store; with an empty `url` the embedded in-memory store is used.
+    pub redis: RedisConfig,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             engine: EngineConfig::default(),
             policy: Policy::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -140,6 +144,15 @@ impl Config {
         }
         if self.engine.agent_outbound_buffer == 0 || self.server.watch_buffer == 0 {
             bail!("engine.agent_outbound_buffer and server.watch_buffer must be above 0");
+        }
+        if !self.redis.url.is_empty()
+            && !self.redis.url.starts_with("redis://")
+            && !self.redis.url.starts_with("rediss://")
+        {
+            bail!("redis.url: {:?} is not a redis:// or rediss:// URL", self.redis.url);
+        }
+        if self.redis.pool.is_empty() || self.redis.pool.contains(['{', '}']) {
+            bail!("redis.pool: must be non-empty and free of braces (it is the keys' hash tag)");
         }
         if self.server.heartbeat_timeout_ms < 1000 {
             bail!("server.heartbeat_timeout_ms: must be at least 1000");

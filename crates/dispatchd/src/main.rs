@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use dispatch_engine::{Clock, Engine, MemoryStore};
+use dispatch_engine::{Clock, Engine, MemoryStore, Store};
+use dispatch_redis::RedisStore;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -24,6 +25,9 @@ struct Args {
     /// Address to listen on (same as `--set listen=...`).
     #[arg(long)]
     listen: Option<String>,
+    /// Keep the pool in Redis at this URL (same as `--set redis.url=...`; env `DISPATCH_REDIS_URL`).
+    #[arg(long, env = "DISPATCH_REDIS_URL")]
+    redis_url: Option<String>,
     /// Sets any configuration key, e.g. `--set policy.offer_timeout_ms=15000`; repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
@@ -37,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     let mut overrides = args.set.clone();
     if let Some(l) = &args.listen {
         overrides.push(format!("listen=\"{l}\""));
+    }
+    if let Some(u) = &args.redis_url {
+        overrides.push(format!("redis.url=\"{u}\""));
     }
     let config = config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     if args.print_config {
@@ -60,10 +67,14 @@ fn init_logs(log: &config::LogConfig) -> anyhow::Result<()> {
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
     let clock = Clock::system();
-    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let (store, kind): (Arc<dyn Store>, &str) = if config.redis.url.is_empty() {
+        (Arc::new(MemoryStore::new(clock.clone())), "memory")
+    } else {
+        (Arc::new(RedisStore::open(&config.redis, None).await?), "redis")
+    };
     let engine = Engine::start(store, clock, config.policy.clone(), config.engine.clone()).await?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    info!(listen = %listener.local_addr()?, store = "memory", "dispatchd ready");
+    info!(listen = %listener.local_addr()?, store = kind, "dispatchd ready");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = dispatch_grpc::serve(listener, engine, config.server.clone(), async {
         let _ = stop_rx.await;
