@@ -4,3 +4,4 @@ mod api;
 mod matching;
 mod offers;
 mod presence;
+mod redis_faults;

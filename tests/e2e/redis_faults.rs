@@ -1,0 +1,107 @@
+//! Redis-only: restarts with AOF, a hung Redis and a dead Redis. The dispatcher keeps running
+//! throughout and recovers by itself.
+
+use std::time::{Duration, Instant};
+
+use dispatch_domain::Policy;
+use dispatch_proto::v1 as pb;
+use dispatch_tests::*;
+use tonic::Code;
+
+async fn serving(s: &TestServer) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_cases_and_offers_survive_a_redis_restart_with_aof() {
+    let mut s = TestServer::start(Backend::Redis, Policy::default()).await;
+    s.register(profile("a1", &[("en", 5)], &[("billing", 3)], true)).await;
+    let mut a = s.available("a1").await;
+    s.submit(case("kept-1", "en", &[("billing", 2)], pb::Tier::Vip)).await;
+    let offer = a.offer().await;
+    s.submit(case("kept-2", "en", &[], pb::Tier::Standard)).await;
+    let before = (s.case("kept-1").await, s.case("kept-2").await, s.agent("a1").await);
+
+    let redis = s.redis.as_mut().expect("redis backend");
+    redis.stop(); // SIGTERM: Redis fsyncs the AOF and exits
+    redis.restart();
+
+    // The same dispatcher reconnects by itself.
+    let after = eventually("reads after the restart", || async {
+        let mut esc = s.escalation();
+        let c1 = esc.get_case(pb::GetCaseRequest { case_id: "kept-1".into() }).await.ok()?.into_inner().case?;
+        Some(c1)
+    })
+    .await;
+    assert_eq!(after, before.0, "the offered case is intact");
+    assert_eq!(after.offers[0].offer_id, offer.offer_id);
+    assert_eq!(s.case("kept-2").await, before.1);
+    assert_eq!(s.agent("a1").await.profile, before.2.profile);
+    // And the offer can still be accepted.
+    assert_eq!(a.accept(&offer.offer_id).await.code, 0);
+    assert_eq!(s.case("kept-1").await.state, pb::CaseState::Assigned as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_gives_unavailable_then_recovery() {
+    let s = TestServer::start(Backend::Redis, Policy::default()).await;
+    s.submit(case("h-1", "en", &[], pb::Tier::Standard)).await;
+    assert_eq!(serving(&s).await, SERVING);
+    s.redis.as_ref().unwrap().pause(); // SIGSTOP: connections stay open, nothing answers
+
+    let started = Instant::now();
+    let err = s.escalation().get_case(pb::GetCaseRequest { case_id: "h-1".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast (response timeout), took {:?}", started.elapsed());
+    let err = s
+        .escalation()
+        .submit_case(pb::SubmitCaseRequest { spec: Some(case("h-2", "en", &[], pb::Tier::Standard)) })
+        .await;
+    assert_eq!(err.unwrap_err().code(), Code::Unavailable);
+    eventually("health NOT_SERVING", || async { (serving(&s).await == NOT_SERVING).then_some(()) }).await;
+
+    s.redis.as_ref().unwrap().resume();
+    eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
+    eventually("reads work again", || async {
+        s.escalation().get_case(pb::GetCaseRequest { case_id: "h-1".into() }).await.ok().map(drop)
+    })
+    .await;
+    // The retried submit goes through (idempotent: retried until it answers).
+    eventually("the submit retry", || async {
+        s.escalation()
+            .submit_case(pb::SubmitCaseRequest { spec: Some(case("h-2", "en", &[], pb::Tier::Standard)) })
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert_eq!(s.case("h-2").await.state, pb::CaseState::Queued as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_gives_unavailable_and_a_restarted_one_is_used_again() {
+    let mut s = TestServer::start(Backend::Redis, Policy::default()).await;
+    s.register(profile("d1", &[("en", 5)], &[], false)).await;
+    s.redis.as_mut().unwrap().kill();
+    let err = s.roster().get_agent(pb::GetAgentRequest { agent_id: "d1".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    eventually("health NOT_SERVING", || async { (serving(&s).await == NOT_SERVING).then_some(()) }).await;
+    s.redis.as_mut().unwrap().restart();
+    eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
+    eventually("writes work again", || async {
+        s.roster()
+            .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("d2", &[("en", 5)], &[], false)) })
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
