@@ -102,6 +102,14 @@ impl TestServer {
         Self::start_with(backend, policy, ServerConfig::default()).await
     }
 
+    /// Starts a second dispatcher on the Redis of `other` (same pool, same manual clock).
+    pub async fn start_beside(other: &TestServer, policy: Policy) -> Self {
+        let url = other.redis.as_ref().expect("a redis backend").url();
+        let config = RedisConfig { url, ..RedisConfig::default() };
+        let store = RedisStore::open(&config, Some(other.clock.clone())).await.expect("open the redis store");
+        Self::serve(Arc::new(store), other.clock.clone(), None, policy, ServerConfig::default()).await
+    }
+
     /// Starts a server on `backend` with `policy` and transport settings.
     pub async fn start_with(backend: Backend, policy: Policy, server: ServerConfig) -> Self {
         let clock = Clock::manual(T0);
@@ -114,6 +122,16 @@ impl TestServer {
                 (Arc::new(store), Some(r))
             }
         };
+        Self::serve(store, clock, redis, policy, server).await
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        redis: Option<RedisServer>,
+        policy: Policy,
+        server: ServerConfig,
+    ) -> Self {
         let config = EngineConfig { id_seed: Some(7), ..EngineConfig::default() };
         let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

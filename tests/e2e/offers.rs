@@ -155,6 +155,8 @@ async fn complete_then_wrap_up_then_the_next_case(b: Backend) {
     assert!(kinds.contains(&(pb::CaseEventKind::Assigned as i32)), "{kinds:?}");
     let r = a.complete("w1").await;
     assert_eq!(r.code, 0, "completing twice is idempotent: {}", r.message);
+    let late = s.escalation().cancel_case(pb::CancelCaseRequest { case_id: "w1".into(), reason: String::new() }).await;
+    assert_eq!(late.unwrap_err().code(), Code::FailedPrecondition, "a completed case cannot be cancelled");
 }
 
 async fn cancel_revokes_the_live_offer(b: Backend) {
@@ -171,7 +173,12 @@ async fn cancel_revokes_the_live_offer(b: Backend) {
     assert_eq!((r.offer_id.as_str(), r.reason.as_str()), (offer.offer_id.as_str(), "cancelled"));
     assert_eq!(best.accept(&offer.offer_id).await.code, Code::FailedPrecondition as i32);
     let again = s.escalation().cancel_case(pb::CancelCaseRequest { case_id: "c5".into(), reason: String::new() }).await;
-    assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
+    let again = again.expect("a retried cancel succeeds").into_inner().case.unwrap();
+    assert_eq!(
+        (again.state, again.outcome.as_str()),
+        (pb::CaseState::Cancelled as i32, "customer left"),
+        "and changes nothing"
+    );
 }
 
 async fn a_case_with_a_ttl_expires_while_waiting(b: Backend) {
@@ -194,7 +201,25 @@ async fn a_case_with_a_ttl_expires_while_waiting(b: Backend) {
     assert_eq!(s.case("ttl-1").await.state, pb::CaseState::Expired as i32);
 }
 
+async fn a_finished_case_is_purged_after_its_retention(b: Backend) {
+    let s = TestServer::start(b, Policy { terminal_case_retention_ms: 3_600_000, ..Policy::default() }).await;
+    s.submit(case("short-lived", "en", &[], pb::Tier::Standard)).await;
+    s.escalation()
+        .cancel_case(pb::CancelCaseRequest { case_id: "short-lived".into(), reason: "done".into() })
+        .await
+        .unwrap();
+    s.advance(3_599_000);
+    assert_eq!(s.case("short-lived").await.state, pb::CaseState::Cancelled as i32, "kept during retention");
+    s.advance(1_000);
+    eventually("the purge", || async {
+        let r = s.escalation().get_case(pb::GetCaseRequest { case_id: "short-lived".into() }).await;
+        (r.err()?.code() == Code::NotFound).then_some(())
+    })
+    .await;
+}
+
 on_both_stores!(
+    a_finished_case_is_purged_after_its_retention,
     accept_assigns_and_is_idempotent,
     decline_goes_to_the_next_best_at_once,
     timeout_goes_to_the_next_best_and_a_late_accept_is_rejected,

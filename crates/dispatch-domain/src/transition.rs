@@ -499,13 +499,15 @@ pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: 
         }],
         ..Change::default()
     };
+    change.purge_later(&case, policy, now);
     change.agent_ready(&agent, now);
     change.case = Some(case);
     change.agent = Some(agent);
     Ok(change)
 }
 
-/// The router cancels a case: a live offer is revoked, an assignment released.
+/// The router cancels a case: a live offer is revoked, an assignment released. Cancelling a
+/// cancelled case again changes nothing and succeeds; a completed or expired one is refused.
 /// `agent` is the case's current agent, if it has one.
 pub fn cancel(
     case: &Case,
@@ -514,6 +516,10 @@ pub fn cancel(
     now: Millis,
     policy: &Policy,
 ) -> Result<Change, Rejection> {
+    if case.state == CaseState::Cancelled {
+        // A retried cancel (the first answer was lost) gets the same result.
+        return Ok(Change::default());
+    }
     if case.state.is_terminal() {
         return Err(Rejection::FailedPrecondition(format!("case {} is already {}", case.id(), case.state.name())));
     }

@@ -255,7 +255,13 @@ fn offer_then_accept_then_complete() {
     let (c, a) = apply(&c, &a, &ch);
     assert_eq!(c.state, CaseState::Completed);
     assert_eq!(a.wrap_up_until, T0 + 60_000 + 10_000);
-    assert_eq!(ch.timers, vec![(TimerKey::AgentReady(a.id().clone()), T0 + 70_000)]);
+    assert_eq!(
+        ch.timers,
+        vec![
+            (TimerKey::Purge(c.id().clone()), T0 + 60_000 + p.terminal_case_retention_ms as i64),
+            (TimerKey::AgentReady(a.id().clone()), T0 + 70_000),
+        ]
+    );
     assert!(transition::complete(&c, &a, "again", T0 + 60_001, &p).unwrap().is_noop(), "complete is idempotent");
 }
 
@@ -337,7 +343,10 @@ fn cancel_from_each_state() {
     let ch = transition::cancel(&co, Some(&ao), "left", T0, &p).unwrap();
     assert!(ch.agent.as_ref().unwrap().pending_offer.is_none());
     let (cc, _) = apply(&co, &ao, &ch);
-    assert!(matches!(transition::cancel(&cc, None, "again", T0, &p), Err(Rejection::FailedPrecondition(_))));
+    assert!(transition::cancel(&cc, None, "again", T0, &p).unwrap().is_noop(), "a retried cancel changes nothing");
+    let mut done = cc.clone();
+    done.state = CaseState::Completed;
+    assert!(matches!(transition::cancel(&done, None, "late", T0, &p), Err(Rejection::FailedPrecondition(_))));
     let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0).unwrap());
     let ch = transition::cancel(&ca, Some(&aa), "left", T0, &p).unwrap();
     assert!(ch.agent.unwrap().assignments.is_empty());

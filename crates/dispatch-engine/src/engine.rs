@@ -426,7 +426,10 @@ impl Engine {
                 transition::cancel(case, agent, reason, now, &self.inner.policy)
             })
             .await?;
-        out.committed.case.ok_or_else(|| EngineError::Internal("cancel stored no case".into()))
+        match out.committed.case {
+            Some(c) => Ok(c),
+            None => self.get_case(id).await,
+        }
     }
 
     /// The case now, and its future events (events up to the snapshot's version are to be

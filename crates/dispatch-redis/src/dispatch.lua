@@ -5,7 +5,8 @@
 -- before the first write because Redis does not roll back. Records are opaque JSON strings.
 --
 -- Key roles (all keys of one pool share one hash tag, so each call touches one slot):
---   record hashes  {v = version, d = JSON}
+--   records  string "<version>:<JSON>" (one string: a hash with a long field would be stored
+--                   as a hashtable, about 200 bytes more per record)
 --   agents   zset  agent ids (score 0, for ordered paging)
 --   live     set   ids of cases that are not terminal
 --   offers   hash  offer id -> case id
@@ -14,9 +15,9 @@
 --   log      stream change log: k = a|c, id = record id
 
 local function version_of(key)
-  local v = redis.call('HGET', key, 'v')
-  if v then
-    return tonumber(v)
+  local raw = redis.call('GET', key)
+  if raw then
+    return tonumber(string.match(raw, '^(%d+):'))
   end
   return 0
 end
@@ -41,7 +42,7 @@ local function commit(keys, args)
     return {0, 'agent'}
   end
   if c then
-    redis.call('HSET', keys[1], 'v', tonumber(c['exp']) + 1, 'd', args[2])
+    redis.call('SET', keys[1], (tonumber(c['exp']) + 1) .. ':' .. args[2])
     if c['live'] then
       redis.call('SADD', keys[4], c['id'])
     else
@@ -53,7 +54,7 @@ local function commit(keys, args)
     log(keys[8], m['max'], 'c', c['id'])
   end
   if a then
-    redis.call('HSET', keys[2], 'v', tonumber(a['exp']) + 1, 'd', args[3])
+    redis.call('SET', keys[2], (tonumber(a['exp']) + 1) .. ':' .. args[3])
     redis.call('ZADD', keys[3], 0, a['id'])
     log(keys[8], m['max'], 'a', a['id'])
   end

@@ -34,12 +34,12 @@ impl Keys {
         }
     }
 
-    /// Hash `{v, d}` of one agent.
+    /// String `<version>:<json>` of one agent.
     pub fn agent(&self, id: &str) -> String {
         format!("{}agent:{id}", self.prefix)
     }
 
-    /// Hash `{v, d}` of one case.
+    /// String `<version>:<json>` of one case.
     pub fn case(&self, id: &str) -> String {
         format!("{}case:{id}", self.prefix)
     }

@@ -1,4 +1,4 @@
-//! [`RedisStore`]: the [`Store`] port on Redis. Reads are plain `HGET`s pipelined with `TIME`;
+//! [`RedisStore`]: the [`Store`] port on Redis. Reads are plain `GET`s pipelined with `TIME`;
 //! every write is one Redis Function call (`dispatch.lua`) that checks record versions before
 //! writing anything.
 
@@ -88,8 +88,13 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// Decodes a record stored as `<version>:<json>` (the JSON carries the same version).
 fn decode<T: serde::de::DeserializeOwned>(what: &str, raw: Option<String>) -> Result<Option<T>, StoreError> {
-    raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(what, e))).transpose()
+    raw.map(|s| {
+        let json = s.split_once(':').map(|(_, j)| j).ok_or_else(|| corrupt(what, "no version prefix"))?;
+        serde_json::from_str(json).map_err(|e| corrupt(what, e))
+    })
+    .transpose()
 }
 
 /// Timer keys as sorted-set members: `kind:id` (ids may contain `:`, kinds do not).
@@ -215,7 +220,7 @@ impl RedisStore {
         for chunk in keys.chunks(1_000) {
             let mut pipe = redis::pipe();
             for k in chunk {
-                pipe.hget(k, "d");
+                pipe.get(k);
             }
             let raw: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
             for r in raw {
@@ -241,10 +246,10 @@ impl Store for RedisStore {
     async fn read(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<Read, StoreError> {
         let mut pipe = redis::pipe();
         if let Some(c) = case {
-            pipe.hget(self.keys.case(c.as_str()), "d");
+            pipe.get(self.keys.case(c.as_str()));
         }
         if let Some(a) = agent {
-            pipe.hget(self.keys.agent(a.as_str()), "d");
+            pipe.get(self.keys.agent(a.as_str()));
         }
         if self.clock.is_none() {
             pipe.cmd("TIME");
@@ -271,7 +276,7 @@ impl Store for RedisStore {
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
-        let raw: Option<String> = self.conn().hget(self.keys.agent(id.as_str()), "d").await.map_err(unavailable)?;
+        let raw: Option<String> = self.conn().get(self.keys.agent(id.as_str())).await.map_err(unavailable)?;
         decode("agent", raw)
     }
 
@@ -307,7 +312,7 @@ impl Store for RedisStore {
     }
 
     async fn get_case(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
-        let raw: Option<String> = self.conn().hget(self.keys.case(id.as_str()), "d").await.map_err(unavailable)?;
+        let raw: Option<String> = self.conn().get(self.keys.case(id.as_str())).await.map_err(unavailable)?;
         decode("case", raw)
     }
 
