@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dispatch_domain::Policy;
 use dispatch_engine::{Clock, Engine, EngineConfig, MemoryStore, Store};
+use dispatch_grpc::auth::Authenticator;
 use dispatch_grpc::{ServerConfig, client};
 use dispatch_proto::v1 as pb;
 use dispatch_redis::testing::RedisServer;
@@ -97,9 +98,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on `backend` with `policy` (sweeper driven by the manual clock).
+    /// Starts a server on `backend` with `policy` (sweeper driven by the manual clock), in
+    /// development mode (plaintext, no authentication: the agent names itself with `agent-id`).
     pub async fn start(backend: Backend, policy: Policy) -> Self {
-        Self::start_with(backend, policy, ServerConfig::default()).await
+        Self::start_with(backend, policy, ServerConfig { plaintext: true, ..ServerConfig::default() }).await
     }
 
     /// Starts a second dispatcher on the Redis of `other` (same pool, same manual clock).
@@ -107,7 +109,8 @@ impl TestServer {
         let url = other.redis.as_ref().expect("a redis backend").url();
         let config = RedisConfig { url, ..RedisConfig::default() };
         let store = RedisStore::open(&config, Some(other.clock.clone())).await.expect("open the redis store");
-        Self::serve(Arc::new(store), other.clock.clone(), None, policy, ServerConfig::default()).await
+        let dev = ServerConfig { plaintext: true, ..ServerConfig::default() };
+        Self::serve(Arc::new(store), other.clock.clone(), None, policy, dev, Arc::new(Authenticator::dev())).await
     }
 
     /// Starts a server on `backend` with `policy` and transport settings.
@@ -122,7 +125,15 @@ impl TestServer {
                 (Arc::new(store), Some(r))
             }
         };
-        Self::serve(store, clock, redis, policy, server).await
+        Self::serve(store, clock, redis, policy, server, Arc::new(Authenticator::dev())).await
+    }
+
+    /// Starts a server on the memory store with transport settings and an authenticator of the
+    /// caller's (TLS and tokens). Its `channel()` is a plaintext one: give TLS servers your own.
+    pub async fn start_secure(policy: Policy, server: ServerConfig, auth: Authenticator) -> Self {
+        let clock = Clock::manual(T0);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(clock.clone()));
+        Self::serve(store, clock, None, policy, server, Arc::new(auth)).await
     }
 
     async fn serve(
@@ -131,6 +142,7 @@ impl TestServer {
         redis: Option<RedisServer>,
         policy: Policy,
         server: ServerConfig,
+        auth: Arc<Authenticator>,
     ) -> Self {
         let config = EngineConfig { id_seed: Some(7), ..EngineConfig::default() };
         let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
@@ -139,13 +151,14 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let e = engine.clone();
         let task = tokio::spawn(async move {
-            dispatch_grpc::serve(listener, e, server, async {
+            dispatch_grpc::serve(listener, e, server, auth, async {
                 let _ = stopped.await;
             })
             .await
             .expect("server runs");
         });
-        let channel = bounded("connecting", client::channel(&addr)).await.expect("connect");
+        // A lazy channel: a TLS server's tests connect with their own credentials.
+        let channel = tonic::transport::Endpoint::from_shared(addr.clone()).expect("address").connect_lazy();
         Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis }
     }
 

@@ -21,7 +21,9 @@ pub mod state;
 pub mod stats;
 pub mod transition;
 
-pub use model::{AgentId, CaseId, Channel, FieldError, Language, Level, Millis, OfferId, SessionId, Skill, Tier};
+pub use model::{
+    AgentId, CaseId, Channel, FieldError, Language, Level, Millis, OfferId, SessionId, Skill, TenantId, Tier,
+};
 pub use policy::Policy;
 pub use state::{Activity, Agent, AgentStatus, Case, CaseState};
 pub use transition::{Change, Event, Rejection, TimerKey};

@@ -80,6 +80,11 @@ id_type!(
     /// A customer, for affinity to the agent who helped them before.
     CustomerId, "customer id"
 );
+id_type!(
+    /// A routing service's tenant (a customer company). Taken from the caller's credentials,
+    /// never from a message body.
+    TenantId, "tenant id"
+);
 
 fn validate_id(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
     if value.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, Channel, Millis, OfferId, SessionId};
+use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, Channel, Millis, OfferId, SessionId, TenantId};
 use crate::policy::{Policy, Relaxed};
 
 /// What the agent chose, or was forced to.
@@ -351,6 +351,9 @@ pub struct Case {
     pub outcome: String,
     /// When it reached a terminal state (0 before).
     pub closed_at: Millis,
+    /// The tenant whose router submitted it (`None`: submitted without tenant scoping).
+    #[serde(default)]
+    pub tenant: Option<TenantId>,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -366,8 +369,15 @@ impl Case {
             excluded: BTreeMap::new(),
             outcome: String::new(),
             closed_at: 0,
+            tenant: None,
             version: 0,
         }
+    }
+
+    /// Whether a caller scoped to `tenant` may see this case (`None`: unscoped, sees all).
+    /// A router never learns that another tenant's case exists.
+    pub fn visible_to(&self, tenant: Option<&TenantId>) -> bool {
+        tenant.is_none_or(|t| self.tenant.as_ref() == Some(t))
     }
 
     /// The case's id.

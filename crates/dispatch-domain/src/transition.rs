@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, FieldError, Millis, OfferId, SessionId};
+use crate::model::{AgentId, AgentProfile, CaseId, CaseSpec, FieldError, Millis, OfferId, SessionId, TenantId};
 use crate::policy::Policy;
 use crate::scoring;
 use crate::state::{
@@ -216,18 +216,19 @@ impl Change {
     }
 }
 
-/// A new case from a router. A repeated submission is settled by [`resubmit`].
-pub fn submit(spec: CaseSpec, now: Millis, policy: &Policy) -> Change {
-    let case = Case::new(spec, now);
+/// A new case from a router of `tenant`. A repeated submission is settled by [`resubmit`].
+pub fn submit(spec: CaseSpec, tenant: Option<TenantId>, now: Millis, policy: &Policy) -> Change {
+    let case = Case { tenant, ..Case::new(spec, now) };
     let mut change = Change { events: vec![Event::Queued { case_id: case.id().clone() }], ..Change::default() };
     change.case_review(&case, policy, now);
     change.case = Some(case);
     change
 }
 
-/// A submission whose id exists: the same payload is a retry, another payload a conflict.
-pub fn resubmit(existing: &Case, spec: &CaseSpec) -> Result<(), Rejection> {
-    if &existing.spec == spec {
+/// A submission whose id exists: the same payload from the same tenant is a retry, anything
+/// else a conflict.
+pub fn resubmit(existing: &Case, spec: &CaseSpec, tenant: Option<&TenantId>) -> Result<(), Rejection> {
+    if &existing.spec == spec && existing.tenant.as_ref() == tenant {
         Ok(())
     } else {
         Err(Rejection::AlreadyExists(format!("case {} exists with a different payload", spec.id)))

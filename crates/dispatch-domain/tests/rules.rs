@@ -58,7 +58,7 @@ fn spec(id: &str, lang: &str, skills: &[(&str, u32)], tier: Tier) -> CaseSpec {
 }
 
 fn new_case(id: &str, lang: &str, skills: &[(&str, u32)], tier: Tier, at: Millis) -> Case {
-    transition::submit(spec(id, lang, skills, tier), at, &Policy::default()).case.unwrap()
+    transition::submit(spec(id, lang, skills, tier), None, at, &Policy::default()).case.unwrap()
 }
 
 fn oid(n: u32) -> OfferId {
@@ -360,8 +360,22 @@ fn cancel_from_each_state() {
 #[test]
 fn resubmission_compares_the_whole_payload() {
     let c = new_case("c", "en", &[], Tier::Standard, T0);
-    assert!(transition::resubmit(&c, &spec("c", "en", &[], Tier::Standard)).is_ok());
-    assert!(matches!(transition::resubmit(&c, &spec("c", "en", &[], Tier::Vip)), Err(Rejection::AlreadyExists(_))));
+    assert!(transition::resubmit(&c, &spec("c", "en", &[], Tier::Standard), None).is_ok());
+    assert!(matches!(
+        transition::resubmit(&c, &spec("c", "en", &[], Tier::Vip), None),
+        Err(Rejection::AlreadyExists(_))
+    ));
+    let acme = dispatch_domain::TenantId::parse("t", "acme").unwrap();
+    assert!(
+        matches!(
+            transition::resubmit(&c, &spec("c", "en", &[], Tier::Standard), Some(&acme)),
+            Err(Rejection::AlreadyExists(_))
+        ),
+        "another tenant cannot claim the id"
+    );
+    let theirs = Case { tenant: Some(acme.clone()), ..c.clone() };
+    assert!(theirs.visible_to(Some(&acme)) && theirs.visible_to(None));
+    assert!(!theirs.visible_to(Some(&dispatch_domain::TenantId::parse("t", "globex").unwrap())));
 }
 
 // ---------------------------------------------------------------------------------------------

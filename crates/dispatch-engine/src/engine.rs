@@ -17,7 +17,7 @@ use dispatch_domain::stats::{self, Availability, AvailabilityFilter, GroupBy};
 use dispatch_domain::transition::{self, RevokeReason};
 use dispatch_domain::{
     Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Event, Millis, OfferId, Policy, Rejection, SessionId,
-    Tier, TimerKey,
+    TenantId, Tier, TimerKey,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -394,49 +394,59 @@ impl Engine {
     // Cases
     // ------------------------------------------------------------------------------------
 
-    /// Submits a case; a retry with the same payload returns the existing case (`false`).
-    pub async fn submit(&self, spec: CaseSpec) -> Result<(Case, bool), EngineError> {
+    /// Submits a case for `tenant`; a retry with the same payload returns the existing case
+    /// (`false`).
+    pub async fn submit(&self, spec: CaseSpec, tenant: Option<TenantId>) -> Result<(Case, bool), EngineError> {
         let id = spec.id.clone();
         let mut created = false;
         let out = self
             .transact(Load::Case(&id), |existing, _, now| match existing {
-                Some(c) => transition::resubmit(c, &spec).map(|()| Change::default()),
+                Some(c) => transition::resubmit(c, &spec, tenant.as_ref()).map(|()| Change::default()),
                 None => {
                     created = true;
-                    Ok(transition::submit(spec.clone(), now, &self.inner.policy))
+                    Ok(transition::submit(spec.clone(), tenant.clone(), now, &self.inner.policy))
                 }
             })
             .await?;
         match out.committed.case {
             Some(c) => Ok((c, created)),
-            None => Ok((self.get_case(&id).await?, false)),
+            None => Ok((self.get_case(&id, tenant.as_ref()).await?, false)),
         }
     }
 
-    /// A case.
-    pub async fn get_case(&self, id: &CaseId) -> Result<Case, EngineError> {
-        self.inner.store.get_case(id).await?.ok_or_else(|| not_found("case", id))
+    /// A case, as seen by a caller scoped to `tenant` (`None`: every case). Another tenant's
+    /// case is NOT_FOUND.
+    pub async fn get_case(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<Case, EngineError> {
+        self.inner.store.get_case(id).await?.filter(|c| c.visible_to(tenant)).ok_or_else(|| not_found("case", id))
     }
 
     /// Cancels a case, revoking its offer or releasing its agent.
-    pub async fn cancel(&self, id: &CaseId, reason: &str) -> Result<Case, EngineError> {
+    pub async fn cancel(&self, id: &CaseId, reason: &str, tenant: Option<&TenantId>) -> Result<Case, EngineError> {
         let out = self
             .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
-                let case = case.ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
+                let case = case
+                    .filter(|c| c.visible_to(tenant))
+                    .ok_or_else(|| Rejection::NotFound(format!("case {id} not found")))?;
                 transition::cancel(case, agent, reason, now, &self.inner.policy)
             })
             .await?;
         match out.committed.case {
             Some(c) => Ok(c),
-            None => self.get_case(id).await,
+            None => self.get_case(id, tenant).await,
         }
     }
 
     /// The case now, and its future events (events up to the snapshot's version are to be
     /// skipped by the caller: they are already in the snapshot).
-    pub async fn watch_case(&self, id: &CaseId) -> Result<(Case, broadcast::Receiver<CaseEvent>), EngineError> {
+    pub async fn watch_case(
+        &self,
+        id: &CaseId,
+        tenant: Option<&TenantId>,
+    ) -> Result<(Case, broadcast::Receiver<CaseEvent>), EngineError> {
+        let case = self.get_case(id, tenant).await?;
         let rx = self.inner.watchers.subscribe(id);
-        let case = self.get_case(id).await?;
+        // Read again after subscribing: nothing between the two reads is missed.
+        let case = self.get_case(id, tenant).await.unwrap_or(case);
         Ok((case, rx))
     }
 

@@ -1,25 +1,85 @@
-//! Building clients: one place that sets the client-side limits, used by the command-line
-//! client and the tests.
+//! Building clients: one place that sets the client-side transport (TLS, optional client
+//! certificate, timeouts) and attaches credentials, used by the command-line client and the
+//! tests.
 
 use std::time::Duration;
 
 use dispatch_proto::AGENT_ID_HEADER;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-/// Connects to `addr` (`http://host:port`).
+/// How to reach the server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA bundle that signed the server's certificate (required for `https://`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate is checked against (default: the address's host).
+    pub domain: Option<String>,
+}
+
+/// Connects to `addr` (`http://host:port`, or `https://host:port` with TLS).
 pub async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(addr.to_owned())?
+    channel_with(addr, &ClientTls::default()).await
+}
+
+/// Connects to `addr` with TLS settings.
+pub async fn channel_with(addr: &str, tls: &ClientTls) -> Result<Channel, tonic::transport::Error> {
+    endpoint(addr, tls)?.connect().await
+}
+
+/// The configured endpoint for `addr`.
+pub fn endpoint(addr: &str, tls: &ClientTls) -> Result<Endpoint, tonic::transport::Error> {
+    let mut e = Endpoint::from_shared(addr.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
+        .keep_alive_while_idle(true);
+    if addr.starts_with("https://") {
+        let mut c = ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca_pem {
+            c = c.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &tls.identity {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(d) = &tls.domain {
+            c = c.domain_name(d.clone());
+        }
+        e = e.tls_config(c)?;
+    }
+    Ok(e)
 }
 
-/// Wraps `msg` in a request carrying the agent's identity.
+/// Attaches `authorization: Bearer <token>` (when a token is set) to every call.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// Credentials from a token; `None` sends none.
+    pub fn new(token: Option<&str>) -> Result<Self, Status> {
+        token
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| Status::invalid_argument("the token is not valid metadata"))
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Wraps `msg` in a request naming the agent (development mode identity).
 pub fn as_agent<T>(agent_id: &str, msg: T) -> Result<Request<T>, Status> {
     let mut req = Request::new(msg);
     let v: MetadataValue<_> =

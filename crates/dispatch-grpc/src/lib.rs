@@ -6,14 +6,15 @@
 //! - [`services`]: the four `dispatch.v1` services;
 //! - [`convert`]: proto ↔ domain conversions (exhaustive destructuring);
 //! - [`error`]: the one engine error → gRPC status mapping;
-//! - [`identity`]: the interceptor that reads the agent's identity from metadata;
+//! - [`auth`]: authentication (JWT or development mode), the access rules of every method, and
+//!   the tower layer that enforces them;
 //! - [`client`]: client construction for tools and tests.
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod error;
-pub mod identity;
 pub mod server;
 pub mod services;
 
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, TlsConfig, serve};

@@ -1,8 +1,9 @@
-//! Assembles the gRPC server: the four services with explicit limits, the identity
-//! interceptor on the agent stream, `grpc.health.v1` and server reflection. The caller owns the
-//! listener (so tests bind `127.0.0.1:0`) and the shutdown future.
+//! Assembles the gRPC server: TLS (optionally mutual), the authorisation layer on every call,
+//! the four services with explicit limits, `grpc.health.v1` and server reflection. The caller
+//! owns the listener (tests bind `127.0.0.1:0`) and the shutdown future.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_engine::Engine;
@@ -14,22 +15,30 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::identity;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::services::{EdgeConfig, Services};
 
 /// Transport limits and timeouts. tonic's defaults are open-ended; every one is set here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Largest request message, in bytes.
-    pub max_message_bytes: usize,
+    /// Largest message on an agent stream, in bytes.
+    pub agent_max_message_bytes: usize,
+    /// Largest `EscalationService` request (a case with its summary), in bytes.
+    pub escalation_max_message_bytes: usize,
+    /// Largest `RosterService` request, in bytes.
+    pub roster_max_message_bytes: usize,
+    /// Largest `PlannerService` request, in bytes.
+    pub planner_max_message_bytes: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Most requests in progress per connection; more are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding, no queueing).
+    pub max_requests_per_connection: usize,
     /// HTTP/2 keepalive ping interval.
     pub keepalive_interval_ms: u64,
     /// Close a connection whose keepalive ping is not answered within this time.
@@ -38,19 +47,80 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Buffer of events per watch stream.
     pub watch_buffer: usize,
+    /// Serve without TLS. Development only: `dispatchd --dev` sets it and logs a warning.
+    pub plaintext: bool,
+    /// TLS.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert: String,
+    /// PEM private key of the server.
+    pub key: String,
+    /// PEM CA bundle for client certificates (mutual TLS for service clients); empty: none.
+    pub client_ca: String,
+    /// With `client_ca`: refuse clients without a certificate (otherwise it is optional, so
+    /// agent apps can connect with a token alone).
+    pub require_client_cert: bool,
+    /// A connection that has not finished the TLS handshake by then is closed.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: String::new(),
+            key: String::new(),
+            client_ca: String::new(),
+            require_client_cert: false,
+            handshake_timeout_ms: 5_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_message_bytes: 256 * 1024,
-            max_concurrent_streams: 256,
+            agent_max_message_bytes: 16 * 1024,
+            escalation_max_message_bytes: 64 * 1024,
+            roster_max_message_bytes: 64 * 1024,
+            planner_max_message_bytes: 16 * 1024,
+            max_concurrent_streams: 128,
+            max_requests_per_connection: 64,
             keepalive_interval_ms: 20_000,
             keepalive_timeout_ms: 10_000,
             heartbeat_timeout_ms: 45_000,
             watch_buffer: 64,
+            plaintext: false,
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// Why the server could not start or stopped.
+pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+fn tls_config(c: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
+    if c.cert.is_empty() || c.key.is_empty() {
+        return Err(
+            "server.tls.cert and server.tls.key are required (or run in development mode, plaintext, with --dev)"
+                .into(),
+        );
+    }
+    let read = |what: &str, p: &str| std::fs::read(p).map_err(|e| format!("server.tls.{what}: reading {p}: {e}"));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("cert", &c.cert)?, read("key", &c.key)?))
+        .timeout(Duration::from_millis(c.handshake_timeout_ms));
+    if !c.client_ca.is_empty() {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client_ca", &c.client_ca)?))
+            .client_auth_optional(!c.require_client_cert);
+    }
+    Ok(tls)
 }
 
 /// Serves until `shutdown` resolves: then health goes NOT_SERVING, long-lived streams end (agents
@@ -60,16 +130,25 @@ pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     config: ServerConfig,
+    auth: Arc<Authenticator>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let mut builder = Server::builder();
+    if config.plaintext {
+        warn!("serving WITHOUT TLS (development mode): do not expose this port");
+    } else {
+        builder = builder.tls_config(tls_config(&config.tls)?)?;
+    }
+    if auth.is_dev() {
+        warn!("authentication is OFF (development mode): every caller may do everything");
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dispatch_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
+        .build_v1()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Health follows the store: NOT_SERVING while it does not answer, SERVING when it is back.
@@ -89,20 +168,24 @@ pub async fn serve(
     let edge = EdgeConfig {
         heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
         watch_buffer: config.watch_buffer,
+        max_stream_age: auth.max_stream_age_s().map(Duration::from_secs),
     };
     let services = Services::new(engine.clone(), edge, stop_rx);
-    let max = config.max_message_bytes;
-
-    let agent = InterceptedService::new(
-        AgentServiceServer::new(services.clone()).max_decoding_message_size(max),
-        identity::agent_identity,
-    );
-    let escalation = EscalationServiceServer::new(services.clone()).max_decoding_message_size(max);
-    let roster = RosterServiceServer::new(services.clone()).max_decoding_message_size(max);
-    let planner = PlannerServiceServer::new(services).max_decoding_message_size(max);
+    let agent = AgentServiceServer::new(services.clone())
+        .max_decoding_message_size(config.agent_max_message_bytes)
+        .max_encoding_message_size(256 * 1024);
+    let escalation = EscalationServiceServer::new(services.clone())
+        .max_decoding_message_size(config.escalation_max_message_bytes)
+        .max_encoding_message_size(4 * 1024 * 1024);
+    let roster = RosterServiceServer::new(services.clone())
+        .max_decoding_message_size(config.roster_max_message_bytes)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    let planner = PlannerServiceServer::new(services)
+        .max_decoding_message_size(config.planner_max_message_bytes)
+        .max_encoding_message_size(4 * 1024 * 1024);
 
     let addr = listener.local_addr().ok();
-    info!(?addr, "serving dispatch.v1");
+    info!(?addr, tls = !config.plaintext, "serving dispatch.v1");
     let drain = async move {
         shutdown.await;
         info!("shutting down: health NOT_SERVING, ending streams");
@@ -110,11 +193,14 @@ pub async fn serve(
         set_all(&health, ServingStatus::NotServing).await;
         engine.stop();
     };
-    Server::builder()
+    builder
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .concurrency_limit_per_connection(config.max_requests_per_connection)
+        .load_shed(true)
         .tcp_nodelay(true)
+        .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(agent)
@@ -122,7 +208,8 @@ pub async fn serve(
         .add_service(roster)
         .add_service(planner)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-        .await
+        .await?;
+    Ok(())
 }
 
 /// Sets the overall status and every service's.

@@ -15,9 +15,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::auth::{self, Principal};
 use crate::convert::{self, id};
 use crate::error::{invalid, required, status};
-use crate::identity;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -28,6 +28,8 @@ pub struct EdgeConfig {
     pub heartbeat_timeout: Duration,
     /// Buffer of server-stream messages for watchers.
     pub watch_buffer: usize,
+    /// Long-lived streams end after this long (`None`: no bound, development mode).
+    pub max_stream_age: Option<Duration>,
 }
 
 /// Shared by every service: the engine, edge settings, and the shutdown signal that ends
@@ -58,31 +60,53 @@ impl pb::agent_service_server::AgentService for Services {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let agent_id = identity::caller(&request)?;
+        let principal = auth::principal(&request)?;
+        let agent_id = principal.agent()?;
+        let age = self.stream_age(&principal).await?;
         let inbound = request.into_inner();
         let session = self.engine.connect(&agent_id).await.map_err(status)?;
         let session_id = session.session_id.clone();
         let this = self.clone();
-        tokio::spawn(async move { this.read_commands(agent_id, session_id, inbound).await });
+        tokio::spawn(async move { this.read_commands(agent_id, session_id, inbound, age).await });
         let stream = ReceiverStream::new(session.notices).map(|n| Ok(convert::notice_to(n)));
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
 impl Services {
+    /// How long a stream of `principal` may stay open: until its credentials expire, and at most
+    /// the configured stream age.
+    async fn stream_age(&self, principal: &Principal) -> Result<Duration, Status> {
+        let mut age = self.edge.max_stream_age.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        if let Some(exp) = principal.expires_at {
+            let now_ms = self.engine.now().await.map_err(status)?;
+            let left = (i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000) - now_ms).max(0);
+            age = age.min(Duration::from_millis(left as u64));
+        }
+        Ok(age)
+    }
+
     /// Reads the device's commands until it leaves, goes silent past the heartbeat timeout,
-    /// signs out, or the server shuts down; then ends the session.
+    /// signs out, its credentials' age runs out, or the server shuts down; then ends the
+    /// session (the device sees its stream end and reconnects).
     async fn read_commands(
         self,
         agent_id: AgentId,
         session_id: dispatch_domain::SessionId,
         mut inbound: Streaming<pb::AgentMessage>,
+        age: Duration,
     ) {
         let mut shutdown = self.shutdown.clone();
+        let expiry = tokio::time::sleep(age);
+        tokio::pin!(expiry);
         loop {
             let next = tokio::select! {
                 r = tokio::time::timeout(self.edge.heartbeat_timeout, inbound.message()) => r,
                 _ = shutdown.changed() => break,
+                () = &mut expiry => {
+                    warn!(agent_id = %agent_id, "stream age or credentials expired; ending the stream");
+                    break;
+                }
             };
             let msg = match next {
                 Ok(Ok(Some(msg))) => msg,
@@ -160,10 +184,11 @@ impl pb::escalation_service_server::EscalationService for Services {
         &self,
         request: Request<pb::SubmitCaseRequest>,
     ) -> Result<Response<pb::SubmitCaseResponse>, Status> {
+        let scope = auth::principal(&request)?.case_scope()?;
         let pb::SubmitCaseRequest { spec } = request.into_inner();
         let spec = spec.ok_or_else(|| required("spec"))?;
         let spec = convert::spec_from(&spec, "spec", self.engine.policy()).map_err(invalid)?;
-        let (case, created) = self.engine.submit(spec).await.map_err(status)?;
+        let (case, created) = self.engine.submit(spec, scope).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         Ok(Response::new(pb::SubmitCaseResponse {
             case: Some(convert::case_to(&case, now, self.engine.policy())),
@@ -172,9 +197,10 @@ impl pb::escalation_service_server::EscalationService for Services {
     }
 
     async fn get_case(&self, request: Request<pb::GetCaseRequest>) -> Result<Response<pb::GetCaseResponse>, Status> {
+        let scope = auth::principal(&request)?.case_scope()?;
         let pb::GetCaseRequest { case_id } = request.into_inner();
         let case_id = id("case_id", &case_id, CaseId::parse)?;
-        let case = self.engine.get_case(&case_id).await.map_err(status)?;
+        let case = self.engine.get_case(&case_id, scope.as_ref()).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         Ok(Response::new(pb::GetCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
     }
@@ -183,10 +209,11 @@ impl pb::escalation_service_server::EscalationService for Services {
         &self,
         request: Request<pb::CancelCaseRequest>,
     ) -> Result<Response<pb::CancelCaseResponse>, Status> {
+        let scope = auth::principal(&request)?.case_scope()?;
         let pb::CancelCaseRequest { case_id, reason } = request.into_inner();
         let case_id = id("case_id", &case_id, CaseId::parse)?;
         let reason = bounded_text("reason", &reason, limits::MAX_REASON_LEN).map_err(invalid)?;
-        let case = self.engine.cancel(&case_id, reason).await.map_err(status)?;
+        let case = self.engine.cancel(&case_id, reason, scope.as_ref()).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         Ok(Response::new(pb::CancelCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
     }
@@ -197,14 +224,19 @@ impl pb::escalation_service_server::EscalationService for Services {
         &self,
         request: Request<pb::WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let scope = principal.case_scope()?;
+        let age = self.stream_age(&principal).await?;
         let pb::WatchCaseRequest { case_id } = request.into_inner();
         let case_id = id("case_id", &case_id, CaseId::parse)?;
-        let (case, mut events) = self.engine.watch_case(&case_id).await.map_err(status)?;
+        let (case, mut events) = self.engine.watch_case(&case_id, scope.as_ref()).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         let (tx, rx) = mpsc::channel(self.edge.watch_buffer);
         let engine = self.engine.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let expiry = tokio::time::sleep(age);
+            tokio::pin!(expiry);
             let mut seen = case.version;
             let terminal = case.state.is_terminal();
             if tx.send(Ok(convert::event_to(&convert::snapshot_event(&case, now)))).await.is_err() || terminal {
@@ -217,13 +249,18 @@ impl pb::escalation_service_server::EscalationService for Services {
                         let _ = tx.send(Err(Status::unavailable("server shutting down; watch again"))).await;
                         return;
                     }
-                    _ = tx.closed() => return,
+                                        _ = tx.closed() => return,
+                    () = &mut expiry => {
+                        let _ = tx.send(Err(Status::unauthenticated("stream age or credentials expired; watch again"))).await;
+                        return;
+                    }
                 };
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow: resynchronise with a fresh snapshot.
-                        let (Ok(case), Ok(now)) = (engine.get_case(&case_id).await, engine.now().await) else {
+                        let (Ok(case), Ok(now)) = (engine.get_case(&case_id, scope.as_ref()).await, engine.now().await)
+                        else {
                             return;
                         };
                         convert::snapshot_event(&case, now)
@@ -338,6 +375,7 @@ impl pb::planner_service_server::PlannerService for Services {
         &self,
         request: Request<pb::WatchAvailabilityRequest>,
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        let age = self.stream_age(&auth::principal(&request)?).await?;
         let pb::WatchAvailabilityRequest { filter, group_by, interval_ms } = request.into_inner();
         let (filter, dims) = convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
         let interval = match interval_ms {
@@ -353,6 +391,8 @@ impl pb::planner_service_server::PlannerService for Services {
         let mut changes = engine.pool_changes();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let expiry = tokio::time::sleep(age);
+            tokio::pin!(expiry);
             let mut last: Option<pb::AvailabilityReport> = None;
             let mut last_sent = tokio::time::Instant::now();
             loop {
@@ -382,8 +422,12 @@ impl pb::planner_service_server::PlannerService for Services {
                             _ = shutdown.changed() => return,
                         }
                     }
-                    _ = shutdown.changed() => return,
+                                        _ = shutdown.changed() => return,
                     _ = tx.closed() => return,
+                    () = &mut expiry => {
+                        let _ = tx.send(Err(Status::unauthenticated("stream age or credentials expired; watch again"))).await;
+                        return;
+                    }
                 }
             }
         });

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use dispatch_domain::Policy;
 use dispatch_engine::EngineConfig;
 use dispatch_grpc::ServerConfig;
+use dispatch_grpc::auth::AuthConfig;
 use dispatch_redis::RedisConfig;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -30,6 +31,8 @@ pub struct Config {
     pub policy: Policy,
     /// The Redis store; with an empty `url` the embedded in-memory store is used.
     pub redis: RedisConfig,
+    /// Authentication: bearer JWTs, or the development mode.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             policy: Policy::default(),
             redis: RedisConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -139,9 +143,18 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format: must be text or json");
         }
-        if self.server.max_message_bytes < 1024 {
-            bail!("server.max_message_bytes: must be at least 1024");
+        let s = &self.server;
+        for (k, v) in [
+            ("agent", s.agent_max_message_bytes),
+            ("escalation", s.escalation_max_message_bytes),
+            ("roster", s.roster_max_message_bytes),
+            ("planner", s.planner_max_message_bytes),
+        ] {
+            if !(1024..=16 * 1024 * 1024).contains(&v) {
+                bail!("server.{k}_max_message_bytes: must be 1024 to 16777216");
+            }
         }
+
         if self.engine.agent_outbound_buffer == 0 || self.server.watch_buffer == 0 {
             bail!("engine.agent_outbound_buffer and server.watch_buffer must be above 0");
         }
@@ -154,9 +167,20 @@ impl Config {
         if self.redis.pool.is_empty() || self.redis.pool.contains(['{', '}']) {
             bail!("redis.pool: must be non-empty and free of braces (it is the keys' hash tag)");
         }
+        if !self.server.plaintext && (self.server.tls.cert.is_empty() || self.server.tls.key.is_empty()) {
+            bail!(
+                "server.tls.cert and server.tls.key are required: the dispatcher serves TLS only \
+                 (deploy/dev-certs.sh makes development certificates), or run `dispatchd --dev` \
+                 for the plaintext, unauthenticated development mode"
+            );
+        }
+        if self.server.tls.handshake_timeout_ms == 0 || self.server.max_requests_per_connection == 0 {
+            bail!("server.tls.handshake_timeout_ms and server.max_requests_per_connection must be above 0");
+        }
         if self.server.heartbeat_timeout_ms < 1000 {
             bail!("server.heartbeat_timeout_ms: must be at least 1000");
         }
+        dispatch_grpc::auth::Authenticator::from_config(&self.auth).map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 }
@@ -164,6 +188,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `--dev` sets.
+    const DEV: [&str; 2] = ["server.plaintext=true", "auth.mode=\"dev\""];
 
     #[test]
     fn layers_apply_in_order() {
@@ -179,7 +206,12 @@ mod tests {
             ("DISPATCH__POLICY__OFFER_TIMEOUT_MS".to_owned(), "12000".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
-        let c = load(Some(file.to_str().unwrap()), env, &["policy.max_consecutive_misses=4".to_owned()]).unwrap();
+        let c = load(
+            Some(file.to_str().unwrap()),
+            env,
+            &["policy.max_consecutive_misses=4".to_owned(), DEV[0].to_owned(), DEV[1].to_owned()],
+        )
+        .unwrap();
         assert_eq!(c.listen, "127.0.0.1:6000");
         assert_eq!(c.policy.offer_timeout_ms, 12000);
         assert_eq!(c.policy.max_consecutive_misses, 4);
@@ -188,18 +220,23 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_key() {
-        let e = load(None, vec![], &["policy.offer_timeout_ms=5".to_owned()]).unwrap_err();
+        let e = load(None, vec![], &["policy.offer_timeout_ms=5".to_owned(), DEV[0].to_owned(), DEV[1].to_owned()])
+            .unwrap_err();
         assert!(format!("{e:#}").contains("offer_timeout_ms"), "{e:#}");
         let e = load(None, vec![], &["policy.no_such_key=1".to_owned()]).unwrap_err();
         assert!(format!("{e:#}").contains("no_such_key"), "{e:#}");
         let e = load(None, vec![("DISPATCH__LISTEN".to_owned(), "nowhere".to_owned())], &[]).unwrap_err();
         assert!(format!("{e:#}").contains("listen"), "{e:#}");
+        let e = load(None, vec![], &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("server.tls.cert"), "secure by default: {e:#}");
+        let e = load(None, vec![], &["server.plaintext=true".to_owned()]).unwrap_err();
+        assert!(format!("{e:#}").contains("auth.keys"), "tokens are required: {e:#}");
     }
 
     #[test]
     fn the_shipped_example_config_loads() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/dispatchd.toml");
-        let c = load(Some(path), vec![], &[]).unwrap();
+        let c = load(Some(path), vec![], &[DEV[0].to_owned(), DEV[1].to_owned()]).unwrap();
         assert_eq!(c.log.format, "json");
         assert_eq!(c.policy.relaxation.len(), 3);
         assert_eq!(c.policy.offer_timeout(dispatch_domain::Channel::Voice, dispatch_domain::Tier::Vip), 15_000);

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use dispatch_engine::{Clock, Engine, MemoryStore, Store};
+use dispatch_grpc::auth::Authenticator;
 use dispatch_redis::RedisStore;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The dispatch engine for human support agents.
 #[derive(Debug, Parser)]
@@ -31,6 +32,10 @@ struct Args {
     /// Sets any configuration key, e.g. `--set policy.offer_timeout_ms=15000`; repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
+    /// Development mode: plaintext and no authentication (agents name themselves with the
+    /// `agent-id` metadata). Logged loudly; never for a reachable port.
+    #[arg(long)]
+    dev: bool,
     /// Prints the effective configuration and exits.
     #[arg(long)]
     print_config: bool,
@@ -41,6 +46,10 @@ fn main() -> anyhow::Result<()> {
     let mut overrides = args.set.clone();
     if let Some(l) = &args.listen {
         overrides.push(format!("listen=\"{l}\""));
+    }
+    if args.dev {
+        overrides.push("server.plaintext=true".to_owned());
+        overrides.push("auth.mode=\"dev\"".to_owned());
     }
     if let Some(u) = &args.redis_url {
         overrides.push(format!("redis.url=\"{u}\""));
@@ -76,17 +85,25 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     info!(listen = %listener.local_addr()?, store = kind, "dispatchd ready");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = dispatch_grpc::serve(listener, engine, config.server.clone(), async {
+    let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?);
+    if auth.is_dev() || config.server.plaintext {
+        warn!(
+            "DEVELOPMENT MODE: plaintext={} authentication={}",
+            config.server.plaintext,
+            if auth.is_dev() { "off" } else { "jwt" }
+        );
+    }
+    let server = dispatch_grpc::serve(listener, engine, config.server.clone(), auth, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);
     tokio::select! {
-        r = &mut server => r?,
+        r = &mut server => r.map_err(|e| anyhow::anyhow!(e))?,
         () = shutdown_signal() => {
             let _ = stop_tx.send(());
             // Streams are ended by the server on shutdown; this bounds the drain regardless.
             match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
-                Ok(r) => r?,
+                Ok(r) => r.map_err(|e| anyhow::anyhow!(e))?,
                 Err(_) => tracing::warn!("drain took longer than 10 s; exiting"),
             }
         }

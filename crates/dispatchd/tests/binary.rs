@@ -19,7 +19,7 @@ impl Dispatchd {
     fn start() -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--set", "log.filter=\"warn\""])
+            .args(["--dev", "--listen", &format!("127.0.0.1:{port}"), "--set", "log.filter=\"warn\""])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -77,7 +77,7 @@ fn text(o: &Output) -> String {
 #[test]
 fn print_config_shows_every_layer() {
     let out = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
-        .args(["--print-config", "--set", "policy.max_consecutive_misses=5"])
+        .args(["--dev", "--print-config", "--set", "policy.max_consecutive_misses=5"])
         .env("DISPATCH__POLICY__OFFER_TIMEOUT_MS", "15000")
         .output()
         .unwrap();
@@ -87,11 +87,15 @@ fn print_config_shows_every_layer() {
     assert!(s.contains("offer_timeout_ms = 15000"), "{s}");
     assert!(s.contains("max_consecutive_misses = 5"), "{s}");
     let bad = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
-        .args(["--print-config", "--set", "policy.offer_timeout_ms=1"])
+        .args(["--dev", "--print-config", "--set", "policy.offer_timeout_ms=1"])
         .output()
         .unwrap();
     assert!(!bad.status.success());
     assert!(text(&bad).contains("offer_timeout_ms"), "{}", text(&bad));
+    // Secure by default: without --dev, no TLS certificate means no start.
+    let insecure = Command::new(env!("CARGO_BIN_EXE_dispatchd")).args(["--print-config"]).output().unwrap();
+    assert!(!insecure.status.success());
+    assert!(text(&insecure).contains("server.tls.cert"), "{}", text(&insecure));
 }
 
 #[test]

@@ -31,7 +31,7 @@ impl Drop for Proc {
 fn dispatchd(redis: &RedisServer) -> (Proc, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &redis.url()])
+        .args(["--dev", "--listen", &format!("127.0.0.1:{port}"), "--redis-url", &redis.url()])
         .args(["--set", "policy.offer_timeout_ms=1500", "--set", "policy.presence_lease_ms=3000"])
         .args(["--set", "engine.sweep_interval_ms=50", "--set", "log.filter=\"warn\""])
         .stdout(Stdio::null())

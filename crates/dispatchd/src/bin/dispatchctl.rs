@@ -25,6 +25,18 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token (JWT) sent with every call.
+    #[arg(long, global = true, env = "DISPATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA that signed the server's certificate (for https:// addresses).
+    #[arg(long, global = true, env = "DISPATCH_CA")]
+    ca_cert: Option<String>,
+    /// PEM client certificate, for mutual TLS.
+    #[arg(long, global = true, env = "DISPATCH_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<String>,
+    /// PEM client key, for mutual TLS.
+    #[arg(long, global = true, env = "DISPATCH_CLIENT_KEY")]
+    client_key: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -47,6 +59,35 @@ enum Cmd {
     Availability(AvailabilityArgs),
     /// How the queue is doing.
     Queue,
+    /// Mints an HS256 token for development and tests (production tokens come from your
+    /// identity provider).
+    DevToken(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevTokenArgs {
+    /// File holding the shared secret (as in `[auth] keys`).
+    #[arg(long)]
+    secret_file: String,
+    /// `agent`, `router`, `planner` or `admin`.
+    #[arg(long)]
+    role: String,
+    /// Subject: the agent id for agents, a service name otherwise.
+    #[arg(long)]
+    sub: String,
+    /// Tenant (routers).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Key id.
+    #[arg(long, default_value = "dev")]
+    kid: String,
+    #[arg(long, default_value = "dispatch")]
+    issuer: String,
+    #[arg(long, default_value = "dispatch")]
+    audience: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,9 +189,9 @@ enum CaseCmd {
 
 #[derive(Debug, Args)]
 struct ConnectArgs {
-    /// The agent to act as.
+    /// The agent to act as (development mode; with a token, the token's subject is the agent).
     #[arg(long = "as")]
-    agent: String,
+    agent: Option<String>,
     /// Go available at once.
     #[arg(long)]
     available: bool,
@@ -192,17 +233,54 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// A channel and the credentials to send on it.
+#[derive(Clone)]
+struct Conn {
+    channel: Channel,
+    bearer: client::Bearer,
+}
+
+fn dev_token(a: &DevTokenArgs) -> anyhow::Result<String> {
+    let secret = std::fs::read(&a.secret_file).with_context(|| format!("reading {}", a.secret_file))?;
+    #[allow(clippy::disallowed_methods)] // a token's lifetime is wall-clock time
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = serde_json::json!({
+        "sub": a.sub, "iss": a.issuer, "aud": a.audience, "iat": now, "exp": now + a.ttl,
+        "roles": [a.role], "tenant": a.tenant,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(a.kid.clone());
+    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&secret))?)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let channel = client::channel(&cli.addr).await.with_context(|| format!("connecting to {}", cli.addr))?;
+    if let Cmd::DevToken(a) = &cli.cmd {
+        println!("{}", dev_token(a)?);
+        return Ok(());
+    }
+    let read =
+        |p: &Option<String>| p.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {p}"))).transpose();
+    let tls = client::ClientTls {
+        ca_pem: read(&cli.ca_cert)?,
+        identity: match (read(&cli.client_cert)?, read(&cli.client_key)?) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        },
+        domain: None,
+    };
+    let channel = client::channel_with(&cli.addr, &tls).await.with_context(|| format!("connecting to {}", cli.addr))?;
+    let conn = Conn { channel, bearer: client::Bearer::new(cli.token.as_deref())? };
     let out = Out { json: cli.json };
     match cli.cmd {
-        Cmd::Agent(c) => agent_cmd(channel, c, &out).await,
-        Cmd::Submit(a) => submit(channel, a, &out).await,
-        Cmd::Case(c) => case_cmd(channel, c, &out).await,
-        Cmd::Connect(a) => connect(channel, a, &out).await,
-        Cmd::Availability(a) => availability(channel, a, &out).await,
+        Cmd::Agent(c) => agent_cmd(conn, c, &out).await,
+        Cmd::Submit(a) => submit(conn, a, &out).await,
+        Cmd::Case(c) => case_cmd(conn, c, &out).await,
+        Cmd::Connect(a) => connect(conn, a, &out).await,
+        Cmd::Availability(a) => availability(conn, a, &out).await,
+        Cmd::DevToken(_) => unreachable!("handled before connecting"),
         Cmd::Queue => {
-            let r = PlannerServiceClient::new(channel).get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner.get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
             out.print(&r, || queue_table(&r))
         }
     }
@@ -248,8 +326,8 @@ fn state_name(v: i32) -> String {
     enum_name(v, pb::CaseState::as_str_name, "CASE_STATE_")
 }
 
-async fn agent_cmd(channel: Channel, cmd: AgentCmd, out: &Out) -> anyhow::Result<()> {
-    let mut roster = RosterServiceClient::new(channel);
+async fn agent_cmd(conn: Conn, cmd: AgentCmd, out: &Out) -> anyhow::Result<()> {
+    let mut roster = RosterServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
     match cmd {
         AgentCmd::Upsert(a) => {
             let languages = a
@@ -336,7 +414,7 @@ fn agents_table(agents: &[pb::Agent]) -> String {
     s.trim_end().to_owned()
 }
 
-async fn submit(channel: Channel, a: SubmitArgs, out: &Out) -> anyhow::Result<()> {
+async fn submit(conn: Conn, a: SubmitArgs, out: &Out) -> anyhow::Result<()> {
     let tier = pb::Tier::from_str_name(&format!("TIER_{}", a.tier.to_ascii_uppercase()))
         .with_context(|| format!("unknown tier {:?}", a.tier))?;
     let spec = pb::CaseSpec {
@@ -354,7 +432,7 @@ async fn submit(channel: Channel, a: SubmitArgs, out: &Out) -> anyhow::Result<()
         previous_agent_id: a.previous_agent,
         ttl_ms: a.ttl_ms,
     };
-    let r = EscalationServiceClient::new(channel)
+    let r = EscalationServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone())
         .submit_case(pb::SubmitCaseRequest { spec: Some(spec) })
         .await?
         .into_inner();
@@ -365,8 +443,8 @@ async fn submit(channel: Channel, a: SubmitArgs, out: &Out) -> anyhow::Result<()
     })
 }
 
-async fn case_cmd(channel: Channel, cmd: CaseCmd, out: &Out) -> anyhow::Result<()> {
-    let mut esc = EscalationServiceClient::new(channel);
+async fn case_cmd(conn: Conn, cmd: CaseCmd, out: &Out) -> anyhow::Result<()> {
+    let mut esc = EscalationServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
     match cmd {
         CaseCmd::Get { id } => {
             let r = esc.get_case(pb::GetCaseRequest { case_id: id }).await?.into_inner();
@@ -439,7 +517,7 @@ fn case_table(c: &pb::Case) -> String {
     s.trim_end().to_owned()
 }
 
-async fn connect(channel: Channel, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
+async fn connect(conn: Conn, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::AgentMessage>(16);
     let mut seq = 0u64;
     let mut msg = move |command: pb::agent_message::Command| {
@@ -450,8 +528,15 @@ async fn connect(channel: Channel, a: ConnectArgs, out: &Out) -> anyhow::Result<
     if a.available {
         tx.send(msg(C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }))).await?;
     }
-    let req = client::as_agent(&a.agent, tokio_stream::wrappers::ReceiverStream::new(rx))?;
-    let mut inbound = AgentServiceClient::new(channel).connect(req).await?.into_inner();
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let req = match &a.agent {
+        Some(id) => client::as_agent(id, stream)?,
+        None => tonic::Request::new(stream),
+    };
+    let mut inbound = AgentServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone())
+        .connect(req)
+        .await?
+        .into_inner();
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(15));
@@ -533,7 +618,7 @@ fn describe(m: &pb::DispatcherMessage) -> String {
     }
 }
 
-async fn availability(channel: Channel, a: AvailabilityArgs, out: &Out) -> anyhow::Result<()> {
+async fn availability(conn: Conn, a: AvailabilityArgs, out: &Out) -> anyhow::Result<()> {
     let group_by = a
         .group_by
         .iter()
@@ -549,7 +634,7 @@ async fn availability(channel: Channel, a: AvailabilityArgs, out: &Out) -> anyho
         skills: skills(&a.skills)?,
         vip_certified_only: a.vip,
     };
-    let r = PlannerServiceClient::new(channel)
+    let r = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone())
         .get_availability(pb::GetAvailabilityRequest { filter: Some(filter), group_by })
         .await?
         .into_inner();
