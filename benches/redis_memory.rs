@@ -47,20 +47,26 @@ async fn main() {
                 let id = format!("agent-{i:07}");
                 let name = format!("Agent Number {i}");
                 let skills = [("disputes", 3), ("refunds", 2), ("billing", 4)];
-                let profile = AgentProfile::parse(AgentProfileInput {
-                    id: &id,
-                    display_name: &name,
-                    languages: vec![(LANGS[i % LANGS.len()], 5), ("en", 3)].into_iter().fold(Vec::new(), |mut v, l| {
-                        if !v.iter().any(|x: &(&str, u32)| x.0 == l.0) {
-                            v.push(l);
-                        }
-                        v
-                    }),
-                    skills: skills[..1 + i % 3].to_vec(),
-                    vip_certified: i % 12 == 0,
-                    capacity: vec![(Some(Channel::Chat), 3), (Some(Channel::Voice), 1)],
-                    rating: 4.2,
-                })
+                let profile = AgentProfile::parse(
+                    AgentProfileInput {
+                        id: &id,
+                        display_name: &name,
+                        languages: vec![(LANGS[i % LANGS.len()], 5), ("en", 3)].into_iter().fold(
+                            Vec::new(),
+                            |mut v, l| {
+                                if !v.iter().any(|x: &(&str, u32)| x.0 == l.0) {
+                                    v.push(l);
+                                }
+                                v
+                            },
+                        ),
+                        skills: skills[..1 + i % 3].to_vec(),
+                        vip_certified: i % 12 == 0,
+                        capacity: vec![(Some(Channel::Chat), 3), (Some(Channel::Voice), 1)],
+                        rating: 4.2,
+                    },
+                    &dispatch_domain::limits::Limits::default(),
+                )
                 .unwrap();
                 let now = store.now().await.unwrap();
                 let a = store

@@ -44,20 +44,23 @@ fn agent(rng: &mut SmallRng, i: usize, policy: &Policy) -> Agent {
         }
     }
     let id = format!("agent-{i}");
-    let profile = AgentProfile::parse(AgentProfileInput {
-        id: &id,
-        display_name: "",
-        languages: vec![(lang, rng.random_range(2..=5)), ("en", 3)].into_iter().fold(Vec::new(), |mut v, l| {
-            if !v.iter().any(|x: &(&str, u32)| x.0 == l.0) {
-                v.push(l);
-            }
-            v
-        }),
-        skills: uniq.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
-        vip_certified: rng.random_bool(0.08),
-        capacity: vec![(Some(Channel::Chat), 2)],
-        rating: rng.random_range(2.0..5.0),
-    })
+    let profile = AgentProfile::parse(
+        AgentProfileInput {
+            id: &id,
+            display_name: "",
+            languages: vec![(lang, rng.random_range(2..=5)), ("en", 3)].into_iter().fold(Vec::new(), |mut v, l| {
+                if !v.iter().any(|x: &(&str, u32)| x.0 == l.0) {
+                    v.push(l);
+                }
+                v
+            }),
+            skills: uniq.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
+            vip_certified: rng.random_bool(0.08),
+            capacity: vec![(Some(Channel::Chat), 2)],
+            rating: rng.random_range(2.0..5.0),
+        },
+        &dispatch_domain::limits::Limits::default(),
+    )
     .expect("valid profile");
     let mut a = Agent::new(profile, T0 - rng.random_range(0..600_000));
     a.version = 1;
@@ -85,6 +88,7 @@ fn case(rng: &mut SmallRng, i: usize) -> Case {
             ..Default::default()
         },
         Level::parse("", 2).unwrap(),
+        &dispatch_domain::limits::Limits::default(),
     )
     .unwrap();
     Case::new(spec, T0)

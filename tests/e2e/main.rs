@@ -5,3 +5,4 @@ mod matching;
 mod offers;
 mod presence;
 mod redis_faults;
+mod security;

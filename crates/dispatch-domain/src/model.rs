@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits;
+use crate::limits::{self, Limits};
 
 /// Milliseconds since the Unix epoch. Time is always passed in; this crate never reads a clock.
 pub type Millis = i64;
@@ -332,14 +332,14 @@ pub struct AgentProfileInput<'a> {
 
 impl AgentProfile {
     /// Validates a profile; field names follow the `AgentProfile` message.
-    pub fn parse(input: AgentProfileInput<'_>) -> Result<Self, FieldError> {
+    pub fn parse(input: AgentProfileInput<'_>, limits: &Limits) -> Result<Self, FieldError> {
         let id = AgentId::parse("agent_id", input.id)?;
-        let display_name = bounded_text("display_name", input.display_name, limits::MAX_NAME_LEN)?.to_owned();
+        let display_name = bounded_text("display_name", input.display_name, limits.max_name_len)?.to_owned();
         if input.languages.is_empty() {
             return Err(FieldError::new("languages", "at least one language is required"));
         }
-        if input.languages.len() > limits::MAX_LANGUAGES {
-            return Err(FieldError::new("languages", format!("more than {} languages", limits::MAX_LANGUAGES)));
+        if input.languages.len() > limits.max_languages {
+            return Err(FieldError::new("languages", format!("more than {} languages", limits.max_languages)));
         }
         let mut languages: Vec<LanguageProficiency> = Vec::with_capacity(input.languages.len());
         for (i, (tag, prof)) in input.languages.iter().enumerate() {
@@ -351,8 +351,8 @@ impl AgentProfile {
             languages.push(LanguageProficiency { language, proficiency });
         }
         languages.sort();
-        if input.skills.len() > limits::MAX_SKILLS {
-            return Err(FieldError::new("skills", format!("more than {} skills", limits::MAX_SKILLS)));
+        if input.skills.len() > limits.max_skills {
+            return Err(FieldError::new("skills", format!("more than {} skills", limits.max_skills)));
         }
         let mut skills = BTreeMap::new();
         for (i, (name, level)) in input.skills.iter().enumerate() {
@@ -366,10 +366,10 @@ impl AgentProfile {
         for (i, (channel, cap)) in input.capacity.iter().enumerate() {
             let channel =
                 channel.ok_or_else(|| FieldError::new(format!("capacity[{i}].channel"), "channel is required"))?;
-            if *cap > limits::MAX_CAPACITY {
+            if *cap > limits.max_capacity {
                 return Err(FieldError::new(
                     format!("capacity[{i}].capacity"),
-                    format!("capacity {cap} is above {}", limits::MAX_CAPACITY),
+                    format!("capacity {cap} is above {}", limits.max_capacity),
                 ));
             }
             if capacity.insert(channel, *cap).is_some() {
@@ -473,15 +473,19 @@ pub struct CaseSpecInput<'a> {
 
 impl CaseSpec {
     /// Validates a submission; field names follow the `CaseSpec` message.
-    pub fn parse(input: CaseSpecInput<'_>, default_min_proficiency: Level) -> Result<Self, FieldError> {
+    pub fn parse(
+        input: CaseSpecInput<'_>,
+        default_min_proficiency: Level,
+        limits: &Limits,
+    ) -> Result<Self, FieldError> {
         let id = CaseId::parse("case_id", input.id)?;
         let language = Language::parse("language", input.language)?;
         let min_proficiency = match input.min_proficiency {
             0 => default_min_proficiency,
             p => Level::parse("min_language_proficiency", p)?,
         };
-        let required_skills = parse_skill_list("required_skills", &input.required_skills)?;
-        let preferred_skills = parse_skill_list("preferred_skills", &input.preferred_skills)?;
+        let required_skills = parse_skill_list("required_skills", &input.required_skills, limits)?;
+        let preferred_skills = parse_skill_list("preferred_skills", &input.preferred_skills, limits)?;
         if let Some(s) = preferred_skills.iter().find(|p| required_skills.iter().any(|r| r.skill == p.skill)) {
             return Err(FieldError::new("preferred_skills", format!("{} is already a required skill", s.skill)));
         }
@@ -497,14 +501,14 @@ impl CaseSpec {
         };
         let channel =
             input.channel.ok_or_else(|| FieldError::new("channel", "channel is required (VOICE, CHAT or EMAIL)"))?;
-        let summary = bounded_text("summary", input.summary, limits::MAX_SUMMARY_LEN)?.to_owned();
+        let summary = bounded_text("summary", input.summary, limits.max_summary_len)?.to_owned();
         if !(-1.0..=1.0).contains(&input.sentiment) {
             return Err(FieldError::new("sentiment", format!("sentiment {} is outside -1.0 to 1.0", input.sentiment)));
         }
         let customer = optional(input.customer_id, |v| CustomerId::parse("customer_id", v))?;
         let previous_agent = optional(input.previous_agent_id, |v| AgentId::parse("previous_agent_id", v))?;
-        if input.ttl_ms > limits::MAX_TTL_MS {
-            return Err(FieldError::new("ttl_ms", format!("ttl_ms is above {} (7 days)", limits::MAX_TTL_MS)));
+        if input.ttl_ms > limits.max_ttl_ms {
+            return Err(FieldError::new("ttl_ms", format!("ttl_ms is above {}", limits.max_ttl_ms)));
         }
         let ttl_ms = (input.ttl_ms > 0).then_some(input.ttl_ms);
         Ok(Self {
@@ -529,9 +533,9 @@ fn optional<T>(v: &str, parse: impl FnOnce(&str) -> Result<T, FieldError>) -> Re
     if v.is_empty() { Ok(None) } else { parse(v).map(Some) }
 }
 
-fn parse_skill_list(field: &str, items: &[(&str, u32)]) -> Result<Vec<SkillLevel>, FieldError> {
-    if items.len() > limits::MAX_SKILLS {
-        return Err(FieldError::new(field, format!("more than {} skills", limits::MAX_SKILLS)));
+fn parse_skill_list(field: &str, items: &[(&str, u32)], limits: &Limits) -> Result<Vec<SkillLevel>, FieldError> {
+    if items.len() > limits.max_skills {
+        return Err(FieldError::new(field, format!("more than {} skills", limits.max_skills)));
     }
     let mut out: Vec<SkillLevel> = Vec::with_capacity(items.len());
     for (i, (name, level)) in items.iter().enumerate() {
@@ -608,18 +612,26 @@ mod tests {
             rating: 4.5,
             ..Default::default()
         };
-        assert!(AgentProfile::parse(base()).is_ok());
-        let e = AgentProfile::parse(AgentProfileInput { skills: vec![("disputes", 7)], ..base() }).unwrap_err();
+        assert!(AgentProfile::parse(base(), &Limits::default()).is_ok());
+        let e = AgentProfile::parse(AgentProfileInput { skills: vec![("disputes", 7)], ..base() }, &Limits::default())
+            .unwrap_err();
         assert_eq!(e.field, "skills[0].level");
-        let e = AgentProfile::parse(AgentProfileInput { languages: vec![("de", 5), ("DE", 3)], ..base() }).unwrap_err();
+        let e = AgentProfile::parse(
+            AgentProfileInput { languages: vec![("de", 5), ("DE", 3)], ..base() },
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "languages[1].language");
-        let e =
-            AgentProfile::parse(AgentProfileInput { capacity: vec![(Some(Channel::Chat), 0)], ..base() }).unwrap_err();
+        let e = AgentProfile::parse(
+            AgentProfileInput { capacity: vec![(Some(Channel::Chat), 0)], ..base() },
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "capacity");
-        let e = AgentProfile::parse(AgentProfileInput { rating: 9.0, ..base() }).unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { rating: 9.0, ..base() }, &Limits::default()).unwrap_err();
         assert_eq!(e.field, "rating");
         let many: Vec<(&str, u32)> = (0..=limits::MAX_SKILLS).map(|_| ("x", 1)).collect();
-        let e = AgentProfile::parse(AgentProfileInput { skills: many, ..base() }).unwrap_err();
+        let e = AgentProfile::parse(AgentProfileInput { skills: many, ..base() }, &Limits::default()).unwrap_err();
         assert_eq!(e.field, "skills");
     }
 }

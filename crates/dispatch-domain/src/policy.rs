@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::Limits;
 use crate::model::{Channel, Level, Tier};
 
 /// All dispatch rules in one value, passed to every decision.
@@ -45,6 +46,8 @@ pub struct Policy {
     pub presence_lease_ms: u64,
     /// How long completed, cancelled and expired cases are kept (then deleted).
     pub terminal_case_retention_ms: u64,
+    /// Caps on list sizes and text lengths of requests.
+    pub limits: Limits,
 }
 
 impl Default for Policy {
@@ -70,6 +73,7 @@ impl Default for Policy {
             explain_top: 3,
             presence_lease_ms: 15_000,
             terminal_case_retention_ms: 24 * 3600 * 1000,
+            limits: Limits::default(),
         }
     }
 }
@@ -227,6 +231,16 @@ impl Policy {
         }
         if self.terminal_case_retention_ms < 60_000 {
             return err("terminal_case_retention_ms", "must be at least 60000");
+        }
+        let l = &self.limits;
+        if l.max_skills == 0 || l.max_languages == 0 || l.max_capacity == 0 || l.max_page_size == 0 {
+            return err("limits", "max_skills, max_languages, max_capacity and max_page_size must be above 0");
+        }
+        if l.max_summary_len > 1 << 20 || l.max_reason_len > 1 << 16 || l.max_name_len > 1 << 12 || l.max_skills > 256 {
+            return err(
+                "limits",
+                "a cap is above its hard ceiling (summary 1 MiB, reason 64 KiB, name 4 KiB, 256 skills)",
+            );
         }
         if !(1..=10).contains(&self.explain_top) {
             return err("explain_top", "must be 1 to 10");

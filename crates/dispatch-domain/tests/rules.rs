@@ -18,15 +18,18 @@ use proptest::prelude::*;
 const T0: Millis = 1_000_000;
 
 fn profile(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -> AgentProfile {
-    AgentProfile::parse(AgentProfileInput {
-        id,
-        display_name: id,
-        languages: langs.to_vec(),
-        skills: skills.to_vec(),
-        vip_certified: vip,
-        capacity: vec![(Some(Channel::Chat), 1)],
-        rating: 4.0,
-    })
+    AgentProfile::parse(
+        AgentProfileInput {
+            id,
+            display_name: id,
+            languages: langs.to_vec(),
+            skills: skills.to_vec(),
+            vip_certified: vip,
+            capacity: vec![(Some(Channel::Chat), 1)],
+            rating: 4.0,
+        },
+        &dispatch_domain::limits::Limits::default(),
+    )
     .unwrap()
 }
 
@@ -53,6 +56,7 @@ fn spec(id: &str, lang: &str, skills: &[(&str, u32)], tier: Tier) -> CaseSpec {
             ..Default::default()
         },
         Level::parse("", 3).unwrap(),
+        &dispatch_domain::limits::Limits::default(),
     )
     .unwrap()
 }

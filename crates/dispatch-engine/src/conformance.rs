@@ -18,15 +18,18 @@ use crate::store::{Commit, Counter, Store, StoreError};
 pub type Fixture = (Arc<dyn Store>, Clock, Box<dyn std::any::Any + Send>);
 
 fn agent(id: &str) -> Agent {
-    let p = AgentProfile::parse(AgentProfileInput {
-        id,
-        display_name: id,
-        languages: vec![("en", 5)],
-        skills: vec![("billing", 3)],
-        vip_certified: false,
-        capacity: vec![(Some(Channel::Chat), 1)],
-        rating: 4.0,
-    })
+    let p = AgentProfile::parse(
+        AgentProfileInput {
+            id,
+            display_name: id,
+            languages: vec![("en", 5)],
+            skills: vec![("billing", 3)],
+            vip_certified: false,
+            capacity: vec![(Some(Channel::Chat), 1)],
+            rating: 4.0,
+        },
+        &dispatch_domain::limits::Limits::default(),
+    )
     .expect("valid profile");
     Agent::new(p, 0)
 }
@@ -41,6 +44,7 @@ fn case(id: &str, at: Millis) -> Case {
             ..Default::default()
         },
         Level::MIN,
+        &dispatch_domain::limits::Limits::default(),
     )
     .expect("valid spec");
     Case::new(spec, at)

@@ -431,21 +431,23 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut resp = inner.call(req).await?;
-            oversize_is_resource_exhausted(&mut resp);
+            decode_errors_per_spec(&mut resp);
             Ok(resp)
         })
     }
 }
 
-/// tonic refuses a request message above the size limit with OUT_OF_RANGE; gRPC specifies
-/// RESOURCE_EXHAUSTED for it. The message is refused before its body is buffered either way.
-fn oversize_is_resource_exhausted(resp: &mut http::Response<tonic::body::Body>) {
+/// tonic refuses a request message above the size limit with OUT_OF_RANGE, and one that is not
+/// valid protobuf with INTERNAL; gRPC specifies RESOURCE_EXHAUSTED for the first, and a request
+/// that cannot be decoded is the caller's INVALID_ARGUMENT, not a server fault. (The oversized
+/// message is refused before its body is buffered either way.)
+fn decode_errors_per_spec(resp: &mut http::Response<tonic::body::Body>) {
     let h = resp.headers();
-    let oversize = h.get("grpc-status").is_some_and(|v| v == "11")
-        && h.get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
-    if oversize {
-        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
+    let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default().replace("%20", " ");
+    let code = match h.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("11") if message.contains("message length too large") => "8",
+        Some("13") if message.contains("failed to decode Protobuf message") => "3",
+        _ => return,
+    };
+    resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(code));
 }

@@ -82,35 +82,42 @@ fn skills_to(skills: &[SkillLevel]) -> Vec<pb::SkillLevel> {
 }
 
 /// `AgentProfile` (under field `prefix`) → domain profile.
-pub fn profile_from(p: &pb::AgentProfile, prefix: &str) -> Result<AgentProfile, FieldError> {
+pub fn profile_from(
+    p: &pb::AgentProfile,
+    prefix: &str,
+    limits: &dispatch_domain::limits::Limits,
+) -> Result<AgentProfile, FieldError> {
     let pb::AgentProfile { agent_id, display_name, languages, skills, vip_certified, capacity, rating } = p;
-    AgentProfile::parse(AgentProfileInput {
-        id: agent_id,
-        display_name,
-        languages: languages
-            .iter()
-            .map(|l| {
-                let pb::LanguageProficiency { language, proficiency } = l;
-                (language.as_str(), *proficiency)
-            })
-            .collect(),
-        skills: skills
-            .iter()
-            .map(|s| {
-                let pb::SkillLevel { skill, level } = s;
-                (skill.as_str(), *level)
-            })
-            .collect(),
-        vip_certified: *vip_certified,
-        capacity: capacity
-            .iter()
-            .map(|c| {
-                let pb::ChannelCapacity { channel, capacity } = c;
-                (channel_from(*channel), *capacity)
-            })
-            .collect(),
-        rating: *rating,
-    })
+    AgentProfile::parse(
+        AgentProfileInput {
+            id: agent_id,
+            display_name,
+            languages: languages
+                .iter()
+                .map(|l| {
+                    let pb::LanguageProficiency { language, proficiency } = l;
+                    (language.as_str(), *proficiency)
+                })
+                .collect(),
+            skills: skills
+                .iter()
+                .map(|s| {
+                    let pb::SkillLevel { skill, level } = s;
+                    (skill.as_str(), *level)
+                })
+                .collect(),
+            vip_certified: *vip_certified,
+            capacity: capacity
+                .iter()
+                .map(|c| {
+                    let pb::ChannelCapacity { channel, capacity } = c;
+                    (channel_from(*channel), *capacity)
+                })
+                .collect(),
+            rating: *rating,
+        },
+        limits,
+    )
     .map_err(prefixed(prefix))
 }
 
@@ -202,6 +209,7 @@ pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<Case
             ttl_ms: *ttl_ms,
         },
         policy.default_min_level(),
+        &policy.limits,
     )
     .map_err(prefixed(prefix))
 }
@@ -393,6 +401,7 @@ pub fn notice_to(n: AgentNotice) -> pb::DispatcherMessage {
 
 /// `AvailabilityFilter` and group-by list (under `prefix`) → domain.
 pub fn filter_from(
+    limits: &dispatch_domain::limits::Limits,
     f: Option<&pb::AvailabilityFilter>,
     group_by: &[i32],
     prefix: &str,
@@ -406,8 +415,8 @@ pub fn filter_from(
             filter.min_proficiency =
                 Some(Level::parse(&format!("{prefix}filter.min_language_proficiency"), *min_language_proficiency)?);
         }
-        if skills.len() > dispatch_domain::limits::MAX_SKILLS {
-            return Err(FieldError::new(format!("{prefix}filter.skills"), "too many skills"));
+        if skills.len() > limits.max_skills || languages.len() > limits.max_languages {
+            return Err(FieldError::new(format!("{prefix}filter"), "too many skills or languages"));
         }
         for (i, s) in skills.iter().enumerate() {
             let pb::SkillLevel { skill, level } = s;
@@ -496,4 +505,51 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
 /// Validates an id field with the domain's rules.
 pub fn id<T>(field: &str, v: &str, parse: fn(&str, &str) -> Result<T, FieldError>) -> Result<T, tonic::Status> {
     parse(field, v).map_err(error::invalid)
+}
+
+/// A validated command from an agent's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentCommand {
+    /// Available, away or offline.
+    SetStatus(AgentStatus),
+    /// Still here.
+    Heartbeat,
+    /// Accept an offer.
+    Accept(dispatch_domain::OfferId),
+    /// Decline an offer, with a reason.
+    Decline(dispatch_domain::OfferId, String),
+    /// Complete an assigned case, with an outcome.
+    Complete(dispatch_domain::CaseId, String),
+}
+
+/// Validates an agent's message; field names follow the `AgentMessage` message.
+pub fn command_from(
+    msg: pb::AgentMessage,
+    limits: &dispatch_domain::limits::Limits,
+) -> Result<AgentCommand, FieldError> {
+    use dispatch_domain::limits::MAX_ID_LEN;
+    use dispatch_domain::model::bounded_text;
+    use pb::agent_message::Command;
+    let pb::AgentMessage { request_id, command } = msg;
+    if request_id.len() > MAX_ID_LEN {
+        return Err(FieldError::new("request_id", format!("longer than {MAX_ID_LEN} bytes")));
+    }
+    Ok(match command.ok_or_else(|| FieldError::new("command", "is required"))? {
+        Command::SetStatus(pb::SetStatus { status }) => AgentCommand::SetStatus(
+            status_from(status)
+                .ok_or_else(|| FieldError::new("set_status.status", "must be AVAILABLE, AWAY or OFFLINE"))?,
+        ),
+        Command::Heartbeat(pb::Heartbeat {}) => AgentCommand::Heartbeat,
+        Command::Accept(pb::Accept { offer_id }) => {
+            AgentCommand::Accept(dispatch_domain::OfferId::parse("accept.offer_id", &offer_id)?)
+        }
+        Command::Decline(pb::Decline { offer_id, reason }) => AgentCommand::Decline(
+            dispatch_domain::OfferId::parse("decline.offer_id", &offer_id)?,
+            bounded_text("decline.reason", &reason, limits.max_reason_len)?.to_owned(),
+        ),
+        Command::Complete(pb::Complete { case_id, outcome }) => AgentCommand::Complete(
+            dispatch_domain::CaseId::parse("complete.case_id", &case_id)?,
+            bounded_text("complete.outcome", &outcome, limits.max_reason_len)?.to_owned(),
+        ),
+    })
 }

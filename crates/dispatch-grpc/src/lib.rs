@@ -8,12 +8,14 @@
 //! - [`error`]: the one engine error → gRPC status mapping;
 //! - [`auth`]: authentication (JWT or development mode), the access rules of every method, and
 //!   the tower layer that enforces them;
-//! - [`client`]: client construction for tools and tests.
+//! - [`client`]: client construction (TLS, bearer tokens) for tools and tests;
+//! - [`fuzzing`]: the decode-and-validate entry point of the fuzz target and its replay test.
 
 pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod error;
+pub mod fuzzing;
 pub mod server;
 pub mod services;
 

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use dispatch_domain::model::bounded_text;
-use dispatch_domain::{AgentId, CaseId, FieldError, OfferId, limits};
+use dispatch_domain::{AgentId, CaseId, FieldError};
 use dispatch_engine::{AgentNotice, Engine, EngineError};
 use dispatch_proto::v1 as pb;
 use pb::agent_message::Command;
@@ -79,9 +79,9 @@ impl Services {
     async fn stream_age(&self, principal: &Principal) -> Result<Duration, Status> {
         let mut age = self.edge.max_stream_age.unwrap_or(Duration::from_secs(365 * 24 * 3600));
         if let Some(exp) = principal.expires_at {
-            let now_ms = self.engine.now().await.map_err(status)?;
-            let left = (i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000) - now_ms).max(0);
-            age = age.min(Duration::from_millis(left as u64));
+            // Token lifetimes are wall-clock time (as their validation is), not the store's clock.
+            let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+            age = age.min(Duration::from_secs(left));
         }
         Ok(age)
     }
@@ -144,31 +144,15 @@ impl Services {
         session_id: &dispatch_domain::SessionId,
         msg: pb::AgentMessage,
     ) -> Result<(), EngineError> {
-        let pb::AgentMessage { request_id, command } = msg;
-        let bad = |e: FieldError| EngineError::Rejected(e.into());
-        if request_id.len() > limits::MAX_ID_LEN {
-            return Err(bad(FieldError::new("request_id", format!("longer than {} bytes", limits::MAX_ID_LEN))));
-        }
-        match command.ok_or_else(|| bad(FieldError::new("command", "is required")))? {
-            Command::SetStatus(pb::SetStatus { status }) => {
-                let s = convert::status_from(status)
-                    .ok_or_else(|| bad(FieldError::new("set_status.status", "must be AVAILABLE, AWAY or OFFLINE")))?;
-                self.engine.set_status(agent_id, session_id, s).await.map(drop)
+        match convert::command_from(msg, &self.engine.policy().limits).map_err(|e| EngineError::Rejected(e.into()))? {
+            convert::AgentCommand::SetStatus(s) => self.engine.set_status(agent_id, session_id, s).await.map(drop),
+            convert::AgentCommand::Heartbeat => self.engine.heartbeat(agent_id, session_id),
+            convert::AgentCommand::Accept(offer_id) => self.engine.accept(agent_id, session_id, &offer_id).await,
+            convert::AgentCommand::Decline(offer_id, reason) => {
+                self.engine.decline(agent_id, session_id, &offer_id, &reason).await
             }
-            Command::Heartbeat(pb::Heartbeat {}) => self.engine.heartbeat(agent_id, session_id),
-            Command::Accept(pb::Accept { offer_id }) => {
-                let offer_id = OfferId::parse("accept.offer_id", &offer_id).map_err(bad)?;
-                self.engine.accept(agent_id, session_id, &offer_id).await
-            }
-            Command::Decline(pb::Decline { offer_id, reason }) => {
-                let offer_id = OfferId::parse("decline.offer_id", &offer_id).map_err(bad)?;
-                let reason = bounded_text("decline.reason", &reason, limits::MAX_REASON_LEN).map_err(bad)?;
-                self.engine.decline(agent_id, session_id, &offer_id, reason).await
-            }
-            Command::Complete(pb::Complete { case_id, outcome }) => {
-                let case_id = CaseId::parse("complete.case_id", &case_id).map_err(bad)?;
-                let outcome = bounded_text("complete.outcome", &outcome, limits::MAX_REASON_LEN).map_err(bad)?;
-                self.engine.complete(agent_id, session_id, &case_id, outcome).await
+            convert::AgentCommand::Complete(case_id, outcome) => {
+                self.engine.complete(agent_id, session_id, &case_id, &outcome).await
             }
         }
     }
@@ -212,7 +196,7 @@ impl pb::escalation_service_server::EscalationService for Services {
         let scope = auth::principal(&request)?.case_scope()?;
         let pb::CancelCaseRequest { case_id, reason } = request.into_inner();
         let case_id = id("case_id", &case_id, CaseId::parse)?;
-        let reason = bounded_text("reason", &reason, limits::MAX_REASON_LEN).map_err(invalid)?;
+        let reason = bounded_text("reason", &reason, self.engine.policy().limits.max_reason_len).map_err(invalid)?;
         let case = self.engine.cancel(&case_id, reason, scope.as_ref()).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         Ok(Response::new(pb::CancelCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
@@ -293,7 +277,7 @@ impl pb::roster_service_server::RosterService for Services {
     ) -> Result<Response<pb::UpsertAgentResponse>, Status> {
         let pb::UpsertAgentRequest { profile } = request.into_inner();
         let profile = profile.ok_or_else(|| required("profile"))?;
-        let profile = convert::profile_from(&profile, "profile").map_err(invalid)?;
+        let profile = convert::profile_from(&profile, "profile", &self.engine.policy().limits).map_err(invalid)?;
         let (agent, created) = self.engine.upsert_agent(profile).await.map_err(status)?;
         let now = self.engine.now().await.map_err(status)?;
         Ok(Response::new(pb::UpsertAgentResponse { agent: Some(convert::agent_to(&agent, now)), created }))
@@ -314,9 +298,12 @@ impl pb::roster_service_server::RosterService for Services {
         let pb::ListAgentsRequest { page_size, page_token } = request.into_inner();
         let size = match page_size {
             0 => 100,
-            n if n <= limits::MAX_PAGE_SIZE => n as usize,
+            n if n <= self.engine.policy().limits.max_page_size => n as usize,
             n => {
-                return Err(invalid(FieldError::new("page_size", format!("{n} is above {}", limits::MAX_PAGE_SIZE))));
+                return Err(invalid(FieldError::new(
+                    "page_size",
+                    format!("{n} is above {}", self.engine.policy().limits.max_page_size),
+                )));
             }
         };
         let after = if page_token.is_empty() { None } else { Some(id("page_token", &page_token, AgentId::parse)?) };
@@ -355,7 +342,8 @@ impl pb::planner_service_server::PlannerService for Services {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
         let pb::GetAvailabilityRequest { filter, group_by } = request.into_inner();
-        let (filter, dims) = convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
+        let (filter, dims) =
+            convert::filter_from(&self.engine.policy().limits, filter.as_ref(), &group_by, "").map_err(invalid)?;
         let (report, now) = self.engine.availability(&filter, &dims).await.map_err(status)?;
         Ok(Response::new(pb::GetAvailabilityResponse { report: Some(convert::report_to(&report, now)) }))
     }
@@ -377,7 +365,8 @@ impl pb::planner_service_server::PlannerService for Services {
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
         let age = self.stream_age(&auth::principal(&request)?).await?;
         let pb::WatchAvailabilityRequest { filter, group_by, interval_ms } = request.into_inner();
-        let (filter, dims) = convert::filter_from(filter.as_ref(), &group_by, "").map_err(invalid)?;
+        let (filter, dims) =
+            convert::filter_from(&self.engine.policy().limits, filter.as_ref(), &group_by, "").map_err(invalid)?;
         let interval = match interval_ms {
             0 => 1000,
             n @ 250..=60_000 => n,

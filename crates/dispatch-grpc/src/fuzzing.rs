@@ -1,0 +1,104 @@
+//! The fuzzing entry point: decode bytes as one of the API's request messages and run the same
+//! validation and conversion the handlers run. It must never panic, whatever the bytes. Used by
+//! the `cargo fuzz` target in `fuzz/` and by the corpus replay test (stable toolchain).
+
+use dispatch_domain::{AgentId, CaseId, Policy};
+use dispatch_proto::v1 as pb;
+use prost::Message;
+
+use crate::convert;
+
+/// How many request kinds the first byte selects among.
+pub const KINDS: u8 = 9;
+
+/// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it. Returns whether
+/// the request would be accepted by validation (for corpus statistics); never panics.
+pub fn decode_and_validate(data: &[u8]) -> bool {
+    let Some((kind, body)) = data.split_first() else { return false };
+    let policy = Policy::default();
+    match kind % KINDS {
+        0 => pb::SubmitCaseRequest::decode(body)
+            .ok()
+            .and_then(|r| r.spec)
+            .is_some_and(|s| convert::spec_from(&s, "spec", &policy).is_ok()),
+        1 => pb::UpsertAgentRequest::decode(body)
+            .ok()
+            .and_then(|r| r.profile)
+            .is_some_and(|p| convert::profile_from(&p, "profile", &policy.limits).is_ok()),
+        2 => pb::AgentMessage::decode(body).ok().is_some_and(|m| convert::command_from(m, &policy.limits).is_ok()),
+        3 => pb::GetAvailabilityRequest::decode(body)
+            .ok()
+            .is_some_and(|r| convert::filter_from(&policy.limits, r.filter.as_ref(), &r.group_by, "").is_ok()),
+        4 => pb::WatchAvailabilityRequest::decode(body)
+            .ok()
+            .is_some_and(|r| convert::filter_from(&policy.limits, r.filter.as_ref(), &r.group_by, "").is_ok()),
+        5 => pb::GetCaseRequest::decode(body).ok().is_some_and(|r| CaseId::parse("case_id", &r.case_id).is_ok()),
+        6 => pb::CancelCaseRequest::decode(body).ok().is_some_and(|r| {
+            CaseId::parse("case_id", &r.case_id).is_ok()
+                && dispatch_domain::model::bounded_text("reason", &r.reason, policy.limits.max_reason_len).is_ok()
+        }),
+        7 => pb::ListAgentsRequest::decode(body).ok().is_some_and(|r| {
+            r.page_size <= policy.limits.max_page_size
+                && (r.page_token.is_empty() || AgentId::parse("page_token", &r.page_token).is_ok())
+        }),
+        _ => pb::WatchCaseRequest::decode(body).ok().is_some_and(|r| CaseId::parse("case_id", &r.case_id).is_ok()),
+    }
+}
+
+/// Seed inputs: one valid request of each kind and a few near-misses, encoded.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let with = |kind: u8, m: Vec<u8>| [vec![kind], m].concat();
+    let spec = pb::CaseSpec {
+        case_id: "case-1".into(),
+        language: "de-CH".into(),
+        required_skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 3 }],
+        preferred_skills: vec![pb::SkillLevel { skill: "refunds".into(), level: 2 }],
+        tier: pb::Tier::Vip as i32,
+        priority: 3,
+        channel: pb::Channel::Chat as i32,
+        summary: "charged twice".into(),
+        sentiment: -0.5,
+        customer_id: "cust-9".into(),
+        previous_agent_id: "ana".into(),
+        ttl_ms: 60_000,
+        ..Default::default()
+    };
+    let mut bad_spec = spec.clone();
+    bad_spec.language = "xx-yyyyyyyyyy".into();
+    bad_spec.required_skills[0].level = 9;
+    let profile = pb::AgentProfile {
+        agent_id: "ana".into(),
+        display_name: "Ana".into(),
+        languages: vec![pb::LanguageProficiency { language: "de".into(), proficiency: 5 }],
+        skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 4 }],
+        vip_certified: true,
+        capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 3 }],
+        rating: 4.5,
+    };
+    let filter = pb::AvailabilityFilter {
+        languages: vec!["de".into()],
+        min_language_proficiency: 3,
+        skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 3 }],
+        vip_certified_only: true,
+    };
+    use pb::agent_message::Command as C;
+    let msg = |c: C| pb::AgentMessage { request_id: "r1".into(), command: Some(c) }.encode_to_vec();
+    vec![
+        with(0, pb::SubmitCaseRequest { spec: Some(spec) }.encode_to_vec()),
+        with(0, pb::SubmitCaseRequest { spec: Some(bad_spec) }.encode_to_vec()),
+        with(1, pb::UpsertAgentRequest { profile: Some(profile) }.encode_to_vec()),
+        with(2, msg(C::Accept(pb::Accept { offer_id: "of-1".into() }))),
+        with(2, msg(C::Decline(pb::Decline { offer_id: "of-1".into(), reason: "busy".into() }))),
+        with(2, msg(C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }))),
+        with(2, msg(C::Complete(pb::Complete { case_id: "case-1".into(), outcome: "done".into() }))),
+        with(3, pb::GetAvailabilityRequest { filter: Some(filter.clone()), group_by: vec![1, 4] }.encode_to_vec()),
+        with(
+            4,
+            pb::WatchAvailabilityRequest { filter: Some(filter), group_by: vec![2], interval_ms: 500 }.encode_to_vec(),
+        ),
+        with(5, pb::GetCaseRequest { case_id: "case-1".into() }.encode_to_vec()),
+        with(6, pb::CancelCaseRequest { case_id: "case-1".into(), reason: "left".into() }.encode_to_vec()),
+        with(7, pb::ListAgentsRequest { page_size: 10, page_token: "ana".into() }.encode_to_vec()),
+        with(8, pb::WatchCaseRequest { case_id: "case-1".into() }.encode_to_vec()),
+    ]
+}
