@@ -11,15 +11,17 @@ if ! need cargo; then
   exit 1
 fi
 
-# The Redis tests start their own redis-server (7.0+ for Redis Functions) on free ports.
-if ! need redis-server; then
-  echo "== installing redis-server (Debian package)"
+# The Redis tests start their own redis-server (7.0+ for Redis Functions) on free ports; the
+# TLS tests make their certificates with deploy/dev-certs.sh (openssl).
+if ! need redis-server || ! need redis-cli || ! need openssl; then
+  echo "== installing redis-server and openssl (Debian packages)"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools openssl >/dev/null
 fi
 need redis-server || { echo "error: redis-server is required and could not be installed" >&2; exit 1; }
 need redis-cli || { echo "error: redis-cli is required and could not be installed" >&2; exit 1; }
+need openssl || { echo "error: openssl is required and could not be installed" >&2; exit 1; }
 major=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
 if [ "${major:-0}" -lt 7 ]; then
   echo "error: redis-server 7.0 or newer is required (Redis Functions); found $(redis-server --version)" >&2

@@ -156,3 +156,68 @@ fn the_tour_works_and_sigterm_stops_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_secure_run_serves_tls_and_tokens_only() {
+    let pki = std::env::temp_dir().join(format!("dispatchd-pki-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/dev-certs.sh");
+    assert!(Command::new("bash").arg(script).arg(&pki).status().unwrap().success());
+    let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
+    let port = free_port();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/dispatchd.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .args(["--config", config, "--listen", &format!("127.0.0.1:{port}"), "--set", "log.filter=\"warn\""])
+        .args([
+            "--set",
+            &format!("server.tls.cert=\"{}\"", f("server.pem")),
+            "--set",
+            &format!("server.tls.key=\"{}\"", f("server.key")),
+        ])
+        .args(["--set", &format!("server.tls.client_ca=\"{}\"", f("ca.pem"))])
+        .args([
+            "--set",
+            &format!("auth.keys=[{{kid=\"dev\", algorithm=\"HS256\", secret_file=\"{}\"}}]", f("jwt.secret")),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+            .args(["--addr", &format!("https://localhost:{port}"), "--ca-cert", &f("ca.pem")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let token = |role: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+            .args(["dev-token", "--secret-file", &f("jwt.secret"), "--role", role, "--sub", "ops"])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let admin = token("admin");
+    let deadline = std::time::Instant::now() + BOUND;
+    loop {
+        let o = ctl(&["--token", &admin, "queue"]);
+        if o.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the secure server did not answer: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = ctl(&["agent", "list"]);
+    assert!(text(&o).contains("Unauthenticated"), "no token: {}", text(&o));
+    let o = ctl(&["--token", &token("planner"), "agent", "upsert", "--id", "x", "--lang", "en:5"]);
+    assert!(text(&o).contains("PermissionDenied"), "a planner cannot write the roster: {}", text(&o));
+    let o = ctl(&["--token", &admin, "agent", "upsert", "--id", "x", "--lang", "en:5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plain = Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+        .args(["--addr", &format!("http://127.0.0.1:{port}"), "--token", &admin, "queue"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "plaintext is refused on the TLS port");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&pki);
+}
