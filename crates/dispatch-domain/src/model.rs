@@ -155,7 +155,7 @@ impl Language {
 
     /// The primary language subtag (`de` for `de-CH`): the unit of matching and indexing.
     pub fn primary(&self) -> &str {
-        self.0.split('-').next().unwrap_or(&self.0)
+        self.0.find('-').map_or(self.0.as_str(), |i| &self.0[..i])
     }
 }
 

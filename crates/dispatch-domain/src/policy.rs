@@ -48,6 +48,10 @@ pub struct Policy {
     pub terminal_case_retention_ms: u64,
     /// Caps on list sizes and text lengths of requests.
     pub limits: Limits,
+    /// Selection considers at most this many eligible agents per case, longest idle first (and
+    /// the customer's previous agent), and offers to the best scored among them; 0 scores every
+    /// eligible agent (exact, but linear in the pool).
+    pub selection_candidate_limit: usize,
 }
 
 impl Default for Policy {
@@ -74,6 +78,7 @@ impl Default for Policy {
             presence_lease_ms: 15_000,
             terminal_case_retention_ms: 24 * 3600 * 1000,
             limits: Limits::default(),
+            selection_candidate_limit: 200,
         }
     }
 }

@@ -39,13 +39,18 @@ impl Ineligible {
 
 /// The hard filters: `Ok` when `agent` may be offered `case` at `now`.
 pub fn eligibility(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Result<(), Ineligible> {
+    eligibility_relaxed(case, agent, now, case.relaxed(policy, now))
+}
+
+/// [`eligibility`] with the relaxation already worked out (once per selection, not per agent).
+pub fn eligibility_relaxed(case: &Case, agent: &Agent, now: Millis, relaxed: Relaxed) -> Result<(), Ineligible> {
     if let Some(why) = agent.unready_reason(now) {
         return Err(Ineligible::NotReady(why));
     }
     if !agent.has_room(case.spec.channel) {
         return Err(Ineligible::NoCapacity);
     }
-    matches_requirements(case, agent, case.relaxed(policy, now))?;
+    matches_requirements(case, agent, relaxed)?;
     if case.excludes(agent.id(), now) {
         return Err(Ineligible::Excluded);
     }
@@ -97,55 +102,83 @@ fn above(held: Level, required: Level) -> f64 {
 /// - `acceptance`: smoothed share of offers accepted, (accepted + 1) / (received + 2);
 /// - `affinity`: 1 when the agent is the customer's previous agent.
 pub fn score(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> CandidateScore {
+    let w = &policy.weights;
+    let v = term_values(case, agent, now, policy);
+    let weights = [w.language, w.skill_depth, w.rating, w.idle, w.acceptance, w.affinity];
+    let names = [Term::Language, Term::SkillDepth, Term::Rating, Term::Idle, Term::Acceptance, Term::Affinity];
+    let terms: Vec<TermScore> = (0..6).map(|i| TermScore { name: names[i], value: v[i], weight: weights[i] }).collect();
+    CandidateScore { agent_id: agent.id().clone(), total: total(&v, policy), terms }
+}
+
+/// The six term values, in [`Term`] order, without allocating.
+fn term_values(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> [f64; 6] {
     let spec = &case.spec;
     let profile = &agent.profile;
-    let w = &policy.weights;
     let language = profile.proficiency(&spec.language).map_or(0.0, |p| above(p, spec.min_proficiency));
-    let mut depth = Vec::with_capacity(spec.required_skills.len() + spec.preferred_skills.len());
+    let (mut depth, mut n) = (0.0, 0usize);
     for req in &spec.required_skills {
-        depth.push(profile.skills.get(&req.skill).map_or(0.0, |l| above(*l, req.level)));
+        depth += profile.skills.get(&req.skill).map_or(0.0, |l| above(*l, req.level));
+        n += 1;
     }
     for pref in &spec.preferred_skills {
-        depth.push(if profile.skills.get(&pref.skill).is_some_and(|l| *l >= pref.level) { 1.0 } else { 0.0 });
+        depth += if profile.skills.get(&pref.skill).is_some_and(|l| *l >= pref.level) { 1.0 } else { 0.0 };
+        n += 1;
     }
-    let skill_depth = if depth.is_empty() { 0.0 } else { depth.iter().sum::<f64>() / depth.len() as f64 };
+    let skill_depth = if n == 0 { 0.0 } else { depth / n as f64 };
     let idle = ((now - agent.idle_since).max(0) as f64 / policy.idle_saturation_ms as f64).min(1.0);
     let affinity = if spec.previous_agent.as_ref() == Some(agent.id()) { 1.0 } else { 0.0 };
-    let terms = vec![
-        TermScore { name: Term::Language, value: language, weight: w.language },
-        TermScore { name: Term::SkillDepth, value: skill_depth, weight: w.skill_depth },
-        TermScore { name: Term::Rating, value: (profile.rating / 5.0).clamp(0.0, 1.0), weight: w.rating },
-        TermScore { name: Term::Idle, value: idle, weight: w.idle },
-        TermScore { name: Term::Acceptance, value: agent.acceptance_ratio(), weight: w.acceptance },
-        TermScore { name: Term::Affinity, value: affinity, weight: w.affinity },
-    ];
-    let total = terms.iter().map(TermScore::contribution).sum();
-    CandidateScore { agent_id: agent.id().clone(), total, terms }
+    let rating = (profile.rating / 5.0).clamp(0.0, 1.0);
+    [language, skill_depth, rating, idle, agent.acceptance_ratio(), affinity]
+}
+
+fn total(v: &[f64; 6], policy: &Policy) -> f64 {
+    let w = &policy.weights;
+    v[0] * w.language + v[1] * w.skill_depth + v[2] * w.rating + v[3] * w.idle + v[4] * w.acceptance + v[5] * w.affinity
 }
 
 /// The best eligible candidates for `case` among `agents`, best first (at most
 /// `policy.explain_top`), with the count of eligible agents. Ties go to the lower agent id so
 /// that the choice is deterministic.
-pub fn rank<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, now: Millis, policy: &Policy) -> Explanation {
+pub fn rank<A: std::borrow::Borrow<Agent>>(
+    case: &Case,
+    agents: impl IntoIterator<Item = A>,
+    now: Millis,
+    policy: &Policy,
+) -> Explanation {
+    rank_first(case, agents, now, policy, 0)
+}
+
+/// As [`rank`], but considers the agents in the order given and stops after `limit` eligible
+/// ones (0: no limit). Callers pass agents longest-idle first, so a bounded selection still
+/// prefers fairness and never scans a whole pool. Totals are computed without allocating; the
+/// explanation (terms) is built for the kept candidates only.
+pub fn rank_first<A: std::borrow::Borrow<Agent>>(
+    case: &Case,
+    agents: impl IntoIterator<Item = A>,
+    now: Millis,
+    policy: &Policy,
+    limit: usize,
+) -> Explanation {
     let keep = policy.explain_top.max(1);
-    let mut top: Vec<CandidateScore> = Vec::with_capacity(keep + 1);
+    let mut top: Vec<(f64, A)> = Vec::with_capacity(keep + 1);
     let mut eligible = 0u32;
+    let relaxed = case.relaxed(policy, now);
     for agent in agents {
-        if eligibility(case, agent, now, policy).is_err() {
+        let a = agent.borrow();
+        if limit > 0 && eligible as usize >= limit {
+            break;
+        }
+        if eligibility_relaxed(case, a, now, relaxed).is_err() {
             continue;
         }
         eligible += 1;
-        let cand = score(case, agent, now, policy);
-        let pos = top.partition_point(|c| better(c, &cand));
+        let t = total(&term_values(case, a, now, policy), policy);
+        let pos = top.partition_point(|(bt, b)| *bt > t || (*bt == t && b.borrow().id() < a.id()));
         if pos < keep {
-            top.insert(pos, cand);
+            top.insert(pos, (t, agent));
             top.truncate(keep);
         }
     }
-    Explanation { candidates: top, eligible, relaxations: case.relaxed(policy, now).describe() }
-}
-
-/// `a` ranks before `b`.
-fn better(a: &CandidateScore, b: &CandidateScore) -> bool {
-    a.total > b.total || (a.total == b.total && a.agent_id < b.agent_id)
+    let candidates = top.iter().map(|(_, a)| score(case, a.borrow(), now, policy)).collect();
+    Explanation { candidates, eligible, relaxations: relaxed.describe() }
 }

@@ -5,7 +5,7 @@
 //! snapshot on start. It is a cache: every offer is re-checked against the store by
 //! compare-and-set.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
@@ -13,17 +13,22 @@ use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::Explanation;
 use dispatch_domain::{Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Millis, Policy, Skill};
 
-/// A posting list key: a primary language, optionally with a skill.
-type Posting = (String, Option<Skill>);
+/// A posting list key: a primary language, optionally a skill, and whether the list holds only
+/// VIP-certified agents (each agent is in both the general and, if certified, the VIP lists).
+type Posting = (String, Option<Skill>, bool);
+
+/// A posting list: agents longest idle first, with their handles (no map lookup per candidate).
+type Postings = BTreeMap<(Millis, AgentId), Arc<Agent>>;
 
 /// See the module docs.
 #[derive(Default)]
 pub struct PoolIndex {
     /// Every agent, latest version.
     agents: DashMap<AgentId, Arc<Agent>>,
-    /// Routable agents (connected, status available) by (language) and (language, skill).
-    /// Lock order: `postings` before any `agents` shard.
-    postings: RwLock<HashMap<Posting, HashSet<AgentId>>>,
+    /// Routable agents (connected, available, no offer held, room in some channel) by
+    /// (language) and (language, skill), longest idle first. Lock order: `postings` before any
+    /// `agents` shard.
+    postings: RwLock<HashMap<Posting, Postings>>,
     /// Live (not terminal) cases and the waiting order.
     cases: Mutex<CaseIndex>,
 }
@@ -35,17 +40,24 @@ struct CaseIndex {
     waiting: HashMap<String, BTreeSet<(i64, CaseId)>>,
 }
 
+/// Could take an offer, time aside (wrap-up and cool-down are checked at selection).
 fn routable(a: &Agent) -> bool {
-    a.connected() && a.status == AgentStatus::Available
+    a.connected()
+        && a.status == AgentStatus::Available
+        && a.pending_offer.is_none()
+        && dispatch_domain::Channel::ALL.iter().any(|c| a.has_room(*c))
 }
 
 fn postings_of(a: &Agent) -> Vec<Posting> {
     let mut out = Vec::new();
     let mut langs: Vec<&str> = a.profile.languages.iter().map(|l| l.language.primary()).collect();
     langs.dedup();
+    let tiers: &[bool] = if a.profile.vip_certified { &[false, true] } else { &[false] };
     for l in langs {
-        out.push((l.to_owned(), None));
-        out.extend(a.profile.skills.keys().map(|s| (l.to_owned(), Some(s.clone()))));
+        for vip in tiers {
+            out.push((l.to_owned(), None, *vip));
+            out.extend(a.profile.skills.keys().map(|s| (l.to_owned(), Some(s.clone()), *vip)));
+        }
     }
     out
 }
@@ -64,21 +76,23 @@ impl PoolIndex {
             return false;
         }
         if let Some(o) = old.as_ref().filter(|o| routable(o)) {
+            let entry = (o.idle_since, o.id().clone());
             for key in postings_of(o) {
                 if let Some(set) = postings.get_mut(&key) {
-                    set.remove(o.id());
+                    set.remove(&entry);
                     if set.is_empty() {
                         postings.remove(&key);
                     }
                 }
             }
         }
+        let agent = Arc::new(agent);
         if routable(&agent) {
             for key in postings_of(&agent) {
-                postings.entry(key).or_default().insert(agent.id().clone());
+                postings.entry(key).or_default().insert((agent.idle_since, agent.id().clone()), Arc::clone(&agent));
             }
         }
-        self.agents.insert(agent.id().clone(), Arc::new(agent));
+        self.agents.insert(agent.id().clone(), agent);
         true
     }
 
@@ -88,9 +102,10 @@ impl PoolIndex {
         if let Some((_, o)) = self.agents.remove(id) {
             for key in postings_of(&o) {
                 if let Some(set) = postings.get_mut(&key) {
-                    set.remove(id);
+                    set.remove(&(o.idle_since, id.clone()));
                 }
             }
+            drop(postings);
         }
     }
 
@@ -159,18 +174,23 @@ impl PoolIndex {
         idx.waiting.values().flat_map(|s| s.iter().map(|(_, id)| id.clone())).collect()
     }
 
-    /// The best candidates for `case` (see [`scoring::rank`]), looking only at the smallest
-    /// posting list among the case's language and (language, required skill) pairs.
+    /// The best candidates for `case` (see [`scoring::rank_first`]): the customer's previous
+    /// agent, then the smallest posting list among the case's language and (language, required
+    /// skill) pairs, longest idle first, up to `policy.selection_candidate_limit` eligible agents.
     pub fn rank_for_case(&self, case: &Case, now: Millis, policy: &Policy) -> Explanation {
         let postings = self.postings.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lang = case.spec.language.primary().to_owned();
-        let mut keys = vec![(lang.clone(), None)];
-        keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()))));
-        let empty = HashSet::new();
+        // A VIP case looks only at certified agents unless relaxation has opened it up.
+        let vip = case.spec.tier == dispatch_domain::Tier::Vip && !case.relaxed(policy, now).allow_uncertified_for_vip;
+        let mut keys = vec![(lang.clone(), None, vip)];
+        keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()), vip)));
+        let empty = Postings::new();
         let smallest = keys.iter().map(|k| postings.get(k).unwrap_or(&empty)).min_by_key(|s| s.len()).unwrap_or(&empty);
-        let agents: Vec<Arc<Agent>> = smallest.iter().filter_map(|id| self.agent(id)).collect();
-        drop(postings);
-        scoring::rank(case, agents.iter().map(|a| a.as_ref()), now, policy)
+        let previous = case.spec.previous_agent.as_ref().and_then(|id| self.agent(id));
+        let others =
+            smallest.iter().filter(|((_, id), _)| Some(id) != case.spec.previous_agent.as_ref()).map(|(_, a)| a);
+        let candidates = previous.iter().chain(others).map(|a| a.as_ref());
+        scoring::rank_first(case, candidates, now, policy, policy.selection_candidate_limit)
     }
 
     /// The first waiting case in queue order that `agent` may take, across the languages it
