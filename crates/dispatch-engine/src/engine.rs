@@ -75,6 +75,9 @@ pub struct EngineConfig {
     pub change_feed_interval_ms: u64,
     /// How often the store is pinged for health.
     pub health_interval_ms: u64,
+    /// Matching tasks working the queue concurrently (with a remote store each offer waits on
+    /// round trips; compare-and-set keeps concurrent matchers correct).
+    pub matcher_workers: usize,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
             id_seed: None,
             change_feed_interval_ms: 100,
             health_interval_ms: 1_000,
+            matcher_workers: 4,
         }
     }
 }
@@ -212,7 +216,10 @@ impl Engine {
         // older versions are ignored), never missed.
         let cursor = engine.inner.store.change_cursor().await?;
         engine.rebuild_index().await?;
-        tokio::spawn(engine.clone().matcher(work_rx));
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        for _ in 0..engine.inner.config.matcher_workers.max(1) {
+            tokio::spawn(engine.clone().matcher(Arc::clone(&work_rx)));
+        }
         tokio::spawn(engine.clone().sweeper());
         tokio::spawn(engine.clone().rescanner());
         tokio::spawn(engine.clone().tailer(cursor));
@@ -851,11 +858,11 @@ impl Engine {
         format!("{prefix}-{n:016x}")
     }
 
-    async fn matcher(self, mut rx: mpsc::UnboundedReceiver<Work>) {
+    async fn matcher(self, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>) {
         let mut stop = self.inner.stop.subscribe();
         loop {
             let work = tokio::select! {
-                w = rx.recv() => match w { Some(w) => w, None => return },
+                w = async { rx.lock().await.recv().await } => match w { Some(w) => w, None => return },
                 _ = stop.changed() => return,
             };
             self.inner.work_pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&work);
