@@ -353,8 +353,8 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let submit_started = Instant::now();
     let mut submitted = 0u64;
-    if a.rate > 0 {
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / a.rate));
+    if let Some(period_us) = 1_000_000u64.checked_div(a.rate) {
+        let mut tick = tokio::time::interval(Duration::from_micros(period_us));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         while submit_started.elapsed() < Duration::from_secs(a.duration) {
             tick.tick().await;

@@ -300,8 +300,18 @@ impl Engine {
         }
         let now = self.now().await?;
         for change in batch.changes {
+            // This dispatcher's own commits (and anything already seen) are in the index at that
+            // version: no need to read them back.
+            let known = match &change {
+                ChangeRef::Agent(id, Some(v)) => self.inner.index.agent(id).is_some_and(|a| a.version >= *v),
+                ChangeRef::Case(id, Some(v)) => self.inner.index.case(id).is_some_and(|c| c.version >= *v),
+                _ => false,
+            };
+            if known {
+                continue;
+            }
             match change {
-                ChangeRef::Agent(id) => match self.inner.store.get_agent(&id).await? {
+                ChangeRef::Agent(id, _) => match self.inner.store.get_agent(&id).await? {
                     Some(a) => {
                         let ready = a.unready_reason(now).is_none();
                         if self.inner.index.apply_agent(a) {
@@ -313,7 +323,7 @@ impl Engine {
                     }
                     None => self.inner.index.remove_agent(&id),
                 },
-                ChangeRef::Case(id) => match self.inner.store.get_case(&id).await? {
+                ChangeRef::Case(id, _) => match self.inner.store.get_case(&id).await? {
                     Some(c) => {
                         let queued = c.state == CaseState::Queued;
                         if self.inner.index.apply_case(c, &self.inner.policy) && queued {

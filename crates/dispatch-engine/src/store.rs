@@ -105,13 +105,14 @@ pub struct Read {
     pub now: Millis,
 }
 
-/// A record that changed, as named by the change log.
+/// A record that changed, as named by the change log, with the version written (`None`:
+/// unknown or deleted, so the record must be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeRef {
     /// An agent changed or was removed.
-    Agent(AgentId),
+    Agent(AgentId, Option<u64>),
     /// A case changed or was purged.
-    Case(CaseId),
+    Case(CaseId, Option<u64>),
 }
 
 /// A page of the change log.

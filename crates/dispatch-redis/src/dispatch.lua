@@ -12,7 +12,7 @@
 --   offers   hash  offer id -> case id
 --   timers   zset  timer key -> due time (ms, store clock)
 --   counters hash  counter name -> total
---   log      stream change log: k = a|c, id = record id
+--   log      stream change log: k = a|c, id = record id, v = version written (0: deleted)
 
 local function version_of(key)
   local raw = redis.call('GET', key)
@@ -22,8 +22,8 @@ local function version_of(key)
   return 0
 end
 
-local function log(key, maxlen, kind, id)
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id)
+local function log(key, maxlen, kind, id, version)
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id, 'v', version)
 end
 
 -- KEYS: case, agent, agents, live, offers, timers, counters, log
@@ -51,12 +51,12 @@ local function commit(keys, args)
     if c['offer'] ~= '' then
       redis.call('HSET', keys[5], c['offer'], c['id'])
     end
-    log(keys[8], m['max'], 'c', c['id'])
+        log(keys[8], m['max'], 'c', c['id'], tonumber(c['exp']) + 1)
   end
   if a then
     redis.call('SET', keys[2], (tonumber(a['exp']) + 1) .. ':' .. args[3])
     redis.call('ZADD', keys[3], 0, a['id'])
-    log(keys[8], m['max'], 'a', a['id'])
+        log(keys[8], m['max'], 'a', a['id'], tonumber(a['exp']) + 1)
   end
   for _, t in ipairs(m['t']) do
     redis.call('ZADD', keys[6], t[2], t[1])
@@ -74,7 +74,7 @@ local function remove_agent(keys, args)
   end
   redis.call('DEL', keys[1])
   redis.call('ZREM', keys[2], args[2])
-  log(keys[3], args[3], 'a', args[2])
+    log(keys[3], args[3], 'a', args[2], 0)
   return 1
 end
 
@@ -98,7 +98,7 @@ local function purge_case(keys, args)
   for _, o in ipairs(cjson.decode(args[2])) do
     redis.call('HDEL', keys[3], o)
   end
-  log(keys[4], args[3], 'c', args[1])
+    log(keys[4], args[3], 'c', args[1], 0)
   return 1
 end
 

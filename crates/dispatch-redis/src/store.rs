@@ -468,12 +468,15 @@ impl Store for RedisStore {
                 Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                 _ => None,
             };
+            let version = field("v").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
             match (field("k").as_deref(), field("id")) {
-                (Some("a"), Some(id)) => out
-                    .changes
-                    .push(ChangeRef::Agent(AgentId::parse("log", &id).map_err(|e| corrupt("change log", e))?)),
+                (Some("a"), Some(id)) => {
+                    let id = AgentId::parse("log", &id).map_err(|e| corrupt("change log", e))?;
+                    out.changes.push(ChangeRef::Agent(id, version));
+                }
                 (Some("c"), Some(id)) => {
-                    out.changes.push(ChangeRef::Case(CaseId::parse("log", &id).map_err(|e| corrupt("change log", e))?))
+                    let id = CaseId::parse("log", &id).map_err(|e| corrupt("change log", e))?;
+                    out.changes.push(ChangeRef::Case(id, version));
                 }
                 _ => {}
             }
