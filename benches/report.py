@@ -118,5 +118,8 @@ if conn:
     plt.plot([r["agents"] for r in conn], [r["rss_after_kib"] / 1024 for r in conn], marker="o")
     plt.xlabel("connected agents (one gRPC connection and stream each)"); plt.ylabel("dispatcher RSS, MiB"); plt.grid(alpha=.3)
     plt.title("RSS vs connected agents"); plt.tight_layout(); plt.savefig("benches/plots/rss_vs_agents.png", dpi=110)
+profile = os.path.join(os.path.dirname(os.path.abspath(__file__)), "PROFILE.md")
+if os.path.exists(profile):
+    print("\n" + open(profile).read())
 print("\n## Plots\n")
 print("![latency vs load](benches/plots/latency_vs_load.png)\n\n![selection vs pool size](benches/plots/selection_vs_pool.png)\n\n![RSS vs connected agents](benches/plots/rss_vs_agents.png)")
