@@ -21,18 +21,7 @@ const LANGS: [&str; 20] = [
 ];
 const T0: i64 = 1_800_000_000_000;
 
-fn skewed(rng: &mut SmallRng, n: usize) -> usize {
-    // Roughly Zipf: index i with weight 1/(i+1).
-    let total: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
-    let mut x = rng.random::<f64>() * total;
-    for i in 0..n {
-        x -= 1.0 / (i + 1) as f64;
-        if x <= 0.0 {
-            return i;
-        }
-    }
-    n - 1
-}
+use dispatch_benches::zipf as skewed;
 
 fn agent(rng: &mut SmallRng, i: usize, policy: &Policy) -> Agent {
     let lang = LANGS[skewed(rng, LANGS.len())];

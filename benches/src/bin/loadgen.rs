@@ -134,17 +134,7 @@ const SKILLS: [&str; 12] = [
     "legal",
 ];
 
-fn zipf(rng: &mut SmallRng, n: usize) -> usize {
-    let total: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
-    let mut x = rng.random::<f64>() * total;
-    for i in 0..n {
-        x -= 1.0 / (i + 1) as f64;
-        if x <= 0.0 {
-            return i;
-        }
-    }
-    n - 1
-}
+use dispatch_benches::zipf;
 
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")

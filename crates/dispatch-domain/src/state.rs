@@ -128,6 +128,16 @@ impl Agent {
         self.load(channel) < self.profile.capacity_for(channel)
     }
 
+    /// Could take an offer as far as its record goes: signed in and connected, available, no
+    /// offer held, room in some channel. Time-bound conditions (wrap-up, cool-down) are left to
+    /// [`Agent::unready_reason`]. Indexes keep only such agents.
+    pub fn routable(&self) -> bool {
+        self.connected()
+            && self.status == AgentStatus::Available
+            && self.pending_offer.is_none()
+            && Channel::ALL.iter().any(|c| self.has_room(*c))
+    }
+
     /// Why the agent cannot take any offer now, ignoring the case: `None` when it can.
     pub fn unready_reason(&self, now: Millis) -> Option<&'static str> {
         if !self.connected() {

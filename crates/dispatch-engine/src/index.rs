@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use dashmap::DashMap;
 use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::Explanation;
-use dispatch_domain::{Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Millis, Policy, Skill};
+use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, Policy, Skill};
 
 /// A posting list key: a primary language, optionally a skill, and whether the list holds only
 /// VIP-certified agents (each agent is in both the general and, if certified, the VIP lists).
@@ -42,10 +42,7 @@ struct CaseIndex {
 
 /// Could take an offer, time aside (wrap-up and cool-down are checked at selection).
 fn routable(a: &Agent) -> bool {
-    a.connected()
-        && a.status == AgentStatus::Available
-        && a.pending_offer.is_none()
-        && dispatch_domain::Channel::ALL.iter().any(|c| a.has_room(*c))
+    a.routable()
 }
 
 fn postings_of(a: &Agent) -> Vec<Posting> {
