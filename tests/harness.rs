@@ -162,6 +162,11 @@ impl TestServer {
         Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis }
     }
 
+    /// Completes `case_id` on `agent`'s stream; the result code.
+    pub async fn complete_via(&self, agent: &mut AgentConn, case_id: &str) -> i32 {
+        agent.complete(case_id).await.code
+    }
+
     /// Moves the clock; the sweeper wakes at once.
     pub fn advance(&self, ms: u64) {
         self.clock.advance(ms);

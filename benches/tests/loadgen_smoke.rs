@@ -29,7 +29,20 @@ async fn a_short_load_run_assigns_cases() {
     ));
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["run", "--addr", &addr, "--agents", "60", "--rate", "40", "--duration", "1", "--handle-ms", "0", "--simple-cases"])
+            .args([
+                "run",
+                "--addr",
+                &addr,
+                "--agents",
+                "60",
+                "--rate",
+                "40",
+                "--duration",
+                "1",
+                "--handle-ms",
+                "0",
+                "--simple-cases",
+            ])
             .output()
             .unwrap()
     })

@@ -108,14 +108,17 @@ async fn a_dead_redis_gives_unavailable_and_a_restarted_one_is_used_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_dispatcher_follows_the_change_log_and_rebuilds_after_a_gap() {
-    let a = TestServer::start(Backend::Redis, Policy::default()).await;
-    let b = TestServer::start_beside(&a, Policy::default()).await;
+    // A long presence lease: the manual clock jumps 20 s at once below, faster than A could
+    // renew a 15 s lease (real time renews every 5 s).
+    let policy = Policy { presence_lease_ms: 120_000, ..Policy::default() };
+    let a = TestServer::start(Backend::Redis, policy.clone()).await;
+    let b = TestServer::start_beside(&a, policy).await;
     let available_on_b = || async {
         let r = b.planner().get_availability(pb::GetAvailabilityRequest::default()).await.ok()?.into_inner();
         r.report?.total
     };
     a.register(profile("seen", &[("en", 5)], &[], false)).await;
-    let _seen = a.available("seen").await;
+    let mut seen = a.available("seen").await;
     eventually("B's index to see A's agent", || async { available_on_b().await.filter(|t| t.available == 1) }).await;
 
     // Trim the whole log: B's cursor now points before deleted entries, so it must rebuild.
@@ -130,14 +133,22 @@ async fn a_second_dispatcher_follows_the_change_log_and_rebuilds_after_a_gap() {
         available_on_b().await.filter(|t| t.registered == 2)
     })
     .await;
-    // Cases submitted on B are matched with agents connected to A (B's index knows them).
+    // A case submitted on B goes to the agent whose stream is on A: B makes the offer, A learns
+    // of it from the change log and shows it to the device; the agent accepts through A.
     b.submit(case("via-b", "en", &[], pb::Tier::Standard)).await;
-    // The offer is made by B; the agent's stream is on A, so A delivers it on its next look at
-    // the case (the cross-replica delivery path is the next issue's); here we check the record.
-    let c = eventually("B to offer the case", || async {
-        let c = b.case("via-b").await;
-        (c.state == pb::CaseState::Offered as i32).then_some(c)
-    })
-    .await;
-    assert_eq!(c.current_agent_id, "seen");
+    let offer = seen.offer().await;
+    assert_eq!(offer.case.as_ref().unwrap().case_id, "via-b");
+    assert!(offer.remaining_ms > 0 && offer.remaining_ms <= 20_000);
+    assert_eq!(seen.accept(&offer.offer_id).await.code, 0);
+    assert_eq!(seen.assigned().await.offer_id, offer.offer_id);
+    assert_eq!(b.case("via-b").await.state, pb::CaseState::Assigned as i32);
+    // An offer B times out reaches the device on A as a revocation.
+    b.submit(case("via-b-2", "en", &[], pb::Tier::Standard)).await;
+    assert_eq!(a.complete_via(&mut seen, "via-b").await, 0);
+    a.advance(10_000); // the chat wrap-up ends
+    let second = seen.offer().await;
+    assert_eq!(second.case.as_ref().unwrap().case_id, "via-b-2");
+    a.advance(20_000);
+    let r = seen.revoked().await;
+    assert_eq!((r.offer_id.as_str(), r.reason.as_str()), (second.offer_id.as_str(), "timed_out"));
 }

@@ -243,6 +243,13 @@ impl Engine {
             self.inner.index.apply_case(case, &self.inner.policy);
         }
         self.inner.pool_changed.send_modify(|v| *v += 1);
+        // Devices held here catch up with offers made or withdrawn elsewhere meanwhile.
+        let now = self.now().await?;
+        for id in self.inner.sessions.agents() {
+            if let Some(a) = self.inner.index.agent(&id) {
+                self.sync_device(&a, now).await?;
+            }
+        }
         info!(agents, live_cases = cases, "pool index built from the store");
         Ok(())
     }
@@ -308,12 +315,20 @@ impl Engine {
                 _ => false,
             };
             if known {
+                // Already in the index (e.g. from a rebuild), but a device here may not have
+                // seen it yet.
+                if let ChangeRef::Agent(id, _) = &change
+                    && let Some(a) = self.inner.index.agent(id)
+                {
+                    self.sync_device(&a, now).await?;
+                }
                 continue;
             }
             match change {
                 ChangeRef::Agent(id, _) => match self.inner.store.get_agent(&id).await? {
                     Some(a) => {
                         let ready = a.unready_reason(now).is_none();
+                        self.sync_device(&a, now).await?;
                         if self.inner.index.apply_agent(a) {
                             self.inner.pool_changed.send_modify(|v| *v += 1);
                             if ready {
@@ -496,11 +511,7 @@ impl Engine {
         if let Some(pending) = out.committed.agent.as_ref().and_then(|a| a.pending_offer.clone()) {
             let now = self.now().await?;
             if let Some(case) = self.inner.index.case(&pending.case_id) {
-                let remaining_ms = u64::try_from(pending.deadline - now).unwrap_or(0);
-                self.tell(
-                    agent_id,
-                    AgentNotice::Offer { offer_id: pending.offer_id, case: Arc::new(case.spec.clone()), remaining_ms },
-                );
+                self.tell_offer(agent_id, &pending.offer_id, Arc::new(case.spec.clone()), pending.deadline, now);
             }
         }
         info!(agent_id = %agent_id, session_id = %session_id, "agent connected");
@@ -776,24 +787,27 @@ impl Engine {
                 info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, "offer made");
                 watch(CaseEventKind::Offered, Some(agent_id), Some(offer_id), "");
                 if let Some(spec) = spec() {
-                    let remaining_ms = u64::try_from(deadline - now).unwrap_or(0);
-                    self.tell(agent_id, AgentNotice::Offer { offer_id: offer_id.clone(), case: spec, remaining_ms });
+                    self.tell_offer(agent_id, offer_id, spec, *deadline, now);
                 }
             }
             Event::Declined { agent_id, offer_id, reason, .. } => {
+                self.inner.sessions.swap_told(agent_id, None);
                 watch(CaseEventKind::Declined, Some(agent_id), Some(offer_id), reason)
             }
             Event::TimedOut { case_id, offer_id, agent_id } => {
                 watch(CaseEventKind::OfferTimedOut, Some(agent_id), Some(offer_id), "timed_out");
+                self.inner.sessions.swap_told(agent_id, None);
                 self.tell(agent_id, revoked(offer_id, case_id, "timed_out"));
             }
             Event::Revoked { case_id, offer_id, agent_id, reason } => {
                 watch(CaseEventKind::OfferRevoked, Some(agent_id), Some(offer_id), reason.as_str());
+                self.inner.sessions.swap_told(agent_id, None);
                 self.tell(agent_id, revoked(offer_id, case_id, reason.as_str()));
             }
             Event::Assigned { offer_id, agent_id, case_id, time_to_accept_ms } => {
                 info!(case_id = %case_id, agent_id = %agent_id, offer_id = %offer_id, time_to_accept_ms, "case assigned");
                 watch(CaseEventKind::Assigned, Some(agent_id), Some(offer_id), "");
+                self.inner.sessions.swap_told(agent_id, None);
                 if let Some(spec) = spec() {
                     self.tell(agent_id, AgentNotice::Assigned { offer_id: offer_id.clone(), case: spec });
                 }
@@ -804,6 +818,7 @@ impl Engine {
             Event::Cancelled { case_id, agent_id, offer_id, reason } => {
                 watch(CaseEventKind::Cancelled, agent_id.as_ref(), offer_id.as_ref(), reason);
                 if let (Some(a), Some(o)) = (agent_id, offer_id) {
+                    self.inner.sessions.swap_told(a, None);
                     self.tell(a, revoked(o, case_id, RevokeReason::Cancelled.as_str()));
                 }
             }
@@ -823,6 +838,56 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Shows a live offer to the agent's device here, once (it may reach this process from its
+    /// own commit and again from the change log when another dispatcher made it).
+    fn tell_offer(&self, agent_id: &AgentId, offer_id: &OfferId, case: Arc<CaseSpec>, deadline: Millis, now: Millis) {
+        match self.inner.sessions.swap_told(agent_id, Some(offer_id.clone())) {
+            Some(Some(previous)) if &previous == offer_id => {}
+            Some(_) => {
+                let remaining_ms = u64::try_from(deadline - now).unwrap_or(0);
+                self.tell(agent_id, AgentNotice::Offer { offer_id: offer_id.clone(), case, remaining_ms });
+            }
+            None => {}
+        }
+    }
+
+    /// Brings a device held here up to date with its agent's record as another dispatcher left
+    /// it: a new live offer is shown; an offer that is gone is withdrawn.
+    async fn sync_device(&self, agent: &Agent, now: Millis) -> Result<(), EngineError> {
+        match &agent.pending_offer {
+            Some(p) => {
+                let spec = match self.inner.index.case(&p.case_id) {
+                    Some(c) => Arc::new(c.spec.clone()),
+                    None => match self.inner.store.get_case(&p.case_id).await? {
+                        Some(c) => Arc::new(c.spec),
+                        None => return Ok(()),
+                    },
+                };
+                self.tell_offer(agent.id(), &p.offer_id, spec, p.deadline, now);
+            }
+            None => {
+                if let Some(Some(gone)) = self.inner.sessions.swap_told(agent.id(), None) {
+                    let case_id = self.inner.store.offer_case(&gone).await?;
+                    let reason = match &case_id {
+                        Some(id) => self
+                            .inner
+                            .store
+                            .get_case(id)
+                            .await?
+                            .and_then(|c| c.offer(&gone).map(|o| o.reason.clone()))
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or_else(|| "revoked".to_owned()),
+                        None => "revoked".to_owned(),
+                    };
+                    if let Some(case_id) = case_id {
+                        self.tell(agent.id(), revoked(&gone, &case_id, &reason));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queues a notice for an agent's device. A device whose queue is full is not reading:

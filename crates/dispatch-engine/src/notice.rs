@@ -73,6 +73,9 @@ pub struct AgentSession {
 struct Slot {
     session_id: SessionId,
     tx: mpsc::Sender<AgentNotice>,
+    /// The live offer this device was last told about (so that an offer reaching this process
+    /// twice, from its own commit and from the change log, is shown once).
+    told_offer: Option<OfferId>,
 }
 
 /// Open sessions by agent. Dropping a slot's sender ends that device's stream.
@@ -93,7 +96,7 @@ impl Sessions {
     /// Opens a session, replacing (and so ending) any other of the same agent.
     pub fn open(&self, agent_id: AgentId, session_id: SessionId, buffer: usize) -> AgentSession {
         let (tx, rx) = mpsc::channel(buffer);
-        self.slots.insert(agent_id.clone(), Slot { session_id: session_id.clone(), tx });
+        self.slots.insert(agent_id.clone(), Slot { session_id: session_id.clone(), tx, told_offer: None });
         AgentSession { agent_id, session_id, notices: rx }
     }
 
@@ -125,6 +128,12 @@ impl Sessions {
             Err(mpsc::error::TrySendError::Full(_)) => Err((SendFailure::Full, Some(slot.session_id.clone()))),
             Err(mpsc::error::TrySendError::Closed(_)) => Err((SendFailure::NoSession, Some(slot.session_id.clone()))),
         }
+    }
+
+    /// Records that the agent's device was told about `offer` (or that it holds none); returns
+    /// the offer it had been told about before. `None` when no session is open here.
+    pub fn swap_told(&self, agent_id: &AgentId, offer: Option<OfferId>) -> Option<Option<OfferId>> {
+        self.slots.get_mut(agent_id).map(|mut s| std::mem::replace(&mut s.told_offer, offer))
     }
 
     /// Agents with an open session here.
