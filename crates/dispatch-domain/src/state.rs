@@ -44,6 +44,10 @@ pub struct Session {
     pub connected: bool,
     /// When the stream dropped (while `connected` is false).
     pub disconnected_at: Option<Millis>,
+    /// The presence lease of this session runs at least until then (set at connect; renewals
+    /// move only the timer). A lease timer firing earlier belongs to an older session: stale.
+    #[serde(default)]
+    pub lease_until: Millis,
 }
 
 /// The offer an agent is holding.

@@ -609,16 +609,17 @@ pub fn connect(agent: &Agent, session_id: SessionId, now: Millis, policy: &Polic
     if !resumed {
         agent.status = AgentStatus::Away;
     }
-    agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None });
+    let lease_until = now + policy.presence_lease_ms as i64;
+    agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None, lease_until });
     let events = vec![Event::AgentStatus { agent_id: agent.id().clone(), status: agent.status, reason }];
-    let timers = vec![(TimerKey::PresenceLease(agent.id().clone()), now + policy.presence_lease_ms as i64)];
+    let timers = vec![(TimerKey::PresenceLease(agent.id().clone()), lease_until)];
     Change { agent: Some(agent), events, timers, ..Change::default() }
 }
 
 /// The presence lease ran out: the dispatcher that held the agent's stream is gone (or cut off
 /// from the store). Treated as a disconnect of the current session.
 pub fn lease_expired(agent: &Agent, pending_case: Option<&Case>, now: Millis, policy: &Policy) -> Change {
-    match agent.session.as_ref().filter(|s| s.connected) {
+    match agent.session.as_ref().filter(|s| s.connected && now >= s.lease_until) {
         Some(s) => disconnect(agent, pending_case, &s.id.clone(), now, policy),
         None => Change::default(),
     }

@@ -481,3 +481,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_stale_lease_timer_does_not_disconnect_a_fresh_session() {
+    let p = Policy::default();
+    let a = ready("a", &[("en", 5)], &[], false); // connected at T0, lease until T0 + 15 s
+    // The stream drops and the agent reconnects at T0 + 29 s: a new session with a new lease.
+    let dropped = transition::disconnect(&a, None, &session(1), T0 + 1_000, &p).agent.unwrap();
+    let back = transition::connect(&dropped, session(2), T0 + 29_000, &p).agent.unwrap();
+    // The first session's lease timer (due T0 + 15 s) fires late, after the reconnect.
+    assert!(transition::lease_expired(&back, None, T0 + 29_001, &p).is_noop(), "stale timer ignored");
+    // The new session's own lease, if never renewed, does expire.
+    let gone = transition::lease_expired(&back, None, T0 + 29_000 + p.presence_lease_ms as i64, &p).agent.unwrap();
+    assert!(!gone.connected());
+}
