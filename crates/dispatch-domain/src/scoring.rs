@@ -2,7 +2,7 @@
 //! and the choice of the best candidates ([`rank`]). Callers bring the candidates (from an
 //! index); nothing here scans a pool.
 
-use crate::model::{Level, Millis, Tier};
+use crate::model::{Level, Millis};
 use crate::policy::{Policy, Relaxed};
 use crate::state::{Agent, CandidateScore, Case, Explanation, Term, TermScore};
 
@@ -78,7 +78,7 @@ pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed) -> Res
             }
         }
     }
-    if spec.tier == Tier::Vip && !profile.vip_certified && !relaxed.allow_uncertified_for_vip {
+    if case.needs_vip_certified(relaxed) && !profile.vip_certified {
         return Err(Ineligible::NotVipCertified);
     }
     Ok(())

@@ -421,6 +421,11 @@ impl Case {
         self.created_at.saturating_sub(i64::try_from(vip.saturating_add(prio)).unwrap_or(i64::MAX))
     }
 
+    /// Only VIP-certified agents may take it under this relaxation.
+    pub fn needs_vip_certified(&self, relaxed: Relaxed) -> bool {
+        self.spec.tier == crate::model::Tier::Vip && !relaxed.allow_uncertified_for_vip
+    }
+
     /// The live or accepted offer's agent.
     pub fn current_agent(&self) -> Option<&AgentId> {
         match &self.state {

@@ -48,8 +48,6 @@ pub enum RevokeReason {
     AgentUnavailable,
     /// The router cancelled the case.
     Cancelled,
-    /// The dispatcher is shutting down and handed the offer back.
-    Shutdown,
 }
 
 impl RevokeReason {
@@ -59,7 +57,6 @@ impl RevokeReason {
             RevokeReason::Disconnected => "disconnected",
             RevokeReason::AgentUnavailable => "agent_unavailable",
             RevokeReason::Cancelled => "cancelled",
-            RevokeReason::Shutdown => "shutdown",
         }
     }
 }
@@ -719,17 +716,6 @@ pub fn set_status(
     change.agent_ready(&agent, now);
     change.agent = Some(agent);
     Ok(change)
-}
-
-/// The dispatcher hands a live offer back (shutdown): like a revoke, without penalty.
-pub fn hand_back(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Change {
-    let mut change = Change::default();
-    let mut agent = agent.clone();
-    revoke_into(&mut change, case, &mut agent, RevokeReason::Shutdown, now, policy);
-    if change.case.is_some() {
-        change.agent = Some(agent);
-    }
-    change
 }
 
 /// Commands on an agent stream act only through the agent's current session.

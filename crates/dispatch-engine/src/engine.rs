@@ -363,11 +363,6 @@ impl Engine {
         &self.inner.policy
     }
 
-    /// The engine's settings.
-    pub fn config(&self) -> &EngineConfig {
-        &self.inner.config
-    }
-
     /// Now, on the store's clock.
     pub async fn now(&self) -> Result<Millis, EngineError> {
         Ok(self.inner.store.now().await?)
@@ -671,11 +666,6 @@ impl Engine {
         let total = out.counters.get(&Counter::AcceptMillisTotal).copied().unwrap_or(0);
         out.mean_time_to_accept_ms = if accepted > 0 { total as f64 / accepted as f64 } else { 0.0 };
         Ok(out)
-    }
-
-    /// How many agent devices are connected to this process.
-    pub fn open_sessions(&self) -> usize {
-        self.inner.sessions.len()
     }
 
     // ------------------------------------------------------------------------------------

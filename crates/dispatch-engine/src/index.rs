@@ -40,11 +40,6 @@ struct CaseIndex {
     waiting: HashMap<String, BTreeSet<(i64, CaseId)>>,
 }
 
-/// Could take an offer, time aside (wrap-up and cool-down are checked at selection).
-fn routable(a: &Agent) -> bool {
-    a.routable()
-}
-
 fn postings_of(a: &Agent) -> Vec<Posting> {
     let mut out = Vec::new();
     let mut langs: Vec<&str> = a.profile.languages.iter().map(|l| l.language.primary()).collect();
@@ -72,7 +67,7 @@ impl PoolIndex {
         if old.as_ref().is_some_and(|o| o.version >= agent.version) {
             return false;
         }
-        if let Some(o) = old.as_ref().filter(|o| routable(o)) {
+        if let Some(o) = old.as_ref().filter(|o| o.routable()) {
             let entry = (o.idle_since, o.id().clone());
             for key in postings_of(o) {
                 if let Some(set) = postings.get_mut(&key) {
@@ -84,7 +79,7 @@ impl PoolIndex {
             }
         }
         let agent = Arc::new(agent);
-        if routable(&agent) {
+        if agent.routable() {
             for key in postings_of(&agent) {
                 postings.entry(key).or_default().insert((agent.idle_since, agent.id().clone()), Arc::clone(&agent));
             }
@@ -178,7 +173,7 @@ impl PoolIndex {
         let postings = self.postings.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lang = case.spec.language.primary().to_owned();
         // A VIP case looks only at certified agents unless relaxation has opened it up.
-        let vip = case.spec.tier == dispatch_domain::Tier::Vip && !case.relaxed(policy, now).allow_uncertified_for_vip;
+        let vip = case.needs_vip_certified(case.relaxed(policy, now));
         let mut keys = vec![(lang.clone(), None, vip)];
         keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()), vip)));
         let empty = Postings::new();

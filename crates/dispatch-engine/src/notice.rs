@@ -28,7 +28,7 @@ pub enum AgentNotice {
         offer_id: OfferId,
         /// Case.
         case_id: CaseId,
-        /// `timed_out`, `cancelled`, `disconnected`, `agent_unavailable`, `shutdown`.
+        /// `timed_out`, `cancelled`, `disconnected`, `agent_unavailable`.
         reason: String,
     },
     /// The accept went through: the case is the agent's.
@@ -139,11 +139,6 @@ impl Sessions {
     /// Agents with an open session here.
     pub fn agents(&self) -> Vec<AgentId> {
         self.slots.iter().map(|e| e.key().clone()).collect()
-    }
-
-    /// How many sessions are open.
-    pub fn len(&self) -> usize {
-        self.slots.len()
     }
 }
 
