@@ -162,6 +162,16 @@ impl TestServer {
         Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis }
     }
 
+    /// Graceful shutdown (what SIGTERM does to `dispatchd`); returns when the server has drained.
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            bounded("the server to drain", t).await.expect("the server task");
+        }
+    }
+
     /// Completes `case_id` on `agent`'s stream; the result code.
     pub async fn complete_via(&self, agent: &mut AgentConn, case_id: &str) -> i32 {
         agent.complete(case_id).await.code
@@ -376,6 +386,25 @@ impl AgentConn {
     pub async fn complete(&mut self, case_id: &str) -> pb::CommandResult {
         self.command(Command::Complete(pb::Complete { case_id: case_id.to_owned(), outcome: "resolved".to_owned() }))
             .await
+    }
+
+    /// Waits for the stream to end with an error status; returns it (skipping messages).
+    pub async fn expect_error(&mut self) -> tonic::Status {
+        let id = self.id.clone();
+        bounded(&format!("agent {id}'s stream to fail"), async {
+            loop {
+                match self.rx.next().await {
+                    Some(Err(status)) => return status,
+                    Some(Ok(m)) => {
+                        if let Some(e) = m.event {
+                            self.backlog.push_back(e);
+                        }
+                    }
+                    None => panic!("agent {id}'s stream ended without a status"),
+                }
+            }
+        })
+        .await
     }
 
     /// Waits for the server to end the stream.

@@ -152,3 +152,49 @@ async fn a_second_dispatcher_follows_the_change_log_and_rebuilds_after_a_gap() {
     let r = seen.revoked().await;
     assert_eq!((r.offer_id.as_str(), r.reason.as_str()), (second.offer_id.as_str(), "timed_out"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_shutting_down_hands_offers_back_and_sends_devices_elsewhere() {
+    let policy = Policy { presence_lease_ms: 120_000, ..Policy::default() };
+    let mut a = TestServer::start(Backend::Redis, policy.clone()).await;
+    let b = TestServer::start_beside(&a, policy).await;
+    for id in ["busy", "leaving", "staying"] {
+        a.register(profile(id, &[("en", 5)], &[], false)).await;
+    }
+    // On A: "busy" holds an assignment, "leaving" a live offer.
+    let mut busy = a.available("busy").await;
+    a.submit(case("held", "en", &[], pb::Tier::Standard)).await;
+    let o = busy.offer().await;
+    assert_eq!(busy.accept(&o.offer_id).await.code, 0);
+    let mut leaving = a.available("leaving").await;
+    a.submit(case("handed-back", "en", &[], pb::Tier::Standard)).await;
+    let offer = leaving.offer().await;
+    assert_eq!(offer.case.as_ref().unwrap().case_id, "handed-back");
+    // On B: a free agent.
+    let mut staying = b.available("staying").await;
+
+    a.shutdown().await;
+
+    // Devices on A are told to reconnect (UNAVAILABLE is gRPC's "try again").
+    for conn in [&mut leaving, &mut busy] {
+        let status = conn.expect_error().await;
+        assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+        assert!(status.message().contains("reconnect"), "{}", status.message());
+    }
+    // The offer was handed back at once, not left to its deadline: the clock has not moved,
+    // yet B offers the case to its agent.
+    let again = staying.offer().await;
+    assert_eq!(again.case.as_ref().unwrap().case_id, "handed-back");
+    assert_eq!(b.case("handed-back").await.offers[0].reason, "disconnected");
+    // The agent with an assignment reconnects to B and finds its work there.
+    let mut busy = b.connect("busy").await;
+    let status = busy
+        .next("busy's status on B", |e| match e {
+            pb::dispatcher_message::Event::Status(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(status.assigned_case_ids, vec!["held".to_owned()]);
+    assert_eq!(busy.complete("held").await.code, 0);
+    assert_eq!(b.case("held").await.state, pb::CaseState::Completed as i32);
+}

@@ -8,6 +8,7 @@
 //! wrap-up ends, relaxation steps, time-to-live), plus a periodic rescan of waiting cases.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -177,7 +178,20 @@ struct Inner {
     last_renewal: Mutex<Millis>,
     /// Whether the store answers (for health).
     healthy: watch::Sender<bool>,
+    /// Shutting down: no new offers from here.
+    draining: AtomicBool,
     stop: watch::Sender<bool>,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Device streams told to reconnect and ended.
+    pub sessions_ended: usize,
+    /// Live offers handed back (revoked; their cases wait for the other dispatchers).
+    pub offers_handed_back: usize,
+    /// Sessions whose hand-back did not finish in time (their presence lease reclaims them).
+    pub unfinished: usize,
 }
 
 impl Engine {
@@ -209,6 +223,7 @@ impl Engine {
                 pool_changed: watch::channel(0).0,
                 last_renewal: Mutex::new(Millis::MIN / 2),
                 healthy: watch::channel(true).0,
+                draining: AtomicBool::new(false),
                 stop: watch::channel(false).0,
             }),
         };
@@ -356,6 +371,49 @@ impl Engine {
     /// there, so nothing is lost.
     pub fn stop(&self) {
         self.inner.stop.send_replace(true);
+    }
+
+    /// Graceful shutdown: no new offers from here; every device held here is told to reconnect
+    /// and its session ended, which hands its live offer back (revoked at once, the case queued
+    /// for the other dispatchers) instead of letting it run to its deadline; then the
+    /// background tasks stop. Hand-backs still running after `within` are left to the presence
+    /// lease (the agents stay signed in for the grace period either way).
+    pub async fn shutdown(&self, within: Duration) -> ShutdownReport {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let sessions = self.inner.sessions.all();
+        let mut report = ShutdownReport { sessions_ended: sessions.len(), ..ShutdownReport::default() };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (agent_id, session_id) in sessions {
+            let reason = "dispatcher shutting down: reconnect".to_owned();
+            let _ = self.inner.sessions.send(&agent_id, Some(&session_id), AgentNotice::Reconnect { reason });
+            let engine = self.clone();
+            tasks.spawn(async move { engine.end_session(&agent_id, &session_id).await });
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(Some(Ok(Ok(handed_back)))) => report.offers_handed_back += usize::from(handed_back),
+                Ok(Some(Ok(Err(e)))) => {
+                    warn!(error = %e, "hand-back failed; the presence lease will reclaim it");
+                    report.unfinished += 1;
+                }
+                Ok(Some(Err(_))) => report.unfinished += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    report.unfinished += tasks.len();
+                    tasks.detach_all();
+                    break;
+                }
+            }
+        }
+        self.stop();
+        info!(?report, "engine shut down");
+        report
+    }
+
+    /// Whether this dispatcher is shutting down.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
     }
 
     /// The rules in force.
@@ -516,13 +574,21 @@ impl Engine {
     /// The device stream ended: revoke the live offer at once; the agent stays signed in for
     /// the grace period.
     pub async fn disconnect(&self, agent_id: &AgentId, session_id: &SessionId) -> Result<(), EngineError> {
+        self.end_session(agent_id, session_id).await.map(drop)
+    }
+
+    /// Ends a session; whether a live offer was revoked.
+    async fn end_session(&self, agent_id: &AgentId, session_id: &SessionId) -> Result<bool, EngineError> {
         self.inner.sessions.close(agent_id, session_id);
-        self.transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
-            Ok(agent.map(|a| transition::disconnect(a, case, session_id, now, &self.inner.policy)).unwrap_or_default())
-        })
-        .await?;
+        let out = self
+            .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
+                Ok(agent
+                    .map(|a| transition::disconnect(a, case, session_id, now, &self.inner.policy))
+                    .unwrap_or_default())
+            })
+            .await?;
         info!(agent_id = %agent_id, session_id = %session_id, "agent disconnected");
-        Ok(())
+        Ok(out.events.iter().any(|e| matches!(e, Event::Revoked { .. })))
     }
 
     /// Checks that `session_id` is the agent's current session (heartbeats).
@@ -931,6 +997,10 @@ impl Engine {
                 _ = stop.changed() => return,
             };
             self.inner.work_pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&work);
+            if self.draining() {
+                // The other dispatchers match it (their change log shows the case queued).
+                continue;
+            }
             let result = match &work {
                 Work::Case(id) => self.match_case(id).await,
                 Work::Agent(id) => self.match_agent(id).await,

@@ -21,7 +21,7 @@ pub mod notice;
 pub mod store;
 
 pub use clock::Clock;
-pub use engine::{Engine, EngineConfig, EngineError, QueueStats, WaitingGroup};
+pub use engine::{Engine, EngineConfig, EngineError, QueueStats, ShutdownReport, WaitingGroup};
 pub use memory::MemoryStore;
 pub use notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind};
 pub use store::{ChangeBatch, ChangeRef, Commit, Committed, Counter, Read, Snapshot, Store, StoreError};

@@ -49,6 +49,12 @@ pub enum AgentNotice {
         /// Cases still assigned.
         assignments: Vec<CaseId>,
     },
+    /// This dispatcher is going away: the device is to reconnect (to another replica); the
+    /// stream ends after this.
+    Reconnect {
+        /// Why.
+        reason: String,
+    },
     /// The answer to one command.
     Result {
         /// As sent by the agent.
@@ -134,6 +140,11 @@ impl Sessions {
     /// the offer it had been told about before. `None` when no session is open here.
     pub fn swap_told(&self, agent_id: &AgentId, offer: Option<OfferId>) -> Option<Option<OfferId>> {
         self.slots.get_mut(agent_id).map(|mut s| std::mem::replace(&mut s.told_offer, offer))
+    }
+
+    /// Open sessions here.
+    pub fn all(&self) -> Vec<(AgentId, SessionId)> {
+        self.slots.iter().map(|e| (e.key().clone(), e.session_id.clone())).collect()
     }
 
     /// Agents with an open session here.

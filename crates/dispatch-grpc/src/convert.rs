@@ -368,9 +368,13 @@ pub fn snapshot_event(c: &Case, now: Millis) -> CaseEvent {
 }
 
 /// An engine notice → the message on the agent's stream.
-pub fn notice_to(n: AgentNotice) -> pb::DispatcherMessage {
+///
+/// [`AgentNotice::Reconnect`] is the stream's last word: status UNAVAILABLE, which gRPC clients
+/// read as "try again" (here: reconnect, to any dispatcher).
+pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status> {
     use pb::dispatcher_message::Event;
     let event = match n {
+        AgentNotice::Reconnect { reason } => return Err(tonic::Status::unavailable(reason)),
         AgentNotice::Offer { offer_id, case, remaining_ms } => {
             Event::Offer(pb::OfferMade { offer_id: offer_id.to_string(), case: Some(summary_to(&case)), remaining_ms })
         }
@@ -396,7 +400,7 @@ pub fn notice_to(n: AgentNotice) -> pb::DispatcherMessage {
             Event::Result(pb::CommandResult { request_id, code: code as i32, message })
         }
     };
-    pb::DispatcherMessage { event: Some(event) }
+    Ok(pb::DispatcherMessage { event: Some(event) })
 }
 
 /// `AvailabilityFilter` and group-by list (under `prefix`) → domain.

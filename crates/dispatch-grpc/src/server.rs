@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Buffer of events per watch stream.
     pub watch_buffer: usize,
+    /// On shutdown, how long handing offers back may take before the rest is left to the
+    /// presence lease; the process exits within about twice this.
+    pub shutdown_grace_ms: u64,
     /// Serve without TLS. Development only: `dispatchd --dev` sets it and logs a warning.
     pub plaintext: bool,
     /// TLS.
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: 10_000,
             heartbeat_timeout_ms: 45_000,
             watch_buffer: 64,
+            shutdown_grace_ms: 5_000,
             plaintext: false,
             tls: TlsConfig::default(),
         }
@@ -187,12 +191,14 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     info!(?addr, tls = !config.plaintext, "serving dispatch.v1");
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
     let drain = async move {
         shutdown.await;
-        info!("shutting down: health NOT_SERVING, ending streams");
-        stop_tx.send_replace(true);
+        info!("shutting down: health NOT_SERVING, handing offers back, ending streams");
         set_all(&health, ServingStatus::NotServing).await;
-        engine.stop();
+        // Agents first (told to reconnect, offers handed back), then every other stream.
+        engine.shutdown(grace).await;
+        stop_tx.send_replace(true);
     };
     builder
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))

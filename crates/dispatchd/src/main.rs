@@ -93,6 +93,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             if auth.is_dev() { "off" } else { "jwt" }
         );
     }
+    let drain_bound = std::time::Duration::from_millis(config.server.shutdown_grace_ms.saturating_mul(2));
     let server = dispatch_grpc::serve(listener, engine, config.server.clone(), auth, async {
         let _ = stop_rx.await;
     });
@@ -101,10 +102,10 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         r = &mut server => r.map_err(|e| anyhow::anyhow!(e))?,
         () = shutdown_signal() => {
             let _ = stop_tx.send(());
-            // Streams are ended by the server on shutdown; this bounds the drain regardless.
-            match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
+                        // Offers handed back and streams ended by the server; this bounds the drain regardless.
+            match tokio::time::timeout(drain_bound, server).await {
                 Ok(r) => r.map_err(|e| anyhow::anyhow!(e))?,
-                Err(_) => tracing::warn!("drain took longer than 10 s; exiting"),
+                Err(_) => tracing::warn!(?drain_bound, "drain took too long; exiting"),
             }
         }
     }
