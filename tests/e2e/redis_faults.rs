@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use dispatch_domain::Policy;
+use dispatch_engine::EngineConfig;
 use dispatch_proto::v1 as pb;
 use dispatch_tests::*;
 use tonic::Code;
@@ -45,6 +46,11 @@ async fn agents_cases_and_offers_survive_a_redis_restart_with_aof() {
     assert_eq!(after.offers[0].offer_id, offer.offer_id);
     assert_eq!(s.case("kept-2").await, before.1);
     assert_eq!(s.agent("a1").await.profile, before.2.profile);
+    // The restart began a new epoch: writes wait for the reconcile window (every dispatcher
+    // puts back what it knows first) and are refused meanwhile, as retryable.
+    assert_eq!(a.accept(&offer.offer_id).await.code, Code::Unavailable as i32);
+    eventually("the reconcile", || async { (s.engine.reconciles() > 0).then_some(()) }).await;
+    s.advance(EngineConfig::default().reconcile_window_ms);
     // And the offer can still be accepted.
     assert_eq!(a.accept(&offer.offer_id).await.code, 0);
     assert_eq!(s.case("kept-1").await.state, pb::CaseState::Assigned as i32);
@@ -96,6 +102,8 @@ async fn a_dead_redis_gives_unavailable_and_a_restarted_one_is_used_again() {
     eventually("health NOT_SERVING", || async { (serving(&s).await == NOT_SERVING).then_some(()) }).await;
     s.redis.as_mut().unwrap().restart();
     eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
+    eventually("the reconcile", || async { (s.engine.reconciles() > 0).then_some(()) }).await;
+    s.advance(EngineConfig::default().reconcile_window_ms);
     eventually("writes work again", || async {
         s.roster()
             .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("d2", &[("en", 5)], &[], false)) })
@@ -197,4 +205,62 @@ async fn a_dispatcher_shutting_down_hands_offers_back_and_sends_devices_elsewher
     assert_eq!(status.assigned_case_ids, vec!["held".to_owned()]);
     assert_eq!(busy.complete("held").await.code, 0);
     assert_eq!(b.case("held").await.state, pb::CaseState::Completed as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_redis_lost_in_a_crash_are_put_back_by_the_dispatchers() {
+    let policy = Policy { presence_lease_ms: 120_000, ..Policy::default() };
+    let mut a = TestServer::start(Backend::Redis, policy.clone()).await;
+    let b = TestServer::start_beside(&a, policy).await;
+    for id in ["w1", "w2"] {
+        a.register(profile(id, &[("en", 5)], &[], false)).await;
+    }
+    let mut w1 = a.available("w1").await;
+    eventually("B to see w1", || async {
+        let r = b.planner().get_availability(pb::GetAvailabilityRequest::default()).await.ok()?.into_inner();
+        r.report?.total.filter(|t| t.available == 1)
+    })
+    .await;
+    // Redis's state "a second ago".
+    let saved = a.redis.as_ref().unwrap().copy_aof();
+    // Then: a case submitted through B (and confirmed to the router), offered to w1 and accepted.
+    b.submit(case("late", "en", &[], pb::Tier::Standard)).await;
+    let offer = w1.offer().await;
+    assert_eq!(w1.accept(&offer.offer_id).await.code, 0);
+    w1.assigned().await;
+    eventually("B to see the assignment", || async {
+        b.engine
+            .get_case(&dispatch_domain::CaseId::parse("id", "late").ok()?, None)
+            .await
+            .ok()
+            .filter(|c| c.state.name() == "assigned")
+    })
+    .await;
+
+    // Redis crashes and comes back without those writes.
+    a.redis.as_mut().unwrap().crash_back_to(&saved);
+    let redis_url = a.redis.as_ref().unwrap().url();
+    let raw = std::process::Command::new("redis-cli")
+        .args(["-u", &redis_url, "EXISTS", "dispatch:{default}:case:late"])
+        .output()
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), "0", "Redis really lost the case");
+
+    // Both dispatchers notice, join the new epoch and put back what they know.
+    eventually("both dispatchers to reconcile", || async {
+        (a.engine.reconciles() > 0 && b.engine.reconciles() > 0).then_some(())
+    })
+    .await;
+    a.advance(EngineConfig::default().reconcile_window_ms);
+    let mut w2 = b.available("w2").await;
+    // Nothing lost, nothing given twice: the case is w1's, with its one offer.
+    let late = b.case("late").await;
+    assert_eq!(late.state, pb::CaseState::Assigned as i32);
+    assert_eq!(late.current_agent_id, "w1");
+    assert_eq!(late.offers.len(), 1);
+    assert_eq!(w1.complete("late").await.code, 0);
+    // And dispatch goes on: a new case reaches the free agent.
+    a.submit(case("after", "en", &[], pb::Tier::Standard)).await;
+    let next = w2.offer().await;
+    assert_eq!(next.case.as_ref().unwrap().case_id, "after");
 }

@@ -576,6 +576,40 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
     change
 }
 
+/// The timers a case implies in its present state: those the transitions that led to it
+/// armed. Used to re-arm timers after the store lost some (a restart that lost its last writes).
+pub fn case_timers(case: &Case, now: Millis, policy: &Policy) -> Vec<(TimerKey, Millis)> {
+    let id = || case.id().clone();
+    match &case.state {
+        CaseState::Queued => {
+            case.next_review_at(policy, now).map(|at| (TimerKey::CaseReview(id()), at)).into_iter().collect()
+        }
+        CaseState::Offered { deadline, .. } => vec![(TimerKey::OfferDeadline(id()), *deadline)],
+        CaseState::Assigned { .. } => Vec::new(),
+        CaseState::Completed | CaseState::Cancelled | CaseState::Expired => {
+            vec![(TimerKey::Purge(id()), case.closed_at + policy.terminal_case_retention_ms as i64)]
+        }
+    }
+}
+
+/// The timers an agent implies in its present state (see [`case_timers`]). A connected
+/// session's lease is re-armed a full lease from `now`: the dispatcher holding its stream
+/// renews it from there.
+pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKey, Millis)> {
+    let id = || agent.id().clone();
+    let mut timers: Vec<(TimerKey, Millis)> =
+        agent.next_ready_at(now).map(|at| (TimerKey::AgentReady(id()), at)).into_iter().collect();
+    match &agent.session {
+        Some(s) if s.connected => timers.push((TimerKey::PresenceLease(id()), now + policy.presence_lease_ms as i64)),
+        Some(s) => {
+            let since = s.disconnected_at.unwrap_or(now);
+            timers.push((TimerKey::PresenceGrace(id()), since + policy.presence_grace_ms as i64));
+        }
+        None => {}
+    }
+    timers
+}
+
 /// Registers a new agent or updates a profile; the live state is kept.
 pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Millis) -> Change {
     let agent = match existing {

@@ -495,3 +495,45 @@ fn a_stale_lease_timer_does_not_disconnect_a_fresh_session() {
     let gone = transition::lease_expired(&back, None, T0 + 29_000 + p.presence_lease_ms as i64, &p).agent.unwrap();
     assert!(!gone.connected());
 }
+
+/// The timers a record implies (re-armed after the store lost writes) are the ones the
+/// transitions that led to it armed.
+#[test]
+fn implied_timers_match_the_armed_ones() {
+    let p = Policy::default();
+    let sorted = |mut t: Vec<(TimerKey, Millis)>| {
+        t.sort_by_key(|(_, due)| *due);
+        t
+    };
+    let submitted = transition::submit(spec("it-1", "en", &[], Tier::Standard), None, T0, &p);
+    let case = submitted.case.clone().unwrap();
+    assert_eq!(transition::case_timers(&case, T0, &p), submitted.timers);
+    let agent = ready("it-a", &[("en", 5)], &[], false);
+    let offer = transition::offer(&case, &agent, oid(1), Explanation::default(), T0, &p).unwrap();
+    let (case, agent) = apply(&case, &agent, &offer);
+    assert_eq!(transition::case_timers(&case, T0, &p), offer.timers);
+    let accept = transition::accept(&case, &agent, &oid(1), T0 + 5).unwrap();
+    let (case, agent) = apply(&case, &agent, &accept);
+    assert!(transition::case_timers(&case, T0 + 5, &p).is_empty(), "an assigned case waits on no timer");
+    let done = transition::complete(&case, &agent, "ok", T0 + 50, &p).unwrap();
+    let (case, agent) = apply(&case, &agent, &done);
+    let case_armed: Vec<_> = done.timers.iter().filter(|(k, _)| matches!(k, TimerKey::Purge(_))).cloned().collect();
+    assert_eq!(transition::case_timers(&case, T0 + 60, &p), case_armed);
+    // The agent: wrap-up, and its connected session's lease.
+    let implied = transition::agent_timers(&agent, T0 + 60, &p);
+    let ready_armed: Vec<_> =
+        done.timers.iter().filter(|(k, _)| matches!(k, TimerKey::AgentReady(_))).cloned().collect();
+    assert!(!ready_armed.is_empty());
+    let lease = (TimerKey::PresenceLease(agent.id().clone()), T0 + 60 + p.presence_lease_ms as i64);
+    assert_eq!(sorted(implied), sorted([ready_armed, vec![lease]].concat()));
+    // A dropped session: its grace period.
+    let dropped = transition::disconnect(&agent, None, &session(1), T0 + 100, &p);
+    let agent = dropped.agent.clone().unwrap();
+    let grace: Vec<_> =
+        dropped.timers.iter().filter(|(k, _)| matches!(k, TimerKey::PresenceGrace(_))).cloned().collect();
+    let implied: Vec<_> = transition::agent_timers(&agent, T0 + 900, &p)
+        .into_iter()
+        .filter(|(k, _)| matches!(k, TimerKey::PresenceGrace(_)))
+        .collect();
+    assert_eq!(implied, grace);
+}

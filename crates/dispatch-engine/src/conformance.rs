@@ -11,7 +11,7 @@ use dispatch_domain::{
 };
 
 use crate::clock::Clock;
-use crate::store::{Commit, Counter, Store, StoreError};
+use crate::store::{Commit, Counter, Restore, Store, StoreError};
 
 /// What a conformance test gets: the store, the clock it runs on, and whatever must live as long
 /// as the store (a `redis-server`).
@@ -239,6 +239,38 @@ pub async fn read_reports_the_store_time(s: &dyn Store, clock: &Clock) {
 
 /// Generates one `#[tokio::test]` per conformance check, in module `$name`, for the store built
 /// by `$make` (an async block returning a [`Fixture`]).
+/// A restore writes only records the store holds in an older version (or not at all), with
+/// their index entries and timers; it never moves a record back.
+pub async fn restore_keeps_the_newest_version(s: &dyn Store) {
+    let older = put_agent(s, agent("r-a")).await; // version 1
+    let mut newer = older.clone();
+    newer.version = 3;
+    newer.consecutive_misses = 2;
+    let stale = Agent { version: 0, ..agent("r-a") };
+    let c = put_case(s, case("r-c1", 5)).await;
+    let ahead = put_case(s, c.clone()).await; // version 2 in the store
+    let mut lost = case("r-lost", 7);
+    lost.version = 4;
+    let timer = (TimerKey::CaseReview(cid("r-lost")), 99);
+    let written = s
+        .restore(vec![
+            Restore::Agent(newer.clone(), vec![]),
+            Restore::Agent(stale, vec![]),
+            Restore::Case(c.clone(), vec![]),
+            Restore::Case(lost.clone(), vec![timer.clone()]),
+        ])
+        .await
+        .expect("restore");
+    assert_eq!(written, 2, "the newer agent and the missing case");
+    assert_eq!(s.get_agent(&aid("r-a")).await.unwrap(), Some(newer));
+    assert_eq!(s.get_case(&cid("r-c1")).await.unwrap(), Some(ahead), "never moved back");
+    assert_eq!(s.get_case(&cid("r-lost")).await.unwrap(), Some(lost.clone()));
+    assert!(s.snapshot().await.unwrap().live_cases.iter().any(|c| c.id() == lost.id()), "listed as live");
+    assert_eq!(s.due_timers(100, 10).await.unwrap(), vec![timer]);
+    // Later commits continue from the restored version.
+    assert_eq!(put_case(s, lost).await.version, 5);
+}
+
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($name:ident, $make:expr) => {
@@ -265,6 +297,7 @@ macro_rules! store_conformance_tests {
             case!(agent_removal_is_fenced);
             case!(snapshot_and_purge_see_only_what_they_should);
             case!(counters_add_up);
+            case!(restore_keeps_the_newest_version);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn racing_commits_have_exactly_one_winner() {

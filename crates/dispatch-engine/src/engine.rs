@@ -7,8 +7,8 @@
 //! work, deduplicated) and the sweeper (fires due timers: offer deadlines, presence grace,
 //! wrap-up ends, relaxation steps, time-to-live), plus a periodic rescan of waiting cases.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::index::PoolIndex;
 use crate::notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind, SendFailure, Sessions, Watchers};
-use crate::store::{ChangeRef, Commit, Committed, Counter, Read, Store, StoreError};
+use crate::store::{ChangeRef, Commit, Committed, Counter, Epoch, Read, Restore, Store, StoreError};
 
 /// Why an engine call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +54,7 @@ impl From<StoreError> for EngineError {
             StoreError::Conflict(m) => EngineError::Contention(m),
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
             StoreError::Corrupt(m) => EngineError::Internal(m),
+            StoreError::Fenced(m) => EngineError::Unavailable(format!("the store restarted; reconciling ({m})")),
         }
     }
 }
@@ -79,6 +80,13 @@ pub struct EngineConfig {
     /// Matching tasks working the queue concurrently (with a remote store each offer waits on
     /// round trips; compare-and-set keeps concurrent matchers correct).
     pub matcher_workers: usize,
+    /// After the store restarted (and may have lost its latest writes), writes other than the
+    /// dispatchers' restores are refused (UNAVAILABLE, retry) for this long, so that every
+    /// dispatcher puts back what it knows before anything new is decided.
+    pub reconcile_window_ms: u64,
+    /// Closed cases are remembered this long (store clock) to be put back after such a loss;
+    /// at least the store's own loss window (about 1 s with AOF `everysec`).
+    pub reconcile_memory_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +100,8 @@ impl Default for EngineConfig {
             change_feed_interval_ms: 100,
             health_interval_ms: 1_000,
             matcher_workers: 4,
+            reconcile_window_ms: 2_000,
+            reconcile_memory_ms: 10_000,
         }
     }
 }
@@ -180,6 +190,14 @@ struct Inner {
     healthy: watch::Sender<bool>,
     /// Shutting down: no new offers from here.
     draining: AtomicBool,
+    /// Until then (store clock) only restores are written: a reconcile is under way.
+    window_until: AtomicI64,
+    /// Wakes the tailer to reconcile at once (a write was fenced).
+    fenced: tokio::sync::Notify,
+    /// Cases that closed lately (store time, case), oldest first, to put back after a loss.
+    recently_closed: Mutex<VecDeque<(Millis, Case)>>,
+    /// Reconciles done (for tests and logs).
+    reconciles: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
@@ -224,9 +242,15 @@ impl Engine {
                 last_renewal: Mutex::new(Millis::MIN / 2),
                 healthy: watch::channel(true).0,
                 draining: AtomicBool::new(false),
+                window_until: AtomicI64::new(Millis::MIN),
+                fenced: tokio::sync::Notify::new(),
+                recently_closed: Mutex::new(VecDeque::new()),
+                reconciles: AtomicU64::new(0),
                 stop: watch::channel(false).0,
             }),
         };
+        let epoch = engine.inner.store.join_epoch().await?;
+        engine.open_window(epoch);
         // The cursor first, then the snapshot: a change made in between is read twice (harmless:
         // older versions are ignored), never missed.
         let cursor = engine.inner.store.change_cursor().await?;
@@ -302,6 +326,7 @@ impl Engine {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                () = self.inner.fenced.notified() => {}
                 _ = stop.changed() => return,
             }
             match self.follow(&cursor).await {
@@ -313,6 +338,9 @@ impl Engine {
 
     async fn follow(&self, cursor: &str) -> Result<String, EngineError> {
         let batch = self.inner.store.changes(cursor, 1_000).await?;
+        if batch.fenced {
+            return self.reconcile().await;
+        }
         if batch.gap {
             warn!("change log has a gap; rebuilding the index");
             let cursor = self.inner.store.change_cursor().await?;
@@ -356,6 +384,9 @@ impl Engine {
                 ChangeRef::Case(id, _) => match self.inner.store.get_case(&id).await? {
                     Some(c) => {
                         let queued = c.state == CaseState::Queued;
+                        if c.state.is_terminal() {
+                            self.remember_closed(&c, now);
+                        }
                         if self.inner.index.apply_case(c, &self.inner.policy) && queued {
                             self.enqueue(Work::Case(id));
                         }
@@ -365,6 +396,82 @@ impl Engine {
             }
         }
         Ok(batch.cursor)
+    }
+
+    /// After a restart of the store: writes wait until the reconcile window has passed.
+    fn open_window(&self, epoch: Epoch) {
+        if let Some(at) = epoch.began_after_restart_at {
+            let until = at + self.inner.config.reconcile_window_ms as i64;
+            self.inner.window_until.fetch_max(until, Ordering::SeqCst);
+        }
+    }
+
+    /// The store restarted (or another dispatcher found it had): join the new epoch, put back
+    /// every record this dispatcher knows in a newer version than the store holds (agents,
+    /// live cases, cases closed lately) with the timers they imply, then rebuild the index from
+    /// the store. Writes wait for the reconcile window, so that every dispatcher's restore is in
+    /// before anything new is decided. Returns the change-log cursor to follow from.
+    async fn reconcile(&self) -> Result<String, EngineError> {
+        let epoch = self.inner.store.join_epoch().await?;
+        self.open_window(epoch);
+        let now = self.now().await?;
+        let policy = &self.inner.policy;
+        let mut records: Vec<Restore> = self
+            .inner
+            .index
+            .agents()
+            .iter()
+            .map(|a| Restore::Agent(a.as_ref().clone(), transition::agent_timers(a, now, policy)))
+            .collect();
+        for c in self.inner.index.live_cases() {
+            records.push(Restore::Case(c.as_ref().clone(), transition::case_timers(&c, now, policy)));
+        }
+        let closed: Vec<Case> = {
+            let mut recent = self.inner.recently_closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let horizon = now - self.inner.config.reconcile_memory_ms as i64;
+            while recent.front().is_some_and(|(at, _)| *at < horizon) {
+                recent.pop_front();
+            }
+            recent.iter().map(|(_, c)| c.clone()).collect()
+        };
+        for c in closed {
+            let timers = transition::case_timers(&c, now, policy);
+            records.push(Restore::Case(c, timers));
+        }
+        let known = records.len();
+        let written = self.inner.store.restore(records).await?;
+        let cursor = self.inner.store.change_cursor().await?;
+        self.rebuild_index().await?;
+        self.inner.reconciles.fetch_add(1, Ordering::SeqCst);
+        warn!(
+            epoch = epoch.number,
+            known, written, "the store restarted: joined its new epoch and put back what it had lost"
+        );
+        // Matching resumes when the window closes.
+        let engine = self.clone();
+        let wait = Duration::from_millis(self.inner.config.reconcile_window_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            engine.rescan();
+            for a in engine.inner.index.agents() {
+                engine.enqueue(Work::Agent(a.id().clone()));
+            }
+        });
+        Ok(cursor)
+    }
+
+    /// How many times this dispatcher reconciled after a store restart.
+    pub fn reconciles(&self) -> u64 {
+        self.inner.reconciles.load(Ordering::SeqCst)
+    }
+
+    fn remember_closed(&self, case: &Case, now: Millis) {
+        let mut recent = self.inner.recently_closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.push_back((now, case.clone()));
+        let horizon = now - self.inner.config.reconcile_memory_ms as i64;
+        while recent.front().is_some_and(|(at, _)| *at < horizon) {
+            recent.pop_front();
+        }
     }
 
     /// Stops the background tasks. Records stay in the store; offer deadlines keep running
@@ -792,9 +899,20 @@ impl Engine {
     }
 
     async fn commit(&self, change: Change, now: Millis) -> Result<Outcome, StoreError> {
+        if now < self.inner.window_until.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("reconciling after a store restart; retry shortly".into()));
+        }
         let Change { case, agent, events, timers } = change;
         let counters = counter_deltas(&events);
-        let committed = self.inner.store.commit(Commit { case, agent, timers, counters }).await?;
+        let committed = match self.inner.store.commit(Commit { case, agent, timers, counters }).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, StoreError::Fenced(_)) {
+                    self.inner.fenced.notify_one();
+                }
+                return Err(e);
+            }
+        };
         self.after_commit(&committed, &events, now);
         Ok(Outcome { committed, events })
     }
@@ -809,6 +927,9 @@ impl Engine {
             }
         }
         if let Some(c) = &committed.case {
+            if c.state.is_terminal() {
+                self.remember_closed(c, now);
+            }
             inner.index.apply_case(c.clone(), &inner.policy);
             if c.state == CaseState::Queued {
                 self.enqueue(Work::Case(c.id().clone()));

@@ -24,4 +24,6 @@ pub use clock::Clock;
 pub use engine::{Engine, EngineConfig, EngineError, QueueStats, ShutdownReport, WaitingGroup};
 pub use memory::MemoryStore;
 pub use notice::{AgentNotice, AgentSession, CaseEvent, CaseEventKind};
-pub use store::{ChangeBatch, ChangeRef, Commit, Committed, Counter, Read, Snapshot, Store, StoreError};
+pub use store::{
+    ChangeBatch, ChangeRef, Commit, Committed, Counter, Epoch, Read, Restore, Snapshot, Store, StoreError,
+};

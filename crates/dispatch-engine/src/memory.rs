@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
 
 use crate::clock::Clock;
-use crate::store::{ChangeBatch, Commit, Committed, Counter, Snapshot, Store, StoreError};
+use crate::store::{ChangeBatch, Commit, Committed, Counter, Restore, Snapshot, Store, StoreError};
 
 /// In-memory [`Store`].
 pub struct MemoryStore {
@@ -27,6 +27,16 @@ struct Mem {
     /// Each armed timer's due time.
     timer_due: HashMap<TimerKey, Millis>,
     counters: BTreeMap<Counter, i64>,
+}
+
+impl Mem {
+    /// Arms a timer, moving it if it is armed already.
+    fn arm(&mut self, key: TimerKey, due: Millis) {
+        if let Some(old) = self.timer_due.insert(key.clone(), due) {
+            self.timers.remove(&(old, key.clone()));
+        }
+        self.timers.insert((due, key));
+    }
 }
 
 impl MemoryStore {
@@ -79,7 +89,7 @@ impl Store for MemoryStore {
     }
 
     async fn changes(&self, cursor: &str, _limit: usize) -> Result<ChangeBatch, StoreError> {
-        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false })
+        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false, fenced: false })
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
@@ -138,10 +148,7 @@ impl Store for MemoryStore {
             out.agent = Some(a);
         }
         for (key, due) in commit.timers {
-            if let Some(old) = mem.timer_due.insert(key.clone(), due) {
-                mem.timers.remove(&(old, key.clone()));
-            }
-            mem.timers.insert((due, key));
+            mem.arm(key, due);
         }
         for (counter, delta) in commit.counters {
             *mem.counters.entry(counter).or_default() += delta;
@@ -165,6 +172,37 @@ impl Store for MemoryStore {
 
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError> {
+        let mut mem = self.lock();
+        let mut written = 0;
+        for r in records {
+            let timers = match r {
+                Restore::Case(c, timers) => {
+                    if mem.cases.get(c.id()).is_some_and(|s| s.version >= c.version) {
+                        continue;
+                    }
+                    for o in &c.offers {
+                        mem.offers.insert(o.id.clone(), c.id().clone());
+                    }
+                    mem.cases.insert(c.id().clone(), c);
+                    timers
+                }
+                Restore::Agent(a, timers) => {
+                    if mem.agents.get(a.id()).is_some_and(|s| s.version >= a.version) {
+                        continue;
+                    }
+                    mem.agents.insert(a.id().clone(), a);
+                    timers
+                }
+            };
+            written += 1;
+            for (key, due) in timers {
+                mem.arm(key, due);
+            }
+        }
+        Ok(written)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {

@@ -18,6 +18,22 @@ pub enum StoreError {
     /// The store holds something it cannot decode.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// Nothing was written: the store restarted since this dispatcher joined its epoch (it may
+    /// have lost its latest writes), or another dispatcher began a new epoch. Reconcile, then
+    /// retry.
+    #[error("store fenced: {0}")]
+    Fenced(String),
+}
+
+/// A period of the store's life between two restarts that may have lost writes. Every write
+/// carries the epoch its writer joined; a write from an older epoch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epoch {
+    /// Increases by one at each restart.
+    pub number: u64,
+    /// When a restart began it (store clock); `None` for the store's first epoch (nothing to
+    /// reconcile).
+    pub began_after_restart_at: Option<Millis>,
 }
 
 /// Cumulative counters for the planner.
@@ -124,6 +140,17 @@ pub struct ChangeBatch {
     pub cursor: String,
     /// Entries after the given cursor were trimmed before they were read: rebuild the index.
     pub gap: bool,
+    /// The store restarted or its epoch moved since this dispatcher joined: reconcile.
+    pub fenced: bool,
+}
+
+/// A record to put back after the store lost writes, with the timers it implies.
+#[derive(Debug, Clone)]
+pub enum Restore {
+    /// A case.
+    Case(Case, Vec<(TimerKey, Millis)>),
+    /// An agent.
+    Agent(Agent, Vec<(TimerKey, Millis)>),
 }
 
 /// The persistence port.
@@ -171,4 +198,14 @@ pub trait Store: Send + Sync + 'static {
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError>;
     /// Every agent and live case, to build the index.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// Joins the store's current epoch, beginning a new one first if the store restarted since
+    /// the last one began. Later writes carry it.
+    async fn join_epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(Epoch { number: 1, began_after_restart_at: None })
+    }
+    /// Puts records back after a loss: each is written (with its version, its index entries and
+    /// its timers) only where the stored version is older or the record is missing, so that
+    /// restores from several dispatchers converge on the newest version any of them knew.
+    /// Returns how many were written.
+    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError>;
 }

@@ -13,6 +13,14 @@
 --   timers   zset  timer key -> due time (ms, store clock)
 --   counters hash  counter name -> total
 --   log      stream change log: k = a|c, id = record id, v = version written (0: deleted)
+--   epoch    string "<epoch>:<run id>:<began at ms>": the store's epoch (see `fence`)
+--
+-- Epochs. Redis with AOF `everysec` may come back from a crash without its last second of
+-- writes; after a failover a replica may lack the newest ones. Either way the serving
+-- process has a new run id. Every write names the epoch its dispatcher joined and is refused
+-- (error FENCED) when the server's run id is not the one the epoch began on, or the epoch
+-- moved: the dispatcher then joins the new epoch and puts back what it knows
+-- (`dispatch_restore`) before writing again.
 
 local function version_of(key)
   local raw = redis.call('GET', key)
@@ -22,16 +30,42 @@ local function version_of(key)
   return 0
 end
 
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+local function read_gen(key)
+  local g = redis.call('GET', key)
+  if not g then
+    return nil
+  end
+  local e, rid, at = string.match(g, '^(%d+):(%x+):(%d+)$')
+  return {epoch = tonumber(e), rid = rid, at = tonumber(at)}
+end
+
+-- Raises FENCED unless a writer of `epoch` may write now.
+local function fence(gen_key, epoch)
+  local g = read_gen(gen_key)
+  if not g or g.rid ~= run_id() then
+    error({err = 'FENCED the store restarted since this dispatcher joined its epoch'})
+  end
+  if g.epoch ~= tonumber(epoch) then
+    error({err = 'FENCED the store moved to epoch ' .. g.epoch})
+  end
+end
+
 local function log(key, maxlen, kind, id, version)
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id, 'v', version)
 end
 
--- KEYS: case, agent, agents, live, offers, timers, counters, log
+-- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch
 -- ARGV[1]: JSON {c = {id, exp, live, offer} | absent, a = {id, exp} | absent,
 --                t = [[member, due]], n = [[name, delta]], max = log length}
 -- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON (each already carrying version exp + 1)
+-- ARGV[4]: the writer's epoch
 -- Returns {1} when written, {0, 'case' | 'agent'} when a version did not match (nothing written).
 local function commit(keys, args)
+  fence(keys[9], args[4])
   local m = cjson.decode(args[1])
   local c = m['c']
   local a = m['a']
@@ -67,8 +101,9 @@ local function commit(keys, args)
   return {1}
 end
 
--- KEYS: agent, agents, log   ARGV: expected version, id, log length
+-- KEYS: agent, agents, log, epoch   ARGV: expected version, id, log length, epoch
 local function remove_agent(keys, args)
+  fence(keys[4], args[4])
   if version_of(keys[1]) ~= tonumber(args[1]) then
     return 0
   end
@@ -78,8 +113,9 @@ local function remove_agent(keys, args)
   return 1
 end
 
--- KEYS: timers   ARGV: member, due. Disarms the timer only if it is still due at `due`.
+-- KEYS: timers, epoch   ARGV: member, due, epoch. Disarms the timer only if it is still due at `due`.
 local function clear_timer(keys, args)
+  fence(keys[2], args[3])
   local due = redis.call('ZSCORE', keys[1], args[1])
   if due and tonumber(due) == tonumber(args[2]) then
     redis.call('ZREM', keys[1], args[1])
@@ -88,9 +124,10 @@ local function clear_timer(keys, args)
   return 0
 end
 
--- KEYS: case, live, offers, log   ARGV: case id, JSON list of offer ids, log length.
+-- KEYS: case, live, offers, log, epoch   ARGV: case id, JSON list of offer ids, log length, epoch.
 -- Deletes the case only if it is no longer live.
 local function purge_case(keys, args)
+  fence(keys[5], args[4])
   if redis.call('SISMEMBER', keys[2], args[1]) == 1 or redis.call('EXISTS', keys[1]) == 0 then
     return 0
   end
@@ -102,7 +139,75 @@ local function purge_case(keys, args)
   return 1
 end
 
+-- KEYS: epoch   ARGV: the epoch the caller knew (0: none), now (ms, store clock)
+-- Joins the current epoch, beginning a new one if the server restarted since it began.
+-- Returns {epoch, began at (0: the store's first epoch, nothing to reconcile)}.
+local function join_epoch(keys, args)
+  local rid = run_id()
+  local g = read_gen(keys[1])
+  if g and g.rid == rid then
+    return {g.epoch, g.at}
+  end
+  local known = tonumber(args[1])
+  local epoch = math.max(g and g.epoch or 0, known) + 1
+  local at = 0
+  if g or known > 0 then
+    at = tonumber(args[2])
+  end
+  redis.call('SET', keys[1], epoch .. ':' .. rid .. ':' .. at)
+  return {epoch, at}
+end
+
+-- KEYS: epoch   Returns {epoch (0: none), 1 if the server restarted since it began}.
+local function epoch_status(keys, args)
+  local g = read_gen(keys[1])
+  if not g then
+    return {0, 1}
+  end
+  if g.rid ~= run_id() then
+    return {g.epoch, 1}
+  end
+  return {g.epoch, 0}
+end
+
+-- KEYS: epoch, agents, live, offers, timers, log, then one record key per record
+-- ARGV: epoch, log length, then per record: meta JSON {k = a|c, id, v, live, offers, t}, body.
+-- Writes each record only where the stored one is older or missing. Returns how many.
+local function restore(keys, args)
+  fence(keys[1], args[1])
+  local written = 0
+  for i = 7, #keys do
+    local m = cjson.decode(args[(i - 7) * 2 + 3])
+    local body = args[(i - 7) * 2 + 4]
+    local v = tonumber(m['v'])
+    if version_of(keys[i]) < v then
+      redis.call('SET', keys[i], v .. ':' .. body)
+      if m['k'] == 'c' then
+        if m['live'] then
+          redis.call('SADD', keys[3], m['id'])
+        else
+          redis.call('SREM', keys[3], m['id'])
+        end
+        for _, o in ipairs(m['offers']) do
+          redis.call('HSET', keys[4], o, m['id'])
+        end
+      else
+        redis.call('ZADD', keys[2], 0, m['id'])
+      end
+      for _, t in ipairs(m['t']) do
+        redis.call('ZADD', keys[5], t[2], t[1])
+      end
+      log(keys[6], args[2], m['k'], m['id'], v)
+      written = written + 1
+    end
+  end
+  return written
+end
+
 redis.register_function('dispatch_commit', commit)
+redis.register_function('dispatch_join_epoch', join_epoch)
+redis.register_function{function_name = 'dispatch_epoch', callback = epoch_status, flags = {'no-writes'}}
+redis.register_function('dispatch_restore', restore)
 redis.register_function('dispatch_remove_agent', remove_agent)
 redis.register_function('dispatch_clear_timer', clear_timer)
 redis.register_function('dispatch_purge_case', purge_case)

@@ -17,6 +17,8 @@ pub struct Keys {
     pub counters: String,
     /// Stream: the change log (`k` = `a` agent / `c` case, `id`).
     pub log: String,
+    /// String: the store's epoch (`<epoch>:<run id>:<began at>`).
+    pub epoch: String,
 }
 
 impl Keys {
@@ -30,6 +32,7 @@ impl Keys {
             timers: format!("{prefix}timers"),
             counters: format!("{prefix}counters"),
             log: format!("{prefix}log"),
+            epoch: format!("{prefix}epoch"),
             prefix,
         }
     }
@@ -52,7 +55,9 @@ mod tests {
     #[test]
     fn every_key_carries_the_pool_tag() {
         let k = Keys::new("eu-1");
-        for key in [&k.agents, &k.live, &k.offers, &k.timers, &k.counters, &k.log, &k.agent("a"), &k.case("c")] {
+        for key in
+            [&k.agents, &k.live, &k.offers, &k.timers, &k.counters, &k.log, &k.epoch, &k.agent("a"), &k.case("c")]
+        {
             assert!(key.starts_with("dispatch:{eu-1}:"), "{key}");
         }
     }

@@ -3,11 +3,15 @@
 //! writing anything.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
-use dispatch_engine::{ChangeBatch, ChangeRef, Clock, Commit, Committed, Counter, Read, Snapshot, Store, StoreError};
+use dispatch_engine::{
+    ChangeBatch, ChangeRef, Clock, Commit, Committed, Counter, Epoch, Read, Restore, Snapshot, Store, StoreError,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
@@ -78,10 +82,17 @@ pub struct RedisStore {
     max_len: u64,
     /// A clock to use instead of Redis's `TIME` (tests drive time by hand); `None` in production.
     clock: Option<Clock>,
+    /// The epoch this store handle joined (every write carries it).
+    epoch: Arc<AtomicU64>,
 }
 
+/// A Redis error as the engine sees it: FENCED (raised by the Functions) or unavailable.
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    if e.code() == Some("FENCED") {
+        StoreError::Fenced(e.detail().unwrap_or("fenced").to_owned())
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -188,7 +199,9 @@ impl RedisStore {
             .await
             .map_err(connect)?;
         info!(url = %config.url, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
-        Ok(Self { conn, keys, max_len: config.change_log_max_len, clock })
+        let store = Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default() };
+        store.join_epoch().await.map_err(|e| OpenError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        Ok(store)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -198,6 +211,10 @@ impl RedisStore {
     /// The key layout (for tools and tests).
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    fn epoch(&self) -> String {
+        self.epoch.load(Ordering::SeqCst).to_string()
     }
 
     async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
@@ -301,8 +318,8 @@ impl Store for RedisStore {
         let v = self
             .fcall(
                 "dispatch_remove_agent",
-                &[&key, &self.keys.agents, &self.keys.log],
-                &[&version.to_string(), id.as_str(), &self.max_len.to_string()],
+                &[&key, &self.keys.agents, &self.keys.log, &self.keys.epoch],
+                &[&version.to_string(), id.as_str(), &self.max_len.to_string(), &self.epoch()],
             )
             .await?;
         match v {
@@ -361,8 +378,10 @@ impl Store for RedisStore {
             &self.keys.timers,
             &self.keys.counters,
             &self.keys.log,
+            &self.keys.epoch,
         ];
-        let v = self.fcall("dispatch_commit", &keys, &[&meta.to_string(), &case_json, &agent_json]).await?;
+        let v =
+            self.fcall("dispatch_commit", &keys, &[&meta.to_string(), &case_json, &agent_json, &self.epoch()]).await?;
         match v {
             Value::Array(items) if items.first() == Some(&Value::Int(1)) => Ok(Committed { case, agent }),
             Value::Array(items) => {
@@ -393,7 +412,12 @@ impl Store for RedisStore {
     }
 
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError> {
-        self.fcall("dispatch_clear_timer", &[&self.keys.timers], &[&timer_member(key), &due.to_string()]).await?;
+        self.fcall(
+            "dispatch_clear_timer",
+            &[&self.keys.timers, &self.keys.epoch],
+            &[&timer_member(key), &due.to_string(), &self.epoch()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -416,15 +440,68 @@ impl Store for RedisStore {
         let key = self.keys.case(id.as_str());
         self.fcall(
             "dispatch_purge_case",
-            &[&key, &self.keys.live, &self.keys.offers, &self.keys.log],
+            &[&key, &self.keys.live, &self.keys.offers, &self.keys.log, &self.keys.epoch],
             &[
                 id.as_str(),
                 &serde_json::to_string(&offers).map_err(|e| corrupt("offers", e))?,
                 &self.max_len.to_string(),
+                &self.epoch(),
             ],
         )
         .await?;
         Ok(())
+    }
+
+    async fn join_epoch(&self) -> Result<Epoch, StoreError> {
+        let now = self.now().await?;
+        let known = self.epoch.load(Ordering::SeqCst);
+        let v = self.fcall("dispatch_join_epoch", &[&self.keys.epoch], &[&known.to_string(), &now.to_string()]).await?;
+        let (number, at): (u64, Millis) = redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
+        self.epoch.store(number, Ordering::SeqCst);
+        Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at) })
+    }
+
+    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for chunk in records.chunks(100) {
+            let mut keys = vec![
+                self.keys.epoch.clone(),
+                self.keys.agents.clone(),
+                self.keys.live.clone(),
+                self.keys.offers.clone(),
+                self.keys.timers.clone(),
+                self.keys.log.clone(),
+            ];
+            let mut args = vec![self.epoch(), self.max_len.to_string()];
+            for r in chunk {
+                let timers = |t: &[(TimerKey, Millis)]| {
+                    t.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect::<Vec<_>>()
+                };
+                let (key, meta, body) = match r {
+                    Restore::Case(c, t) => (
+                        self.keys.case(c.id().as_str()),
+                        json!({ "k": "c", "id": c.id().as_str(), "v": c.version.to_string(),
+                                "live": !c.state.is_terminal(),
+                                "offers": c.offers.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+                                "t": timers(t) }),
+                        serde_json::to_string(c).map_err(|e| corrupt("case", e))?,
+                    ),
+                    Restore::Agent(a, t) => (
+                        self.keys.agent(a.id().as_str()),
+                        json!({ "k": "a", "id": a.id().as_str(), "v": a.version.to_string(), "t": timers(t) }),
+                        serde_json::to_string(a).map_err(|e| corrupt("agent", e))?,
+                    ),
+                };
+                keys.push(key);
+                args.push(meta.to_string());
+                args.push(body);
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let v = self.fcall("dispatch_restore", &keys, &args).await?;
+            written += redis::from_redis_value::<usize>(v).map_err(|e| corrupt("restore reply", e))?;
+        }
+        Ok(written)
     }
 
     async fn change_cursor(&self) -> Result<String, StoreError> {
@@ -436,16 +513,19 @@ impl Store for RedisStore {
     async fn changes(&self, cursor: &str, limit: usize) -> Result<ChangeBatch, StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("XRANGE").arg(&self.keys.log).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(limit);
+        pipe.cmd("FCALL_RO").arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
         pipe.cmd("XINFO").arg("STREAM").arg(&self.keys.log);
-        let result: Result<(redis::streams::StreamRangeReply, Value), _> = pipe.query_async(&mut self.conn()).await;
-        let (range, info) = match result {
+        let result: Result<(redis::streams::StreamRangeReply, (u64, u8), Value), _> =
+            pipe.query_async(&mut self.conn()).await;
+        let (range, (epoch, restarted), info) = match result {
             Ok(r) => r,
             // The log is gone (Redis lost its data): everything must be re-read.
             Err(e) if e.to_string().contains("no such key") => {
-                return Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: true });
+                return Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: true, fenced: true });
             }
             Err(e) => return Err(unavailable(e)),
         };
+        let fenced = restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst);
         let max_deleted = match &info {
             Value::Array(kv) | Value::Set(kv) => kv.chunks(2).find_map(|p| match p {
                 [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"max-deleted-entry-id" => {
@@ -462,7 +542,7 @@ impl Store for RedisStore {
             _ => None,
         };
         let gap = max_deleted.is_some_and(|d| stream_id(&d) > stream_id(cursor));
-        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap };
+        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap, fenced };
         for entry in range.ids {
             let field = |name: &str| match entry.map.get(name) {
                 Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),

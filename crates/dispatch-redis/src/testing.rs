@@ -114,6 +114,25 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// A copy of the AOF as it is now (every write so far has reached the file, though not
+    /// necessarily the disk): to bring back later with [`RedisServer::crash_back_to`].
+    pub fn copy_aof(&self) -> PathBuf {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let to = self.dir.join(format!("aof-copy-{n}"));
+        copy_dir(&self.dir.join("appendonlydir"), &to);
+        to
+    }
+
+    /// `kill -9`, then starts again from an older AOF copy: Redis comes back without the writes
+    /// made after the copy (what a crash with `appendfsync everysec` does to the last second).
+    pub fn crash_back_to(&mut self, copy: &std::path::Path) {
+        self.kill();
+        let aof = self.dir.join("appendonlydir");
+        let _ = std::fs::remove_dir_all(&aof);
+        copy_dir(copy, &aof);
+        self.spawn();
+    }
+
     /// SIGSTOP: the server hangs (connections stay open, nothing answers).
     pub fn pause(&self) {
         self.signal("-STOP");
@@ -122,6 +141,14 @@ impl RedisServer {
     /// SIGCONT after [`RedisServer::pause`].
     pub fn resume(&self) {
         self.signal("-CONT");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy directory");
+    for entry in std::fs::read_dir(from).expect("read the AOF directory") {
+        let entry = entry.expect("an AOF file");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy an AOF file");
     }
 }
 
