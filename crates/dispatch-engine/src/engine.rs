@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use dispatch_domain::model::{AgentProfile, CaseSpec};
 use dispatch_domain::scoring;
+use dispatch_domain::state::OfferOutcome;
 use dispatch_domain::stats::{self, Availability, AvailabilityFilter, GroupBy};
 use dispatch_domain::transition::{self, RevokeReason};
 use dispatch_domain::{
@@ -667,6 +668,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        if let Some(a) = &out.committed.agent {
+            self.inner.sessions.confirm(agent_id, &session_id, a.version);
+        }
         // A live offer survives a session switch (a second device): show it on the new one.
         if let Some(pending) = out.committed.agent.as_ref().and_then(|a| a.pending_offer.clone()) {
             let now = self.now().await?;
@@ -883,7 +887,23 @@ impl Engine {
         let retries = self.inner.config.conflict_retries;
         for attempt in 0..retries {
             let (case, agent, now) = self.load(&load).await?;
-            let change = decide(case.as_ref(), agent.as_ref(), now)?;
+            if now < self.inner.window_until.load(Ordering::SeqCst) {
+                return Err(EngineError::Unavailable("reconciling after a store restart; retry shortly".into()));
+            }
+            let change = match decide(case.as_ref(), agent.as_ref(), now) {
+                Ok(c) => c,
+                Err(rejection) => {
+                    // A refusal is final only if what it was based on is: not if the store
+                    // restarted (and may have lost writes) since this dispatcher last joined.
+                    if let Err(e) = self.inner.store.check_epoch().await {
+                        if matches!(e, StoreError::Fenced(_)) {
+                            self.inner.fenced.notify_one();
+                        }
+                        return Err(e.into());
+                    }
+                    return Err(rejection.into());
+                }
+            };
             if change.is_noop() && change.timers.is_empty() {
                 return Ok(Outcome::default());
             }
@@ -920,6 +940,9 @@ impl Engine {
     fn after_commit(&self, committed: &Committed, events: &[Event], now: Millis) {
         let inner = &self.inner;
         if let Some(a) = &committed.agent {
+            if let Some(ended) = inner.sessions.end_if_superseded(a) {
+                info!(agent_id = %a.id(), session_id = %ended, "session ended in the store; device told to reconnect");
+            }
             inner.index.apply_agent(a.clone());
             inner.pool_changed.send_modify(|v| *v += 1);
             if a.unready_reason(now).is_none() {
@@ -1033,6 +1056,13 @@ impl Engine {
     /// Brings a device held here up to date with its agent's record as another dispatcher left
     /// it: a new live offer is shown; an offer that is gone is withdrawn.
     async fn sync_device(&self, agent: &Agent, now: Millis) -> Result<(), EngineError> {
+        if self.inner.index.agent(agent.id()).is_some_and(|a| a.version > agent.version) {
+            return Ok(()); // a newer version is already here (and was told)
+        }
+        if let Some(ended) = self.inner.sessions.end_if_superseded(agent) {
+            warn!(agent_id = %agent.id(), session_id = %ended, "the store ended this session; device told to reconnect");
+            return Ok(());
+        }
         match &agent.pending_offer {
             Some(p) => {
                 let spec = match self.inner.index.case(&p.case_id) {
@@ -1046,20 +1076,21 @@ impl Engine {
             }
             None => {
                 if let Some(Some(gone)) = self.inner.sessions.swap_told(agent.id(), None) {
-                    let case_id = self.inner.store.offer_case(&gone).await?;
-                    let reason = match &case_id {
-                        Some(id) => self
-                            .inner
-                            .store
-                            .get_case(id)
-                            .await?
-                            .and_then(|c| c.offer(&gone).map(|o| o.reason.clone()))
-                            .filter(|r| !r.is_empty())
-                            .unwrap_or_else(|| "revoked".to_owned()),
-                        None => "revoked".to_owned(),
-                    };
-                    if let Some(case_id) = case_id {
-                        self.tell(agent.id(), revoked(&gone, &case_id, &reason));
+                    let Some(case_id) = self.inner.store.offer_case(&gone).await? else { return Ok(()) };
+                    let record = self.inner.store.get_case(&case_id).await?.and_then(|c| c.offer(&gone).cloned());
+                    match record {
+                        // Accepted: the device hears "assigned" from the dispatcher that took
+                        // the accept (its own stream's), never "revoked".
+                        Some(o) if o.outcome == OfferOutcome::Accepted => {}
+                        // Still live: this view of the agent was older than the offer.
+                        Some(o) if o.outcome == OfferOutcome::Pending => {
+                            self.inner.sessions.swap_told(agent.id(), Some(gone));
+                        }
+                        Some(o) => {
+                            let reason = if o.reason.is_empty() { "revoked".to_owned() } else { o.reason };
+                            self.tell(agent.id(), revoked(&gone, &case_id, &reason));
+                        }
+                        None => self.tell(agent.id(), revoked(&gone, &case_id, "revoked")),
                     }
                 }
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dispatch_domain::model::CaseSpec;
-use dispatch_domain::{Activity, AgentId, AgentStatus, CaseId, CaseState, Millis, OfferId, SessionId};
+use dispatch_domain::{Activity, Agent, AgentId, AgentStatus, CaseId, CaseState, Millis, OfferId, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::EngineError;
@@ -82,6 +82,8 @@ struct Slot {
     /// The live offer this device was last told about (so that an offer reaching this process
     /// twice, from its own commit and from the change log, is shown once).
     told_offer: Option<OfferId>,
+    /// The agent record's version when this session was stored (`None` until then).
+    since_version: Option<u64>,
 }
 
 /// Open sessions by agent. Dropping a slot's sender ends that device's stream.
@@ -102,8 +104,39 @@ impl Sessions {
     /// Opens a session, replacing (and so ending) any other of the same agent.
     pub fn open(&self, agent_id: AgentId, session_id: SessionId, buffer: usize) -> AgentSession {
         let (tx, rx) = mpsc::channel(buffer);
-        self.slots.insert(agent_id.clone(), Slot { session_id: session_id.clone(), tx, told_offer: None });
+        self.slots.insert(
+            agent_id.clone(),
+            Slot { session_id: session_id.clone(), tx, told_offer: None, since_version: None },
+        );
         AgentSession { agent_id, session_id, notices: rx }
+    }
+
+    /// Notes that the session was stored with the agent record at `version`.
+    pub fn confirm(&self, agent_id: &AgentId, session_id: &SessionId, version: u64) {
+        if let Some(mut s) = self.slots.get_mut(agent_id).filter(|s| &s.session_id == session_id) {
+            s.since_version = Some(version);
+        }
+    }
+
+    /// Ends the session held here if a newer record of its agent no longer has it connected.
+    /// When the record still names it (its lease ran out while this process was paused or cut
+    /// off from the store) the device is told to reconnect; when another session replaced it
+    /// or the agent signed out, the stream just ends (as it does when both are on this
+    /// process). Returns the ended session.
+    pub fn end_if_superseded(&self, agent: &Agent) -> Option<SessionId> {
+        let gone = self.slots.get(agent.id()).is_some_and(|s| {
+            s.since_version.is_some_and(|v| agent.version > v)
+                && !agent.session.as_ref().is_some_and(|x| x.id == s.session_id && x.connected)
+        });
+        if !gone {
+            return None;
+        }
+        let (_, slot) = self.slots.remove(agent.id())?;
+        if agent.session.as_ref().is_some_and(|x| x.id == slot.session_id) {
+            let reason = "this session's presence lease ran out: reconnect".to_owned();
+            let _ = slot.tx.try_send(AgentNotice::Reconnect { reason });
+        }
+        Some(slot.session_id)
     }
 
     /// Closes the session if it is still the agent's current one.

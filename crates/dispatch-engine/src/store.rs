@@ -203,6 +203,11 @@ pub trait Store: Send + Sync + 'static {
     async fn join_epoch(&self) -> Result<Epoch, StoreError> {
         Ok(Epoch { number: 1, began_after_restart_at: None })
     }
+    /// [`StoreError::Fenced`] if the store restarted or its epoch moved since this handle
+    /// joined: what was just read may predate writes the store lost.
+    async fn check_epoch(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Puts records back after a loss: each is written (with its version, its index entries and
     /// its timers) only where the stored version is older or the record is missing, so that
     /// restores from several dispatchers converge on the newest version any of them knew.

@@ -461,6 +461,16 @@ impl Store for RedisStore {
         Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at) })
     }
 
+    async fn check_epoch(&self) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
+        let (epoch, restarted): (u64, u8) = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        if restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced(format!("the store is at epoch {epoch}, restarted: {}", restarted == 1)));
+        }
+        Ok(())
+    }
+
     async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError> {
         let mut written = 0;
         for chunk in records.chunks(100) {

@@ -1,0 +1,428 @@
+//! The fault suite: real processes (a `redis-server` with AOF `everysec`, several `dispatchd`
+//! replicas, sometimes a TCP proxy between them), simulated agents and routers over gRPC, and
+//! faults injected while cases flow. Every client operation is recorded to a history; the
+//! checker (`check.rs`) then proves I1–I4 from the history and the final Redis state.
+//!
+//! Each scenario prints one line (`scenario=… cases=… lost=0 double=0 …`) and fails on any
+//! violation. Scenarios run one at a time (they share two cores).
+
+mod check;
+mod procs;
+mod sim;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dispatch_domain::CaseId;
+use dispatch_engine::Store;
+use dispatch_redis::testing::RedisServer;
+use dispatch_redis::{RedisConfig, RedisStore};
+use procs::{Proxy, Replica};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sim::{Behavior, Op, World};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const OFFER_TIMEOUT_MS: u64 = 1_000;
+
+/// Settings every replica gets (short timeouts so that faults play out in seconds).
+fn settings(extra: &[&str]) -> Vec<String> {
+    let mut s: Vec<String> = [
+        "policy.offer_timeout_ms=1000",
+        "policy.presence_lease_ms=3000",
+        "policy.presence_grace_ms=10000",
+        "policy.wrap_up_ms.chat=0",
+        "policy.cool_down_after_miss_ms=300",
+        "policy.cool_down_after_decline_ms=200",
+        "engine.sweep_interval_ms=50",
+        "engine.change_feed_interval_ms=50",
+        "engine.rescan_interval_ms=1000",
+        "log.filter=\"warn\"",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    s.extend(extra.iter().map(|e| (*e).to_owned()));
+    s
+}
+
+struct Cluster {
+    redis: RedisServer,
+    proxy: Option<Proxy>,
+    replicas: Vec<Replica>,
+    /// A direct handle on Redis to read the final state.
+    store: RedisStore,
+    logs: PathBuf,
+}
+
+impl Cluster {
+    async fn start(name: &str, replicas: usize, via_proxy: bool, extra: &[&str]) -> Self {
+        let redis = RedisServer::start();
+        let store = RedisStore::open(&RedisConfig { url: redis.url(), ..RedisConfig::default() }, None)
+            .await
+            .expect("open the store");
+        let proxy = if via_proxy { Some(Proxy::start(redis.port).await) } else { None };
+        let url = match &proxy {
+            Some(p) => format!("redis://127.0.0.1:{}", p.port),
+            None => redis.url(),
+        };
+        let logs = std::env::temp_dir().join(format!("dispatch-faults-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&logs).expect("log directory");
+        let mut replicas: Vec<Replica> =
+            (0..replicas).map(|i| Replica::new(i, &url, &settings(extra), &logs)).collect();
+        for r in &mut replicas {
+            r.start();
+        }
+        let c = Self { redis, proxy, replicas, store, logs };
+        for i in 0..c.replicas.len() {
+            c.wait_serving(i).await;
+        }
+        c
+    }
+
+    async fn wait_serving(&self, i: usize) {
+        let addr = self.replicas[i].addr();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = dispatch_grpc::client::channel(&addr).await {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                if let Ok(r) = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
+                    && r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "replica {i} not serving:\n{}", self.replicas[i].log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.replicas.iter().map(Replica::addr).collect()
+    }
+}
+
+/// A scenario in flight: agents working, routers submitting.
+struct Run {
+    name: &'static str,
+    world: Arc<World>,
+    ids: Vec<String>,
+    routing: tokio::task::JoinHandle<()>,
+    agents: tokio::task::JoinSet<()>,
+    started: Instant,
+}
+
+impl Run {
+    async fn begin(
+        name: &'static str,
+        cluster: &Cluster,
+        agents: Vec<(String, Behavior)>,
+        cases: usize,
+        rate: u64,
+    ) -> Self {
+        let world = World::new(cluster.addrs());
+        let mut rng = SmallRng::seed_from_u64(42);
+        sim::register(&world, agents.iter().map(|(id, _)| sim::agent_profile(id, &mut rng)).collect()).await;
+        let mut set = tokio::task::JoinSet::new();
+        for (n, (id, b)) in agents.into_iter().enumerate() {
+            set.spawn(sim::agent(Arc::clone(&world), id, b, n as u64));
+        }
+        let ids: Vec<String> = (0..cases).map(|i| format!("{name}-{i:05}")).collect();
+        let routing = tokio::spawn(sim::route(Arc::clone(&world), ids.clone(), rate, 7));
+        Self { name, world, ids, routing, agents: set, started: Instant::now() }
+    }
+
+    /// Waits for the routers and for the work to drain, stops the clients, reads the final
+    /// state, checks the invariants, prints the scenario's line and fails on any violation.
+    async fn finish(mut self, cluster: &Cluster, faults: usize, extra: String) -> check::Verdict {
+        let bound = Duration::from_secs(120);
+        let routed = tokio::time::timeout(bound, &mut self.routing).await;
+        let deadline = Instant::now() + bound;
+        loop {
+            let live = cluster.store.snapshot().await.map(|s| s.live_cases.len());
+            if routed.is_ok() && live == Ok(0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("{}: work did not drain in time (live: {live:?})", self.name);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let elapsed = self.started.elapsed();
+        self.world.stop();
+        self.routing.abort();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), async { while self.agents.join_next().await.is_some() {} })
+                .await;
+        let mut finals = HashMap::new();
+        for id in &self.ids {
+            let cid = CaseId::parse("case", id).expect("case id");
+            let case = loop {
+                match cluster.store.get_case(&cid).await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            finals.insert(id.clone(), case);
+        }
+        let history = self.world.history();
+        let verdict = check::check(&self.ids, &history, &finals);
+        let extra = format!("{extra} elapsed_s={:.1}", elapsed.as_secs_f64());
+        let line = verdict.line(self.name, faults, &extra);
+        println!("{line}");
+        let dump: Vec<String> = history.iter().map(|e| format!("{} {} {:?}", e.at_ms, e.actor, e.op)).collect();
+        let _ = std::fs::write(cluster.logs.join("history.txt"), dump.join("\n"));
+        assert!(
+            verdict.holds(),
+            "{line}\nlost: {:?}\ndouble: {:?}\nstale: {:?}\nhistory and logs in {}\nreplica 0:\n{}",
+            &verdict.lost[..verdict.lost.len().min(10)],
+            &verdict.double[..verdict.double.len().min(10)],
+            &verdict.stale_accepts[..verdict.stale_accepts.len().min(10)],
+            cluster.logs.display(),
+            cluster.replicas[0].log_tail(),
+        );
+        verdict
+    }
+}
+
+fn agents(prefix: &str, n: usize, replicas: usize, behavior: impl Fn(usize) -> Behavior) -> Vec<(String, Behavior)> {
+    (0..n).map(|i| (format!("{prefix}-{i:03}"), Behavior { home: i % replicas, ..behavior(i) })).collect()
+}
+
+/// Time from `at` to the first time each case was offered or assigned again under another
+/// offer (milliseconds), for the cases whose offers were held at `at`.
+fn reclaim_times(history: &[sim::Entry], at: u64, held: &[(String, String, String)]) -> Vec<u64> {
+    held.iter()
+        .filter_map(|(_, old, case)| {
+            let accepted_before = history.iter().any(|e| matches!(&e.op, Op::AcceptOk { offer, .. } if offer == old));
+            if accepted_before {
+                return None;
+            }
+            history.iter().find_map(|e| match &e.op {
+                Op::OfferSeen { offer, case: c, .. } | Op::Assigned { offer, case: c }
+                    if e.at_ms >= at && c == case && offer != old =>
+                {
+                    Some(e.at_ms - at)
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+fn summary(mut v: Vec<u64>) -> String {
+    if v.is_empty() {
+        return "n=0".to_owned();
+    }
+    v.sort_unstable();
+    format!("n={} p50_ms={} max_ms={}", v.len(), v[v.len() / 2], v[v.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_ten_times() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start("kill", 3, false, &[]).await;
+    // Devices of a killed replica come back late, so their offers are reclaimed by the others.
+    let run = Run::begin(
+        "replica-kill",
+        &cluster,
+        agents("k", 200, 3, |_| Behavior { reconnect_ms: (1_500, 2_000), ..Behavior::default() }),
+        5_000,
+        200,
+    )
+    .await;
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut kills = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let k = rng.random_range(0..cluster.replicas.len());
+        let held = run.world.offers_held_on(k);
+        let at = run.world.now_ms();
+        cluster.replicas[k].kill();
+        kills.push((at, held));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.replicas[k].start();
+    }
+    let world = Arc::clone(&run.world);
+    let v = run.finish(&cluster, 10, String::new()).await;
+    let history = world.history();
+    let reclaim: Vec<u64> = kills.iter().flat_map(|(at, held)| reclaim_times(&history, *at, held)).collect();
+    println!(
+        "scenario=replica-kill reclaim_after_death {} (offer timeout {OFFER_TIMEOUT_MS} ms, sweep 50 ms)",
+        summary(reclaim.clone())
+    );
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_wakes_up_fenced() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("pause", 3, false, &[]).await;
+    // Agents take their time, so the paused replica is holding offers when it stops.
+    let run = Run::begin(
+        "replica-pause",
+        &cluster,
+        agents("p", 60, 3, |_| Behavior { accept_delay_ms: (300, 900), ..Behavior::default() }),
+        800,
+        80,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = run.world.offers_held_on(0);
+    let at = run.world.now_ms();
+    cluster.replicas[0].pause();
+    tokio::time::sleep(Duration::from_millis(3 * OFFER_TIMEOUT_MS)).await;
+    cluster.replicas[0].resume();
+    let world = Arc::clone(&run.world);
+    let n_held = held.len();
+    let v = run.finish(&cluster, 1, format!(" held_offers={n_held}")).await;
+    let reclaim = reclaim_times(&world.history(), at, &held);
+    println!("scenario=replica-pause reclaim_while_paused {}", summary(reclaim));
+    assert!(n_held > 0, "the paused replica held offers");
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_five_times() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start("redis-kill", 2, false, &[]).await;
+    let run = Run::begin("redis-kill", &cluster, agents("r", 100, 2, |_| Behavior::default()), 2_000, 150).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.redis.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.redis.restart();
+    }
+    let v = run.finish(&cluster, 5, String::new()).await;
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loses_its_last_second_twice() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start("lost-second", 2, false, &[]).await;
+    let run = Run::begin("lost-last-second", &cluster, agents("l", 100, 2, |_| Behavior::default()), 1_500, 150).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let copy = cluster.redis.copy_aof();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.redis.crash_back_to(&copy);
+    }
+    let v = run.finish(&cluster, 2, String::new()).await;
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_to_redis_resets_and_blackholes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("link", 2, true, &[]).await;
+    let run = Run::begin("redis-link", &cluster, agents("n", 100, 2, |_| Behavior::default()), 1_500, 150).await;
+    let proxy = cluster.proxy.as_ref().expect("proxy");
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if i % 2 == 0 {
+            proxy.reset_all();
+        } else {
+            proxy.blackhole(true);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            proxy.blackhole(false);
+        }
+    }
+    let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let v = run.finish(&cluster, 5, format!(" resets=3 blackholes_3s=2 redis_connections={connections}")).await;
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_cut_streams_accept_at_the_deadline_and_lose_replies() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("agents", 2, false, &[]).await;
+    let run = Run::begin(
+        "agent-faults",
+        &cluster,
+        agents("g", 100, 2, |i| match i % 4 {
+            0 => Behavior { cut_after_offer: 0.3, ..Behavior::default() },
+            1 => Behavior { accept_at_deadline: 0.5, ..Behavior::default() },
+            2 => Behavior { drop_reply: 0.3, ..Behavior::default() },
+            _ => Behavior::default(),
+        }),
+        1_500,
+        150,
+    )
+    .await;
+    let world = Arc::clone(&run.world);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = run.finish(&cluster, 0, String::new()).await;
+    let h = world.history();
+    let count = |why: &str| h.iter().filter(|e| matches!(&e.op, Op::Disconnected { why: w, .. } if w == why)).count();
+    println!(
+        "scenario=agent-faults cuts_after_offer={} dropped_replies={} accepts_refused={}",
+        count("cut after an offer"),
+        count("reply dropped"),
+        v.accepts_refused
+    );
+    assert!(count("cut after an offer") > 0 && count("reply dropped") > 0);
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_never_read_their_stream() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("readers", 2, false, &["engine.agent_outbound_buffer=4"]).await;
+    let mut all = agents("ok", 100, 2, |_| Behavior::default());
+    let stuck = agents("stuck", 50, 2, |_| Behavior { never_read: true, ..Behavior::default() });
+    let stuck_ids: Vec<String> = stuck.iter().map(|(id, _)| id.clone()).collect();
+    all.extend(stuck);
+    let run = Run::begin("never-read", &cluster, all, 1_500, 150).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = run.finish(&cluster, 50, String::new()).await;
+    let mut disconnected = 0;
+    for id in &stuck_ids {
+        let a = cluster.store.get_agent(&dispatch_domain::AgentId::parse("a", id).unwrap()).await.unwrap().unwrap();
+        if !a.session.as_ref().is_some_and(|s| s.connected) {
+            disconnected += 1;
+        }
+    }
+    println!("scenario=never-read stuck_readers=50 disconnected_by_server={disconnected}");
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_streams_and_live_offers() {
+    let _serial = SERIAL.lock().await;
+    // Long offers: whatever moves before the deadline was handed back, not timed out.
+    let mut cluster = Cluster::start("sigterm", 3, false, &["policy.offer_timeout_ms=30000"]).await;
+    let run = Run::begin(
+        "sigterm",
+        &cluster,
+        agents("t", 200, 1, |_| Behavior { first_offer_hold_ms: Some(25_000), ..Behavior::default() }),
+        50,
+        100,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let held = run.world.offers_held_on(0);
+        if held.len() == 50 {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "50 live offers on replica 0 (have {})", held.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let at = run.world.now_ms();
+    let (took, clean) = cluster.replicas[0].terminate(Duration::from_secs(15));
+    let world = Arc::clone(&run.world);
+    let v = run
+        .finish(&cluster, 1, format!(" streams=200 live_offers=50 exit_ms={} clean_exit={clean}", took.as_millis()))
+        .await;
+    let handback = reclaim_times(&world.history(), at, &held);
+    println!("scenario=sigterm handed_back_and_reoffered {}", summary(handback.clone()));
+    assert!(clean, "dispatchd exits cleanly on SIGTERM");
+    assert_eq!(handback.len(), 50, "every live offer was handed back and offered again");
+    assert!(handback.iter().all(|ms| *ms < 25_000), "before any deadline or hold ran out: {handback:?}");
+    assert_eq!(v.completed, v.cases);
+}
