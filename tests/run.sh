@@ -29,6 +29,24 @@ if [ "${major:-0}" -lt 7 ]; then
 fi
 echo "redis: $(redis-server --version)"
 
+# The Kubernetes manifests are validated with kubernetes-validate (PyPI; its schemas ship in
+# the package, so validation runs offline), installed into target/tools/venv.
+KV_VERSION=1.37.0
+venv=target/tools/venv
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ "$("$venv/bin/kubernetes-validate" --version)" != "$KV_VERSION" ]; then
+  echo "== installing kubernetes-validate $KV_VERSION (PyPI)"
+  if ! need python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kubernetes-validate==$KV_VERSION"
+fi
+export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
+
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"

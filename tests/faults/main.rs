@@ -413,12 +413,12 @@ async fn sigterm_with_open_streams_and_live_offers() {
         assert!(Instant::now() < deadline, "50 live offers on replica 0 (have {})", held.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let streams = run.world.agent_replica.lock().unwrap().values().filter(|r| **r == 0).count();
     let at = run.world.now_ms();
     let (took, clean) = cluster.replicas[0].terminate(Duration::from_secs(15));
     let world = Arc::clone(&run.world);
-    let v = run
-        .finish(&cluster, 1, format!(" streams=200 live_offers=50 exit_ms={} clean_exit={clean}", took.as_millis()))
-        .await;
+    let extra = format!(" streams={streams} live_offers=50 exit_ms={} clean_exit={clean}", took.as_millis());
+    let v = run.finish(&cluster, 1, extra).await;
     let handback = reclaim_times(&world.history(), at, &held);
     println!("scenario=sigterm handed_back_and_reoffered {}", summary(handback.clone()));
     assert!(clean, "dispatchd exits cleanly on SIGTERM");

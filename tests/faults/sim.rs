@@ -363,7 +363,8 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
                                     resend = Some((o.offer_id, case));
                                     break "reply dropped".to_owned();
                                 }
-                                let delay = if let (true, Some(h)) = (first_offer, behavior.first_offer_hold_ms) {
+                                                                let hold = first_offer && replica == behavior.home % n;
+                                let delay = if let (true, Some(h)) = (hold, behavior.first_offer_hold_ms) {
                                     h
                                 } else if rng.random_bool(behavior.accept_at_deadline) {
                                     (o.remaining_ms + rng.random_range(0..=10)).saturating_sub(5)

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Serve without TLS. Development only: `dispatchd --dev` sets it and logs a warning.
     pub plaintext: bool,
+    /// A second, plaintext listener serving only `grpc.health.v1` (for Kubernetes gRPC probes,
+    /// which cannot speak TLS), e.g. `0.0.0.0:8081`; empty: none. It reveals nothing but
+    /// SERVING / NOT_SERVING.
+    pub health_listen: String,
     /// TLS.
     pub tls: TlsConfig,
 }
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             watch_buffer: 64,
             shutdown_grace_ms: 5_000,
             plaintext: false,
+            health_listen: String::new(),
             tls: TlsConfig::default(),
         }
     }
@@ -189,6 +194,14 @@ pub async fn serve(
         .max_decoding_message_size(config.planner_max_message_bytes)
         .max_encoding_message_size(4 * 1024 * 1024);
 
+    let probe = if config.health_listen.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(&config.health_listen).await?;
+        info!(addr = ?l.local_addr().ok(), "serving grpc.health.v1 (plaintext) for probes");
+        let only_health = Server::builder().add_service(health_service.clone());
+        Some(tokio::spawn(only_health.serve_with_incoming(TcpIncoming::from(l).with_nodelay(Some(true)))))
+    };
     let addr = listener.local_addr().ok();
     info!(?addr, tls = !config.plaintext, "serving dispatch.v1");
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -218,6 +231,9 @@ pub async fn serve(
         // (40 ms stalls); `Server::tcp_nodelay` does not reach sockets of a caller's listener.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain)
         .await?;
+    if let Some(p) = probe {
+        p.abort();
+    }
     Ok(())
 }
 

@@ -12,7 +12,8 @@ use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, 
 use dispatch_engine::{
     ChangeBatch, ChangeRef, Clock, Commit, Committed, Counter, Epoch, Read, Restore, Snapshot, Store, StoreError,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,8 +27,12 @@ const LIBRARY: &str = include_str!("dispatch.lua");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`; empty: the embedded store is used instead.
+    /// `redis://host:port/db`; empty (and no `cluster_nodes`): the embedded store is used.
     pub url: String,
+    /// Redis Cluster: seed nodes (`redis://host:port`, any few of the cluster's nodes). When
+    /// set, `url` is ignored. Every key of a pool is in one slot (the `{pool}` hash tag), so
+    /// each pool lives on one shard and pools spread across shards.
+    pub cluster_nodes: Vec<String>,
     /// The pool's name: the hash tag of every key (`dispatch:{pool}:…`).
     pub pool: String,
     /// Each connection attempt gives up after this long.
@@ -42,6 +47,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            cluster_nodes: Vec::new(),
             pool: "default".to_owned(),
             connection_timeout_ms: 1_000,
             response_timeout_ms: 1_000,
@@ -74,10 +80,57 @@ pub enum OpenError {
     Functions(String),
 }
 
+/// One Redis (a connection manager that reconnects by itself) or a Redis Cluster (a cluster
+/// connection that follows the slot map).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Every text in an `INFO` reply (a cluster answers with one per primary).
+fn info_texts(v: Value) -> Vec<String> {
+    match v {
+        Value::BulkString(b) => vec![String::from_utf8_lossy(&b).into_owned()],
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => vec![text],
+        Value::Map(kv) => kv.into_iter().flat_map(|(_, v)| info_texts(v)).collect(),
+        Value::Array(items) => items.into_iter().flat_map(info_texts).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     max_len: u64,
     /// A clock to use instead of Redis's `TIME` (tests drive time by hand); `None` in production.
@@ -159,23 +212,34 @@ fn stream_id(s: &str) -> (u64, u64) {
 impl RedisStore {
     /// Connects, refuses an evicting `maxmemory-policy`, and loads the Functions.
     pub async fn open(config: &RedisConfig, clock: Option<Clock>) -> Result<Self, OpenError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| OpenError::Url(e.to_string()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connection_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connect = |e: redis::RedisError| OpenError::Connect { url: config.url.clone(), reason: e.to_string() };
-        let mut conn = ConnectionManager::new_with_config(client, manager_config).await.map_err(connect)?;
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(connect)?;
-        let policy = info
-            .lines()
-            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
-            .map(|p| p.trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
-        if policy.starts_with("allkeys-") {
-            return Err(OpenError::EvictionPolicy(policy));
+        let target = if config.cluster_nodes.is_empty() { config.url.clone() } else { config.cluster_nodes.join(",") };
+        let connect = |e: redis::RedisError| OpenError::Connect { url: target.clone(), reason: e.to_string() };
+        let mut conn = if config.cluster_nodes.is_empty() {
+            let client = redis::Client::open(config.url.as_str()).map_err(|e| OpenError::Url(e.to_string()))?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_millis(config.connection_timeout_ms)))
+                .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(ConnectionManager::new_with_config(client, manager_config).await.map_err(connect)?)
+        } else {
+            let client = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+                .connection_timeout(Duration::from_millis(config.connection_timeout_ms))
+                .response_timeout(Duration::from_millis(config.response_timeout_ms))
+                .retries(2)
+                .build()
+                .map_err(|e| OpenError::Url(e.to_string()))?;
+            Conn::Cluster(client.get_async_connection().await.map_err(connect)?)
+        };
+        let info: Value = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(connect)?;
+        let policies: Vec<String> = info_texts(info)
+            .iter()
+            .filter_map(|t| t.lines().find_map(|l| l.strip_prefix("maxmemory_policy:")).map(|p| p.trim().to_owned()))
+            .collect();
+        if let Some(p) = policies.iter().find(|p| p.starts_with("allkeys-")) {
+            return Err(OpenError::EvictionPolicy(p.clone()));
         }
+        let policy = policies.first().cloned().unwrap_or_else(|| "unknown".to_owned());
         redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
@@ -198,13 +262,14 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(connect)?;
-        info!(url = %config.url, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
+        let mode = if config.cluster_nodes.is_empty() { "single" } else { "cluster" };
+        info!(redis = %target, mode, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
         let store = Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default() };
-        store.join_epoch().await.map_err(|e| OpenError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        store.join_epoch().await.map_err(|e| OpenError::Connect { url: target.clone(), reason: e.to_string() })?;
         Ok(store)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -223,8 +288,12 @@ impl RedisStore {
         cmd.query_async(&mut self.conn()).await.map_err(unavailable)
     }
 
+    /// `TIME` of the node holding this pool (pipelined behind a read of a pool key, which routes
+    /// it there in a cluster).
     async fn redis_now(&self) -> Result<Millis, StoreError> {
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("TYPE").arg(&self.keys.epoch).ignore().cmd("TIME");
+        let ((secs, micros),): ((i64, i64),) = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(secs * 1000 + micros / 1000)
     }
 
@@ -287,8 +356,10 @@ impl Store for RedisStore {
         Ok(Read { case, agent, now })
     }
 
+    /// The node holding this pool answers.
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let _: String =
+            redis::cmd("TYPE").arg(&self.keys.epoch).query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(())
     }
 

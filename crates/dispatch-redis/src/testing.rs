@@ -159,3 +159,84 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A three-primary Redis Cluster on free loopback ports (no replicas), each node a
+/// [`RedisServer`] with AOF; stopped when dropped.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them with `redis-cli --cluster create`; returns once every
+    /// node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (Debian package redis-tools)");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "CLUSTER", "INFO"])
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok on port {}", n.port);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// The seed node URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The port of the primary serving `key`'s slot.
+    pub fn owner_of(&self, key: &str) -> u16 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.nodes[0].port.to_string(), "CLUSTER", "KEYSLOT", key])
+            .output()
+            .expect("redis-cli runs");
+        let slot: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a slot");
+        // The node whose `CLUSTER NODES` line says `myself` and lists the slot's range.
+        for n in &self.nodes {
+            let out = Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "CLUSTER", "NODES"])
+                .output()
+                .expect("redis-cli runs");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let mine = text.lines().find(|l| l.contains("myself")).unwrap_or("");
+            let serves = mine.split_whitespace().skip(8).any(|r| match r.split_once('-') {
+                Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
+                None => r.parse::<u16>().is_ok_and(|s| s == slot),
+            });
+            if serves {
+                return n.port;
+            }
+        }
+        panic!("no node serves slot {slot}")
+    }
+}

@@ -164,6 +164,11 @@ impl Config {
         {
             bail!("redis.url: {:?} is not a redis:// or rediss:// URL", self.redis.url);
         }
+        for (i, n) in self.redis.cluster_nodes.iter().enumerate() {
+            if !n.starts_with("redis://") && !n.starts_with("rediss://") {
+                bail!("redis.cluster_nodes[{i}]: {n:?} is not a redis:// or rediss:// URL");
+            }
+        }
         if self.redis.pool.is_empty() || self.redis.pool.contains(['{', '}']) {
             bail!("redis.pool: must be non-empty and free of braces (it is the keys' hash tag)");
         }

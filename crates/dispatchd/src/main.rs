@@ -76,7 +76,8 @@ fn init_logs(log: &config::LogConfig) -> anyhow::Result<()> {
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
     let clock = Clock::system();
-    let (store, kind): (Arc<dyn Store>, &str) = if config.redis.url.is_empty() {
+    let (store, kind): (Arc<dyn Store>, &str) = if config.redis.url.is_empty() && config.redis.cluster_nodes.is_empty()
+    {
         (Arc::new(MemoryStore::new(clock.clone())), "memory")
     } else {
         (Arc::new(RedisStore::open(&config.redis, None).await?), "redis")

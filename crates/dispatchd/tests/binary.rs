@@ -17,9 +17,14 @@ struct Dispatchd {
 
 impl Dispatchd {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
             .args(["--dev", "--listen", &format!("127.0.0.1:{port}"), "--set", "log.filter=\"warn\""])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -220,4 +225,27 @@ fn the_secure_run_serves_tls_and_tokens_only() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&pki);
+}
+
+/// Kubernetes probes speak plaintext gRPC health: `server.health_listen` serves that and nothing
+/// else.
+#[test]
+fn the_probe_port_serves_health_and_nothing_else() {
+    let probe_port = free_port();
+    let d = Dispatchd::start_with(&["--set", &format!("server.health_listen=\"127.0.0.1:{probe_port}\"")]);
+    d.wait_serving();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{probe_port}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the probe port accepts plaintext");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        assert_eq!(r.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        let mut esc = dispatch_proto::v1::escalation_service_client::EscalationServiceClient::new(ch);
+        let err = esc.get_case(dispatch_proto::v1::GetCaseRequest { case_id: "x".into() }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{}", err.message());
+    });
 }
