@@ -268,7 +268,8 @@ pub async fn route(world: Arc<World>, ids: Vec<String>, rate_per_s: u64, seed: u
                         Op::SubmitFail { case: id.clone(), code: tonic::Code::DeadlineExceeded as i32 },
                     ),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Back off (100 ms doubling to 1 s), as a router should.
+                tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(4)).min(1_000))).await;
             }
         });
     }
@@ -305,7 +306,7 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
             let resp = pb::agent_service_client::AgentServiceClient::new(ch).connect(req).await;
             resp.map(|r| r.into_inner()).map_err(|e| e.to_string())
         };
-        let mut inbound = match tokio::time::timeout(Duration::from_secs(2), opened).await {
+        let mut inbound = match tokio::time::timeout(Duration::from_secs(5), opened).await {
             Ok(Ok(s)) => s,
             _ => {
                 replica = (replica + 1) % n;
