@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dispatch_redis::testing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -52,17 +53,12 @@ impl Replica {
     }
 
     fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
-        }
+        testing::signal(self.child.as_ref(), sig);
     }
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        testing::kill(&mut self.child);
     }
 
     pub fn pause(&self) {

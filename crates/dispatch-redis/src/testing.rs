@@ -88,17 +88,12 @@ impl RedisServer {
     }
 
     fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
-        }
+        signal(self.child.as_ref(), sig);
     }
 
     /// `kill -9`: the process dies at once (AOF keeps what was fsynced).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// SIGTERM: Redis flushes the AOF and exits.
@@ -141,6 +136,21 @@ impl RedisServer {
     /// SIGCONT after [`RedisServer::pause`].
     pub fn resume(&self) {
         self.signal("-CONT");
+    }
+}
+
+/// Sends `sig` (e.g. `-STOP`) to the process, if it runs.
+pub fn signal(child: Option<&Child>, sig: &str) {
+    if let Some(c) = child {
+        let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+    }
+}
+
+/// `kill -9` and reap the process, if it runs.
+pub fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
