@@ -59,6 +59,33 @@ print("| agents | index p50 | index p99 | exact scan p50 | exact scan p99 | same
 for s in sel:
     print(f"| {s['agents']} | {s['idx50']:.1f} µs | {s['idx99']:.1f} µs | {s['scan50']:.0f} µs | {s['scan99']:.0f} µs | {s['same']} | {s['gap']} |")
 
+# Criterion medians (target/criterion/<group>/<impl>/<n>/new/estimates.json, nanoseconds).
+crit = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
+micro = {}
+for group in ["best_agent_for_case", "best_case_for_agent"]:
+    for impl in ["index", "linear_scan"]:
+        d = os.path.join(crit, group, impl)
+        if not os.path.isdir(d):
+            continue
+        for n in os.listdir(d):
+            f = os.path.join(d, n, "new", "estimates.json")
+            if n.isdigit() and os.path.exists(f):
+                e = json.load(open(f))
+                micro[(group, impl, int(n))] = (e["median"]["point_estimate"], e["median"]["confidence_interval"])
+if micro:
+    print("\n## Micro benchmarks (criterion, same run: the index against a linear scan over the same data)\n")
+    print("Median time per call with criterion's 95% confidence interval (`cargo bench -p dispatch-benches --bench micro`).\n")
+    print("| benchmark | size | index | linear scan | speed-up |\n|---|---:|---:|---:|---:|")
+    def us(x):
+        return f"{x / 1000:.1f} µs" if x < 1e6 else f"{x / 1e6:.1f} ms"
+    for group, what in [("best_agent_for_case", "agents (10% available)"), ("best_case_for_agent", "waiting cases")]:
+        for n in sorted({k[2] for k in micro if k[0] == group}):
+            i, s = micro.get((group, "index", n)), micro.get((group, "linear_scan", n))
+            if i and s:
+                ci = f"{us(i[0])} ({us(i[1]['lower_bound'])}–{us(i[1]['upper_bound'])})"
+                cs = f"{us(s[0])} ({us(s[1]['lower_bound'])}–{us(s[1]['upper_bound'])})"
+                print(f"| {group.replace('_', ' ')} | {n:,} {what} | {ci} | {cs} | {s[0] / i[0]:.0f}× |")
+
 conn = sorted([r for r in rows if r.get("mode") == "connect"], key=lambda r: r["agents"])
 print("\n## Connections and memory\n")
 print("| connected agents | dispatcher RSS | bytes per connected agent |\n|---:|---:|---:|")

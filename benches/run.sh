@@ -67,6 +67,8 @@ done
 
 echo "== selection"
 cargo bench -q -p dispatch-benches --bench selection 2>/dev/null | tee "$out/selection.txt"
+echo "== micro benchmarks (criterion)"
+cargo bench -q -p dispatch-benches --bench micro 2>/dev/null | tee "$out/micro.txt"
 echo "== redis memory"
 cargo bench -q -p dispatch-benches --bench redis_memory 2>/dev/null | tee "$out/redis-memory.txt"
 
