@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -137,6 +137,42 @@ pub struct RedisStore {
     clock: Option<Clock>,
     /// The epoch this store handle joined (every write carries it).
     epoch: Arc<AtomicU64>,
+    /// Redis's clock as seen from here: the last `TIME` sample, so that `now` between samples
+    /// costs no round trip.
+    time: Arc<TimeSample>,
+}
+
+/// Redis time minus local monotonic time (ms) at the last `TIME` answer, and when that was.
+#[derive(Default)]
+struct TimeSample {
+    offset: AtomicI64,
+    /// Local monotonic ms of the sample; 0: none yet.
+    taken_at: AtomicI64,
+}
+
+/// How long a `TIME` sample stands in for Redis's clock: the drift between two machines'
+/// clocks over a second is far below a millisecond; every transition's read takes a fresh one.
+const TIME_SAMPLE_MS: i64 = 1_000;
+
+fn local_ms() -> i64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64 + 1
+}
+
+impl TimeSample {
+    /// Records Redis's `TIME` answer to a request sent at local `sent` (ms) and answered now;
+    /// the answer is taken to be from the middle of the round trip.
+    fn record(&self, redis_ms: Millis, sent: i64) {
+        let now = local_ms();
+        self.offset.store(redis_ms - (sent + now) / 2, Ordering::Relaxed);
+        self.taken_at.store(now, Ordering::Relaxed);
+    }
+
+    fn estimate(&self) -> Option<Millis> {
+        let now = local_ms();
+        let at = self.taken_at.load(Ordering::Relaxed);
+        (at > 0 && now - at < TIME_SAMPLE_MS).then(|| now + self.offset.load(Ordering::Relaxed))
+    }
 }
 
 /// A Redis error as the engine sees it: FENCED (raised by the Functions) or unavailable.
@@ -264,7 +300,8 @@ impl RedisStore {
             .map_err(connect)?;
         let mode = if config.cluster_nodes.is_empty() { "single" } else { "cluster" };
         info!(redis = %target, mode, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
-        let store = Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default() };
+        let store =
+            Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default(), time: Arc::default() };
         store.join_epoch().await.map_err(|e| OpenError::Connect { url: target.clone(), reason: e.to_string() })?;
         Ok(store)
     }
@@ -293,8 +330,11 @@ impl RedisStore {
     async fn redis_now(&self) -> Result<Millis, StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("TYPE").arg(&self.keys.epoch).ignore().cmd("TIME");
+        let sent = local_ms();
         let ((secs, micros),): ((i64, i64),) = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
-        Ok(secs * 1000 + micros / 1000)
+        let ms = secs * 1000 + micros / 1000;
+        self.time.record(ms, sent);
+        Ok(ms)
     }
 
     async fn records<T: serde::de::DeserializeOwned>(
@@ -321,10 +361,15 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
+    /// Redis's clock: estimated from the last `TIME` sample when it is under a second old (every
+    /// transition's read takes one), otherwise asked for.
     async fn now(&self) -> Result<Millis, StoreError> {
         match &self.clock {
             Some(c) => Ok(c.now()),
-            None => self.redis_now().await,
+            None => match self.time.estimate() {
+                Some(t) => Ok(t),
+                None => self.redis_now().await,
+            },
         }
     }
 
@@ -340,6 +385,7 @@ impl Store for RedisStore {
         if self.clock.is_none() {
             pipe.cmd("TIME");
         }
+        let sent = local_ms();
         let mut replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         replies.reverse();
         let mut next = || replies.pop().unwrap_or(Value::Nil);
@@ -350,7 +396,9 @@ impl Store for RedisStore {
             Some(c) => c.now(),
             None => {
                 let (secs, micros): (i64, i64) = redis::from_redis_value(next()).map_err(|e| corrupt("TIME", e))?;
-                secs * 1000 + micros / 1000
+                let ms = secs * 1000 + micros / 1000;
+                self.time.record(ms, sent);
+                ms
             }
         };
         Ok(Read { case, agent, now })
@@ -666,6 +714,17 @@ mod tests {
             assert_eq!(parse_timer(&timer_member(&k)), Some(k));
         }
         assert_eq!(parse_timer("bogus:1"), None);
+    }
+
+    #[test]
+    fn a_time_sample_stands_in_for_redis_time_for_a_second_only() {
+        let t = TimeSample::default();
+        assert_eq!(t.estimate(), None, "no sample yet");
+        t.record(5_000_000, local_ms());
+        let e = t.estimate().expect("a fresh sample");
+        assert!((5_000_000..5_000_050).contains(&e), "{e}");
+        t.taken_at.store(local_ms() - TIME_SAMPLE_MS, Ordering::Relaxed);
+        assert_eq!(t.estimate(), None, "a sample a second old is not used");
     }
 
     #[test]
