@@ -33,7 +33,7 @@ cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d:
 print("# Benchmarks\n")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
       f"{platform.system()} {platform.release()}; load generator, dispatcher and Redis on the same machine.\n")
-print("Reproduce everything below with `benches/run.sh` (release build; about 6 minutes). Dispatcher settings for the "
+print("Reproduce everything below with `benches/run.sh` (release build; about 8 minutes). Dispatcher settings for the "
       "runs: `--dev` (plaintext, no tokens), wrap-up 0 so that capacity cycles, rescan 1 s; everything else default.\n")
 
 print("## Floors of this machine, same run\n")

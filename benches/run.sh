@@ -3,7 +3,7 @@
 # dispatcher on the embedded store and on Redis, the floors of this machine in the same run
 # (gRPC unary echo, Redis FCALL), the selection and Redis memory benchmarks, and writes
 # BENCHMARKS.md with PNG plots in benches/plots/.
-#   benches/run.sh            (about 6 minutes on 2 cores)
+#   benches/run.sh            (about 8 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-results
