@@ -3,7 +3,7 @@
 //! or blackhole traffic.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +48,8 @@ impl Replica {
         for s in &self.settings {
             cmd.args(["--set", s]);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("dispatchd starts");
+        let out = log.try_clone().expect("replica log");
+        let child = cmd.stdout(out).stderr(log).spawn().expect("dispatchd starts");
         self.child = Some(child);
     }
 

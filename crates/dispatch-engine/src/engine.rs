@@ -193,6 +193,8 @@ struct Inner {
     draining: AtomicBool,
     /// Until then (store clock) only restores are written: a reconcile is under way.
     window_until: AtomicI64,
+    /// This dispatcher is restoring right now (set before it joins the new epoch).
+    reconciling: AtomicBool,
     /// Wakes the tailer to reconcile at once (a write was fenced).
     fenced: tokio::sync::Notify,
     /// Cases that closed lately (store time, case), oldest first, to put back after a loss.
@@ -244,6 +246,7 @@ impl Engine {
                 healthy: watch::channel(true).0,
                 draining: AtomicBool::new(false),
                 window_until: AtomicI64::new(Millis::MIN),
+                reconciling: AtomicBool::new(false),
                 fenced: tokio::sync::Notify::new(),
                 recently_closed: Mutex::new(VecDeque::new()),
                 reconciles: AtomicU64::new(0),
@@ -413,6 +416,18 @@ impl Engine {
     /// the store. Writes wait for the reconcile window, so that every dispatcher's restore is in
     /// before anything new is decided. Returns the change-log cursor to follow from.
     async fn reconcile(&self) -> Result<String, EngineError> {
+        self.inner.reconciling.store(true, Ordering::SeqCst);
+        let result = self.restore_all().await;
+        self.inner.reconciling.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Whether writes (and refusals, which may rest on records not yet put back) must wait.
+    fn in_window(&self, now: Millis) -> bool {
+        self.inner.reconciling.load(Ordering::SeqCst) || now < self.inner.window_until.load(Ordering::SeqCst)
+    }
+
+    async fn restore_all(&self) -> Result<String, EngineError> {
         let epoch = self.inner.store.join_epoch().await?;
         self.open_window(epoch);
         let now = self.now().await?;
@@ -887,7 +902,7 @@ impl Engine {
         let retries = self.inner.config.conflict_retries;
         for attempt in 0..retries {
             let (case, agent, now) = self.load(&load).await?;
-            if now < self.inner.window_until.load(Ordering::SeqCst) {
+            if self.in_window(now) {
                 return Err(EngineError::Unavailable("reconciling after a store restart; retry shortly".into()));
             }
             let change = match decide(case.as_ref(), agent.as_ref(), now) {
@@ -900,6 +915,13 @@ impl Engine {
                             self.inner.fenced.notify_one();
                         }
                         return Err(e.into());
+                    }
+                    // A reconcile may have begun meanwhile (and joined the new epoch, which is
+                    // why the check passed): what was read may yet be put back.
+                    if self.in_window(now) {
+                        return Err(EngineError::Unavailable(
+                            "reconciling after a store restart; retry shortly".into(),
+                        ));
                     }
                     return Err(rejection.into());
                 }
@@ -919,7 +941,7 @@ impl Engine {
     }
 
     async fn commit(&self, change: Change, now: Millis) -> Result<Outcome, StoreError> {
-        if now < self.inner.window_until.load(Ordering::SeqCst) {
+        if self.in_window(now) {
             return Err(StoreError::Unavailable("reconciling after a store restart; retry shortly".into()));
         }
         let Change { case, agent, events, timers } = change;
