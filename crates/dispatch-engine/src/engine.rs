@@ -427,6 +427,14 @@ impl Engine {
         self.inner.reconciling.load(Ordering::SeqCst) || now < self.inner.window_until.load(Ordering::SeqCst)
     }
 
+    /// A store error on its way out: a fenced one wakes the tailer to reconcile at once.
+    fn noticed(&self, e: StoreError) -> StoreError {
+        if matches!(e, StoreError::Fenced(_)) {
+            self.inner.fenced.notify_one();
+        }
+        e
+    }
+
     async fn restore_all(&self) -> Result<String, EngineError> {
         let epoch = self.inner.store.join_epoch().await?;
         self.open_window(epoch);
@@ -442,15 +450,7 @@ impl Engine {
         for c in self.inner.index.live_cases() {
             records.push(Restore::Case(c.as_ref().clone(), transition::case_timers(&c, now, policy)));
         }
-        let closed: Vec<Case> = {
-            let mut recent = self.inner.recently_closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let horizon = now - self.inner.config.reconcile_memory_ms as i64;
-            while recent.front().is_some_and(|(at, _)| *at < horizon) {
-                recent.pop_front();
-            }
-            recent.iter().map(|(_, c)| c.clone()).collect()
-        };
-        for c in closed {
+        for c in self.recently_closed(now) {
             let timers = transition::case_timers(&c, now, policy);
             records.push(Restore::Case(c, timers));
         }
@@ -482,12 +482,22 @@ impl Engine {
     }
 
     fn remember_closed(&self, case: &Case, now: Millis) {
+        self.closed_memory(now).push_back((now, case.clone()));
+    }
+
+    /// Cases closed within `reconcile_memory_ms` of `now`.
+    fn recently_closed(&self, now: Millis) -> Vec<Case> {
+        self.closed_memory(now).iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// The closed-case memory, pruned to `reconcile_memory_ms` before `now`.
+    fn closed_memory(&self, now: Millis) -> std::sync::MutexGuard<'_, VecDeque<(Millis, Case)>> {
         let mut recent = self.inner.recently_closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        recent.push_back((now, case.clone()));
         let horizon = now - self.inner.config.reconcile_memory_ms as i64;
         while recent.front().is_some_and(|(at, _)| *at < horizon) {
             recent.pop_front();
         }
+        recent
     }
 
     /// Stops the background tasks. Records stay in the store; offer deadlines keep running
@@ -903,25 +913,18 @@ impl Engine {
         for attempt in 0..retries {
             let (case, agent, now) = self.load(&load).await?;
             if self.in_window(now) {
-                return Err(EngineError::Unavailable("reconciling after a store restart; retry shortly".into()));
+                return Err(reconciling().into());
             }
             let change = match decide(case.as_ref(), agent.as_ref(), now) {
                 Ok(c) => c,
                 Err(rejection) => {
                     // A refusal is final only if what it was based on is: not if the store
-                    // restarted (and may have lost writes) since this dispatcher last joined.
-                    if let Err(e) = self.inner.store.check_epoch().await {
-                        if matches!(e, StoreError::Fenced(_)) {
-                            self.inner.fenced.notify_one();
-                        }
-                        return Err(e.into());
-                    }
-                    // A reconcile may have begun meanwhile (and joined the new epoch, which is
-                    // why the check passed): what was read may yet be put back.
+                    // restarted (and may have lost writes) since this dispatcher last joined,
+                    // nor while a reconcile that began meanwhile (and joined the new epoch,
+                    // which is why the check passes) may yet put it back.
+                    self.inner.store.check_epoch().await.map_err(|e| self.noticed(e))?;
                     if self.in_window(now) {
-                        return Err(EngineError::Unavailable(
-                            "reconciling after a store restart; retry shortly".into(),
-                        ));
+                        return Err(reconciling().into());
                     }
                     return Err(rejection.into());
                 }
@@ -942,19 +945,12 @@ impl Engine {
 
     async fn commit(&self, change: Change, now: Millis) -> Result<Outcome, StoreError> {
         if self.in_window(now) {
-            return Err(StoreError::Unavailable("reconciling after a store restart; retry shortly".into()));
+            return Err(reconciling());
         }
         let Change { case, agent, events, timers } = change;
         let counters = counter_deltas(&events);
-        let committed = match self.inner.store.commit(Commit { case, agent, timers, counters }).await {
-            Ok(c) => c,
-            Err(e) => {
-                if matches!(e, StoreError::Fenced(_)) {
-                    self.inner.fenced.notify_one();
-                }
-                return Err(e);
-            }
-        };
+        let committed =
+            self.inner.store.commit(Commit { case, agent, timers, counters }).await.map_err(|e| self.noticed(e))?;
         self.after_commit(&committed, &events, now);
         Ok(Outcome { committed, events })
     }
@@ -1393,6 +1389,11 @@ fn both<'a>(
     let case = case.ok_or_else(|| Rejection::NotFound(format!("case {case_id} not found")))?;
     let agent = agent.ok_or_else(|| Rejection::NotFound(format!("agent {agent_id} not found")))?;
     Ok((case, agent))
+}
+
+/// What a write or a refusal answers while a reconcile is under way.
+fn reconciling() -> StoreError {
+    StoreError::Unavailable("reconciling after a store restart; retry shortly".into())
 }
 
 fn not_found(what: &str, id: &impl std::fmt::Display) -> EngineError {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dispatch_domain::model::CaseSpec;
+use dispatch_domain::transition;
 use dispatch_domain::{Activity, Agent, AgentId, AgentStatus, CaseId, CaseState, Millis, OfferId, SessionId};
 use tokio::sync::{broadcast, mpsc};
 
@@ -126,7 +127,7 @@ impl Sessions {
     pub fn end_if_superseded(&self, agent: &Agent) -> Option<SessionId> {
         let gone = self.slots.get(agent.id()).is_some_and(|s| {
             s.since_version.is_some_and(|v| agent.version > v)
-                && !agent.session.as_ref().is_some_and(|x| x.id == s.session_id && x.connected)
+                && transition::check_session(agent, &s.session_id).is_err()
         });
         if !gone {
             return None;

@@ -160,9 +160,16 @@ fn local_ms() -> i64 {
 }
 
 impl TimeSample {
-    /// Records Redis's `TIME` answer to a request sent at local `sent` (ms) and answered now;
-    /// the answer is taken to be from the middle of the round trip.
-    fn record(&self, redis_ms: Millis, sent: i64) {
+    /// Records Redis's `TIME` answer to a request sent at local `sent` (ms) and answered now
+    /// (taken to be from the middle of the round trip); returns it in milliseconds.
+    fn record(&self, time: Value, sent: i64) -> Result<Millis, StoreError> {
+        let (secs, micros): (i64, i64) = redis::from_redis_value(time).map_err(|e| corrupt("TIME", e))?;
+        let redis_ms = secs * 1000 + micros / 1000;
+        self.sample(redis_ms, sent);
+        Ok(redis_ms)
+    }
+
+    fn sample(&self, redis_ms: Millis, sent: i64) {
         let now = local_ms();
         self.offset.store(redis_ms - (sent + now) / 2, Ordering::Relaxed);
         self.taken_at.store(now, Ordering::Relaxed);
@@ -207,6 +214,11 @@ pub fn timer_member(key: &TimerKey) -> String {
         TimerKey::PresenceLease(a) => format!("lease:{a}"),
         TimerKey::Purge(c) => format!("purge:{c}"),
     }
+}
+
+/// Timers as the Functions take them: `[[member, due], …]`.
+fn timers_json(timers: &[(TimerKey, Millis)]) -> serde_json::Value {
+    timers.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect()
 }
 
 fn parse_timer(member: &str) -> Option<TimerKey> {
@@ -319,6 +331,11 @@ impl RedisStore {
         self.epoch.load(Ordering::SeqCst).to_string()
     }
 
+    /// Whether `dispatch_epoch`'s answer (epoch, restarted) fences this handle's writes.
+    fn fenced(&self, (epoch, restarted): (u64, u8)) -> bool {
+        restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst)
+    }
+
     async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
@@ -331,10 +348,8 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("TYPE").arg(&self.keys.epoch).ignore().cmd("TIME");
         let sent = local_ms();
-        let ((secs, micros),): ((i64, i64),) = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
-        let ms = secs * 1000 + micros / 1000;
-        self.time.record(ms, sent);
-        Ok(ms)
+        let (time,): (Value,) = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        self.time.record(time, sent)
     }
 
     async fn records<T: serde::de::DeserializeOwned>(
@@ -394,12 +409,7 @@ impl Store for RedisStore {
         let agent = if agent.is_some() { decode("agent", raw(next())?)? } else { None };
         let now = match &self.clock {
             Some(c) => c.now(),
-            None => {
-                let (secs, micros): (i64, i64) = redis::from_redis_value(next()).map_err(|e| corrupt("TIME", e))?;
-                let ms = secs * 1000 + micros / 1000;
-                self.time.record(ms, sent);
-                ms
-            }
+            None => self.time.record(next(), sent)?,
         };
         Ok(Read { case, agent, now })
     }
@@ -468,7 +478,7 @@ impl Store for RedisStore {
             a
         });
         let mut meta = json!({
-            "t": timers.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect::<Vec<_>>(),
+                        "t": timers_json(&timers),
             "n": counters.iter().map(|(c, d)| json!([counter_name(*c), d.to_string()])).collect::<Vec<_>>(),
             "max": self.max_len.to_string(),
         });
@@ -583,9 +593,13 @@ impl Store for RedisStore {
     async fn check_epoch(&self) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
-        let (epoch, restarted): (u64, u8) = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
-        if restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst) {
-            return Err(StoreError::Fenced(format!("the store is at epoch {epoch}, restarted: {}", restarted == 1)));
+        let status: (u64, u8) = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        if self.fenced(status) {
+            return Err(StoreError::Fenced(format!(
+                "the store is at epoch {}, restarted: {}",
+                status.0,
+                status.1 == 1
+            )));
         }
         Ok(())
     }
@@ -603,21 +617,18 @@ impl Store for RedisStore {
             ];
             let mut args = vec![self.epoch(), self.max_len.to_string()];
             for r in chunk {
-                let timers = |t: &[(TimerKey, Millis)]| {
-                    t.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect::<Vec<_>>()
-                };
                 let (key, meta, body) = match r {
                     Restore::Case(c, t) => (
                         self.keys.case(c.id().as_str()),
                         json!({ "k": "c", "id": c.id().as_str(), "v": c.version.to_string(),
                                 "live": !c.state.is_terminal(),
                                 "offers": c.offers.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
-                                "t": timers(t) }),
+                                "t": timers_json(t) }),
                         serde_json::to_string(c).map_err(|e| corrupt("case", e))?,
                     ),
                     Restore::Agent(a, t) => (
                         self.keys.agent(a.id().as_str()),
-                        json!({ "k": "a", "id": a.id().as_str(), "v": a.version.to_string(), "t": timers(t) }),
+                        json!({ "k": "a", "id": a.id().as_str(), "v": a.version.to_string(), "t": timers_json(t) }),
                         serde_json::to_string(a).map_err(|e| corrupt("agent", e))?,
                     ),
                 };
@@ -646,7 +657,7 @@ impl Store for RedisStore {
         pipe.cmd("XINFO").arg("STREAM").arg(&self.keys.log);
         let result: Result<(redis::streams::StreamRangeReply, (u64, u8), Value), _> =
             pipe.query_async(&mut self.conn()).await;
-        let (range, (epoch, restarted), info) = match result {
+        let (range, epoch_status, info) = match result {
             Ok(r) => r,
             // The log is gone (Redis lost its data): everything must be re-read.
             Err(e) if e.to_string().contains("no such key") => {
@@ -654,7 +665,7 @@ impl Store for RedisStore {
             }
             Err(e) => return Err(unavailable(e)),
         };
-        let fenced = restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst);
+        let fenced = self.fenced(epoch_status);
         let max_deleted = match &info {
             Value::Array(kv) | Value::Set(kv) => kv.chunks(2).find_map(|p| match p {
                 [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"max-deleted-entry-id" => {
@@ -720,7 +731,7 @@ mod tests {
     fn a_time_sample_stands_in_for_redis_time_for_a_second_only() {
         let t = TimeSample::default();
         assert_eq!(t.estimate(), None, "no sample yet");
-        t.record(5_000_000, local_ms());
+        t.sample(5_000_000, local_ms());
         let e = t.estimate().expect("a fresh sample");
         assert!((5_000_000..5_000_050).contains(&e), "{e}");
         t.taken_at.store(local_ms() - TIME_SAMPLE_MS, Ordering::Relaxed);

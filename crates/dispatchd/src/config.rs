@@ -158,16 +158,12 @@ impl Config {
         if self.engine.agent_outbound_buffer == 0 || self.server.watch_buffer == 0 {
             bail!("engine.agent_outbound_buffer and server.watch_buffer must be above 0");
         }
-        if !self.redis.url.is_empty()
-            && !self.redis.url.starts_with("redis://")
-            && !self.redis.url.starts_with("rediss://")
-        {
+        let redis_url = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        if !self.redis.url.is_empty() && !redis_url(&self.redis.url) {
             bail!("redis.url: {:?} is not a redis:// or rediss:// URL", self.redis.url);
         }
-        for (i, n) in self.redis.cluster_nodes.iter().enumerate() {
-            if !n.starts_with("redis://") && !n.starts_with("rediss://") {
-                bail!("redis.cluster_nodes[{i}]: {n:?} is not a redis:// or rediss:// URL");
-            }
+        if let Some((i, n)) = self.redis.cluster_nodes.iter().enumerate().find(|(_, n)| !redis_url(n)) {
+            bail!("redis.cluster_nodes[{i}]: {n:?} is not a redis:// or rediss:// URL");
         }
         if self.redis.pool.is_empty() || self.redis.pool.contains(['{', '}']) {
             bail!("redis.pool: must be non-empty and free of braces (it is the keys' hash tag)");
