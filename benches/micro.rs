@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dispatch_benches::pool::{T0, agent, case};
+use dispatch_benches::pool::{T0, agent, case, indexed_agents};
 use dispatch_domain::{Agent, Case, CaseState, Policy, scoring};
 use dispatch_engine::index::PoolIndex;
 use rand::rngs::SmallRng;
@@ -27,11 +27,7 @@ fn best_agent_for_case(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         let mut rng = SmallRng::seed_from_u64(42);
-        let agents: Vec<Agent> = (0..n).map(|i| agent(&mut rng, i, &policy)).collect();
-        let index = PoolIndex::new();
-        for a in &agents {
-            index.apply_agent(a.clone());
-        }
+        let (agents, index) = indexed_agents(&mut rng, n, &policy);
         let cases: Vec<Case> = (0..256).map(|i| case(&mut rng, i)).collect();
         let mut i = 0;
         group.bench_with_input(BenchmarkId::new("index", n), &n, |b, _| {

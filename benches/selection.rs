@@ -9,12 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use dispatch_domain::{Agent, Case, Policy, scoring};
-use dispatch_engine::index::PoolIndex;
+use dispatch_domain::{Case, Policy, scoring};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use dispatch_benches::pool::{T0, agent, case};
+use dispatch_benches::pool::{T0, case, indexed_agents};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -37,11 +36,7 @@ fn main() {
     );
     for &n in sizes {
         let mut rng = SmallRng::seed_from_u64(42);
-        let agents: Vec<Agent> = (0..n).map(|i| agent(&mut rng, i, &policy)).collect();
-        let index = PoolIndex::new();
-        for a in &agents {
-            index.apply_agent(a.clone());
-        }
+        let (agents, index) = indexed_agents(&mut rng, n, &policy);
         let cases: Vec<Case> = (0..1_000).map(|i| case(&mut rng, i)).collect();
         let mut idx_times = Vec::with_capacity(cases.len());
         let mut scan_times = Vec::with_capacity(cases.len());

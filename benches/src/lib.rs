@@ -103,4 +103,18 @@ pub mod pool {
         .unwrap();
         Case::new(spec, T0)
     }
+
+    /// `n` agents (see [`agent`]) and the live index over them.
+    pub fn indexed_agents(
+        rng: &mut SmallRng,
+        n: usize,
+        policy: &Policy,
+    ) -> (Vec<Agent>, dispatch_engine::index::PoolIndex) {
+        let agents: Vec<Agent> = (0..n).map(|i| agent(rng, i, policy)).collect();
+        let index = dispatch_engine::index::PoolIndex::new();
+        for a in &agents {
+            index.apply_agent(a.clone());
+        }
+        (agents, index)
+    }
 }

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 /// One client operation or observation.
@@ -281,222 +282,290 @@ enum Action {
     Complete { case: String, tries: u32 },
 }
 
-/// Runs one agent until the world stops.
-pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64) {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut stop = world.stopping();
-    let n = world.addrs.len();
-    let mut replica = behavior.home % n;
-    let mut held: BTreeSet<String> = BTreeSet::new();
-    let mut resend: Option<(String, String)> = None;
-    let mut first_offer = true;
-    while !*stop.borrow() {
-        let mut endpoint = Endpoint::from_shared(world.addrs[replica].clone())
+/// One open stream: its command queue, the commands awaiting their results, and the actions
+/// scheduled on it (all of which die with it).
+struct Stream {
+    replica: usize,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    seq: u64,
+    pending: HashMap<String, Action>,
+    due: Vec<(tokio::time::Instant, Action)>,
+}
+
+impl Stream {
+    /// Queues a command; its request id (`None`: the stream is gone or full).
+    fn send(&mut self, agent: &str, command: C) -> Option<String> {
+        self.seq += 1;
+        let request_id = format!("{agent}-{}", self.seq);
+        let msg = pb::AgentMessage { request_id: request_id.clone(), command: Some(command) };
+        self.tx.try_send(msg).is_ok().then_some(request_id)
+    }
+
+    fn schedule(&mut self, after_ms: u64, action: Action) {
+        self.due.push((tokio::time::Instant::now() + Duration::from_millis(after_ms), action));
+    }
+
+    /// Resolves when the earliest scheduled action is due.
+    async fn next_due(&self) {
+        match self.due.iter().map(|(t, _)| *t).min() {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Cases whose completion is scheduled or awaiting its result here.
+    fn completing(&self) -> BTreeSet<String> {
+        self.due
+            .iter()
+            .map(|(_, a)| a)
+            .chain(self.pending.values())
+            .filter_map(|a| match a {
+                Action::Complete { case, .. } => Some(case.clone()),
+                Action::Accept { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// One simulated agent: what it keeps across reconnects.
+struct Agent {
+    world: Arc<World>,
+    id: String,
+    behavior: Behavior,
+    rng: SmallRng,
+    /// Cases the agent believes it holds.
+    held: BTreeSet<String>,
+    /// An accept whose reply was dropped, to send again after reconnecting.
+    resend: Option<(String, String)>,
+    /// The first offer of the first connection may be held (`Behavior::first_offer_hold_ms`).
+    first_offer: bool,
+}
+
+impl Agent {
+    fn record(&self, op: Op) {
+        self.world.record(&self.id, op);
+    }
+
+    fn handle_ms(&mut self) -> u64 {
+        self.rng.random_range(self.behavior.handle_ms.0..=self.behavior.handle_ms.1)
+    }
+
+    /// The agent now holds `case` (assignment confirmed or accept answered): work on it.
+    fn hold(&mut self, s: &mut Stream, case: String) {
+        if self.held.insert(case.clone()) {
+            if self.held.len() > 1 {
+                self.record(Op::OverCapacity { held: self.held.len() });
+            }
+            let h = self.handle_ms();
+            s.schedule(h, Action::Complete { case, tries: 0 });
+        }
+    }
+
+    /// Sends an action now; its result is matched by request id.
+    fn act(&mut self, s: &mut Stream, action: Action) {
+        let command = match &action {
+            Action::Accept { offer, case, .. } => {
+                self.record(Op::AcceptInvoke { offer: offer.clone(), case: case.clone() });
+                C::Accept(pb::Accept { offer_id: offer.clone() })
+            }
+            Action::Complete { case, .. } => {
+                self.record(Op::CompleteInvoke { case: case.clone() });
+                C::Complete(pb::Complete { case_id: case.clone(), outcome: "resolved".into() })
+            }
+        };
+        if let Some(r) = s.send(&self.id, command) {
+            s.pending.insert(r, action);
+        }
+    }
+
+    /// Handles one message; `Some(why)` when the agent cuts the stream.
+    fn on_event(&mut self, s: &mut Stream, ev: Event) -> Option<String> {
+        match ev {
+            Event::Offer(o) => return self.on_offer(s, o),
+            Event::OfferRevoked(r) => {
+                let mut out = self.world.outstanding.lock().unwrap();
+                if out.get(&self.id).is_some_and(|(o, _)| *o == r.offer_id) {
+                    out.remove(&self.id);
+                }
+                drop(out);
+                self.record(Op::Revoked { offer: r.offer_id, case: r.case_id, reason: r.reason });
+            }
+            Event::Assignment(a) => {
+                let case = a.case.map(|c| c.case_id).unwrap_or_default();
+                self.record(Op::Assigned { offer: a.offer_id, case: case.clone() });
+                self.hold(s, case);
+            }
+            Event::Status(st) => {
+                if st.status == pb::AgentStatus::Away as i32 {
+                    // Set away after missed offers: the agent says it is back.
+                    s.send(&self.id, C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }));
+                }
+                let now_held: BTreeSet<String> = st.assigned_case_ids.into_iter().collect();
+                // Work on every held case not already under way on this connection (what was
+                // scheduled on a previous one died with it).
+                for case in now_held.difference(&s.completing()) {
+                    let h = self.handle_ms();
+                    s.schedule(h, Action::Complete { case: case.clone(), tries: 0 });
+                }
+                self.held = now_held;
+            }
+            Event::Result(r) => self.on_result(s, r),
+        }
+        None
+    }
+
+    fn on_offer(&mut self, s: &mut Stream, o: pb::OfferMade) -> Option<String> {
+        let case = o.case.map(|c| c.case_id).unwrap_or_default();
+        self.record(Op::OfferSeen { offer: o.offer_id.clone(), case: case.clone(), remaining_ms: o.remaining_ms });
+        self.world.outstanding.lock().unwrap().insert(self.id.clone(), (o.offer_id.clone(), case.clone()));
+        let b = &self.behavior;
+        if self.rng.random_bool(b.cut_after_offer) {
+            return Some("cut after an offer".to_owned());
+        }
+        if self.rng.random_bool(b.drop_reply) {
+            self.record(Op::AcceptInvoke { offer: o.offer_id.clone(), case: case.clone() });
+            s.send(&self.id, C::Accept(pb::Accept { offer_id: o.offer_id.clone() }));
+            self.resend = Some((o.offer_id, case));
+            return Some("reply dropped".to_owned());
+        }
+        let hold = self.first_offer && s.replica == b.home % self.world.addrs.len();
+        let delay = match b.first_offer_hold_ms {
+            Some(h) if hold => h,
+            _ if self.rng.random_bool(b.accept_at_deadline) => {
+                (o.remaining_ms + self.rng.random_range(0..=10)).saturating_sub(5)
+            }
+            _ => self.rng.random_range(b.accept_delay_ms.0..=b.accept_delay_ms.1),
+        };
+        self.first_offer = false;
+        s.schedule(delay, Action::Accept { offer: o.offer_id, case, tries: 0 });
+        None
+    }
+
+    fn on_result(&mut self, s: &mut Stream, r: pb::CommandResult) {
+        let Some(action) = s.pending.remove(&r.request_id) else { return };
+        let ok = r.code == tonic::Code::Ok as i32;
+        let retry = r.code == tonic::Code::Unavailable as i32;
+        match action {
+            Action::Accept { offer, case, .. } if ok => {
+                self.record(Op::AcceptOk { offer, case: case.clone() });
+                self.world.outstanding.lock().unwrap().remove(&self.id);
+                self.hold(s, case);
+            }
+            Action::Accept { offer, case, tries } => {
+                self.record(Op::AcceptFail { offer: offer.clone(), case: case.clone(), code: r.code });
+                if retry && tries < 5 {
+                    s.schedule(200, Action::Accept { offer, case, tries: tries + 1 });
+                }
+            }
+            Action::Complete { case, .. } if ok => {
+                self.record(Op::CompleteOk { case: case.clone() });
+                self.held.remove(&case);
+            }
+            Action::Complete { case, tries } => {
+                self.record(Op::CompleteFail { case: case.clone(), code: r.code });
+                let final_refusal =
+                    r.code == tonic::Code::PermissionDenied as i32 || r.code == tonic::Code::NotFound as i32;
+                if retry || (tries < 20 && !final_refusal) {
+                    s.schedule(200, Action::Complete { case, tries: tries + 1 });
+                } else {
+                    self.held.remove(&case);
+                }
+            }
+        }
+    }
+
+    /// Sends every action that is due.
+    fn run_due(&mut self, s: &mut Stream) {
+        let now = tokio::time::Instant::now();
+        let (ready, later): (Vec<_>, Vec<_>) = s.due.drain(..).partition(|(t, _)| *t <= now);
+        s.due = later;
+        for (_, action) in ready {
+            self.act(s, action);
+        }
+    }
+
+    /// Opens a stream to `replica` (5 s at most).
+    async fn open(&self, replica: usize) -> Option<(Stream, Streaming<pb::DispatcherMessage>)> {
+        let mut endpoint = Endpoint::from_shared(self.world.addrs[replica].clone())
             .expect("address")
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true);
-        if behavior.never_read {
+        if self.behavior.never_read {
             // A tiny receive window: what the agent does not read backs up to the server.
             endpoint = endpoint.initial_stream_window_size(1024).initial_connection_window_size(1024);
         }
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
         let opened = async {
-            let ch = endpoint.connect().await.map_err(|e| e.to_string())?;
-            let req = client::as_agent(&id, ReceiverStream::new(rx)).map_err(|e| e.to_string())?;
-            let resp = pb::agent_service_client::AgentServiceClient::new(ch).connect(req).await;
-            resp.map(|r| r.into_inner()).map_err(|e| e.to_string())
+            let ch = endpoint.connect().await.ok()?;
+            let req = client::as_agent(&self.id, ReceiverStream::new(rx)).ok()?;
+            pb::agent_service_client::AgentServiceClient::new(ch).connect(req).await.ok().map(|r| r.into_inner())
         };
-        let mut inbound = match tokio::time::timeout(Duration::from_secs(5), opened).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                replica = (replica + 1) % n;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let inbound = tokio::time::timeout(Duration::from_secs(5), opened).await.ok()??;
+        Some((Stream { replica, tx, seq: 0, pending: HashMap::new(), due: Vec::new() }, inbound))
+    }
+}
+
+/// Runs one agent until the world stops.
+pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64) {
+    let mut stop = world.stopping();
+    let n = world.addrs.len();
+    let mut replica = behavior.home % n;
+    let mut a = Agent {
+        world,
+        id,
+        behavior,
+        rng: SmallRng::seed_from_u64(seed),
+        held: BTreeSet::new(),
+        resend: None,
+        first_offer: true,
+    };
+    while !*stop.borrow() {
+        let Some((mut s, mut inbound)) = a.open(replica).await else {
+            replica = (replica + 1) % n;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         };
-        world.record(&id, Op::Connected { replica });
-        world.agent_replica.lock().unwrap().insert(id.clone(), replica);
-        let mut seq = 0u64;
-        let mut pending: HashMap<String, Action> = HashMap::new();
-        let mut send = |tx: &mpsc::Sender<pb::AgentMessage>, command: C| {
-            seq += 1;
-            let request_id = format!("{id}-{seq}");
-            let ok = tx.try_send(pb::AgentMessage { request_id: request_id.clone(), command: Some(command) }).is_ok();
-            ok.then_some(request_id)
-        };
-        send(&tx, C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }));
-        if behavior.never_read {
+        a.record(Op::Connected { replica });
+        a.world.agent_replica.lock().unwrap().insert(a.id.clone(), replica);
+        s.send(&a.id, C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }));
+        if a.behavior.never_read {
             let _ = stop.changed().await;
             return;
         }
-        if let Some((offer, case)) = resend.take() {
-            world.record(&id, Op::AcceptInvoke { offer: offer.clone(), case: case.clone() });
-            if let Some(r) = send(&tx, C::Accept(pb::Accept { offer_id: offer.clone() })) {
-                pending.insert(r, Action::Accept { offer, case, tries: 0 });
-            }
+        if let Some((offer, case)) = a.resend.take() {
+            a.act(&mut s, Action::Accept { offer, case, tries: 0 });
         }
-        // Scheduled actions: (when, action).
-        let mut due: Vec<(tokio::time::Instant, Action)> = Vec::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
         let why = loop {
-            let next_due = due.iter().map(|(t, _)| *t).min();
-            let wake = async {
-                match next_due {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => {
-                        let Some(ev) = m.event else { continue };
-                        match ev {
-                            Event::Offer(o) => {
-                                let case = o.case.map(|c| c.case_id).unwrap_or_default();
-                                world.record(&id, Op::OfferSeen { offer: o.offer_id.clone(), case: case.clone(), remaining_ms: o.remaining_ms });
-                                world.outstanding.lock().unwrap().insert(id.clone(), (o.offer_id.clone(), case.clone()));
-                                if rng.random_bool(behavior.cut_after_offer) {
-                                    break "cut after an offer".to_owned();
-                                }
-                                if rng.random_bool(behavior.drop_reply) {
-                                    world.record(&id, Op::AcceptInvoke { offer: o.offer_id.clone(), case: case.clone() });
-                                    send(&tx, C::Accept(pb::Accept { offer_id: o.offer_id.clone() }));
-                                    resend = Some((o.offer_id, case));
-                                    break "reply dropped".to_owned();
-                                }
-                                                                let hold = first_offer && replica == behavior.home % n;
-                                let delay = if let (true, Some(h)) = (hold, behavior.first_offer_hold_ms) {
-                                    h
-                                } else if rng.random_bool(behavior.accept_at_deadline) {
-                                    (o.remaining_ms + rng.random_range(0..=10)).saturating_sub(5)
-                                } else {
-                                    rng.random_range(behavior.accept_delay_ms.0..=behavior.accept_delay_ms.1)
-                                };
-                                first_offer = false;
-                                let at = tokio::time::Instant::now() + Duration::from_millis(delay);
-                                due.push((at, Action::Accept { offer: o.offer_id, case, tries: 0 }));
-                            }
-                            Event::OfferRevoked(r) => {
-                                world.record(&id, Op::Revoked { offer: r.offer_id.clone(), case: r.case_id, reason: r.reason });
-                                let mut out = world.outstanding.lock().unwrap();
-                                if out.get(&id).is_some_and(|(o, _)| *o == r.offer_id) {
-                                    out.remove(&id);
-                                }
-                            }
-                            Event::Assignment(a) => {
-                                let case = a.case.map(|c| c.case_id).unwrap_or_default();
-                                world.record(&id, Op::Assigned { offer: a.offer_id, case: case.clone() });
-                                if held.insert(case.clone()) {
-                                    if held.len() > 1 {
-                                        world.record(&id, Op::OverCapacity { held: held.len() });
-                                    }
-                                    let h = rng.random_range(behavior.handle_ms.0..=behavior.handle_ms.1);
-                                    due.push((tokio::time::Instant::now() + Duration::from_millis(h), Action::Complete { case, tries: 0 }));
-                                }
-                            }
-                                                        Event::Status(s) => {
-                                if s.status == pb::AgentStatus::Away as i32 {
-                                    // Set away after missed offers: the agent says it is back.
-                                    send(&tx, C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 }));
-                                }
-                                                                let now_held: BTreeSet<String> = s.assigned_case_ids.into_iter().collect();
-                                // Work on every held case not already under way on this connection
-                                // (what was scheduled on a previous one died with it).
-                                let underway: BTreeSet<String> = due
-                                    .iter()
-                                    .map(|(_, a)| a)
-                                    .chain(pending.values())
-                                    .filter_map(|a| match a { Action::Complete { case, .. } => Some(case.clone()), _ => None })
-                                    .collect();
-                                for c in now_held.difference(&underway) {
-                                    let h = rng.random_range(behavior.handle_ms.0..=behavior.handle_ms.1);
-                                    due.push((tokio::time::Instant::now() + Duration::from_millis(h), Action::Complete { case: c.clone(), tries: 0 }));
-                                }
-                                held = now_held;
-                            }
-                            Event::Result(r) => {
-                                let Some(action) = pending.remove(&r.request_id) else { continue };
-                                let ok = r.code == tonic::Code::Ok as i32;
-                                let retry = r.code == tonic::Code::Unavailable as i32;
-                                match action {
-                                    Action::Accept { offer, case, tries } => {
-                                        if ok {
-                                            world.record(&id, Op::AcceptOk { offer, case: case.clone() });
-                                            world.outstanding.lock().unwrap().remove(&id);
-                                            if held.insert(case.clone()) {
-                                                if held.len() > 1 {
-                                                    world.record(&id, Op::OverCapacity { held: held.len() });
-                                                }
-                                                let h = rng.random_range(behavior.handle_ms.0..=behavior.handle_ms.1);
-                                                due.push((tokio::time::Instant::now() + Duration::from_millis(h), Action::Complete { case, tries: 0 }));
-                                            }
-                                        } else {
-                                            world.record(&id, Op::AcceptFail { offer: offer.clone(), case: case.clone(), code: r.code });
-                                            if retry && tries < 5 {
-                                                due.push((tokio::time::Instant::now() + Duration::from_millis(200), Action::Accept { offer, case, tries: tries + 1 }));
-                                            }
-                                        }
-                                    }
-                                    Action::Complete { case, tries } => {
-                                        if ok {
-                                            world.record(&id, Op::CompleteOk { case: case.clone() });
-                                            held.remove(&case);
-                                        } else {
-                                            world.record(&id, Op::CompleteFail { case: case.clone(), code: r.code });
-                                            if retry || tries < 20 && r.code != tonic::Code::PermissionDenied as i32 && r.code != tonic::Code::NotFound as i32 {
-                                                due.push((tokio::time::Instant::now() + Duration::from_millis(200), Action::Complete { case, tries: tries + 1 }));
-                                            } else {
-                                                held.remove(&case);
-                                            }
-                                        }
-                                    }
-                                }
-                            }
+                        if let Some(why) = m.event.and_then(|ev| a.on_event(&mut s, ev)) {
+                            break why;
                         }
                     }
                     Some(Err(status)) => break format!("{:?}: {}", status.code(), status.message()),
                     None => break "stream ended".to_owned(),
                 },
-                () = wake => {
-                    let now = tokio::time::Instant::now();
-                    let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);
-                    due = later;
-                    for (_, action) in ready {
-                        match &action {
-                            Action::Accept { offer, case, .. } => {
-                                world.record(&id, Op::AcceptInvoke { offer: offer.clone(), case: case.clone() });
-                                if let Some(r) = send(&tx, C::Accept(pb::Accept { offer_id: offer.clone() })) {
-                                    pending.insert(r, action);
-                                }
-                            }
-                            Action::Complete { case, .. } => {
-                                world.record(&id, Op::CompleteInvoke { case: case.clone() });
-                                let cmd = C::Complete(pb::Complete { case_id: case.clone(), outcome: "resolved".into() });
-                                if let Some(r) = send(&tx, cmd) {
-                                    pending.insert(r, action);
-                                }
-                            }
-                        }
-                    }
-                }
+                () = s.next_due() => a.run_due(&mut s),
                 _ = heartbeat.tick() => {
-                    send(&tx, C::Heartbeat(pb::Heartbeat {}));
+                    s.send(&a.id, C::Heartbeat(pb::Heartbeat {}));
                 }
                 _ = stop.changed() => return,
             }
         };
-        world.record(&id, Op::Disconnected { replica, why });
+        a.record(Op::Disconnected { replica, why });
         // Held offers are only for the first connection.
-        first_offer = false;
-        world.agent_replica.lock().unwrap().remove(&id);
-        world.outstanding.lock().unwrap().remove(&id);
-        drop(tx);
-        let wait = rng.random_range(behavior.reconnect_ms.0..=behavior.reconnect_ms.1);
+        a.first_offer = false;
+        a.world.agent_replica.lock().unwrap().remove(&a.id);
+        a.world.outstanding.lock().unwrap().remove(&a.id);
+        drop(s);
+        let wait = a.rng.random_range(a.behavior.reconnect_ms.0..=a.behavior.reconnect_ms.1);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = stop.changed() => return,
         }
         // Reconnect through the load balancer: any replica.
-        replica = rng.random_range(0..n);
+        replica = a.rng.random_range(0..n);
     }
 }
