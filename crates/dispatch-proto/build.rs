@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `AgentService.Connect` would collide with the generated `Client::connect(dst)`; clients
         // are built from a `Channel` instead (see `dispatch_grpc::client`).
         .build_transport(false)
+        // Small per-call buffers (see `Codec`).
+        .codec_path("crate::Codec")
         // For `dispatchctl --json`.
         .type_attribute(".dispatch.v1", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;

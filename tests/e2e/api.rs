@@ -231,6 +231,24 @@ async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent(b: Backend) {
     assert_eq!(updated.presence.unwrap().assigned_case_ids, vec!["rm-1".to_owned()]);
 }
 
+/// The services' codec starts with 1 KiB buffers (`dispatch_proto::Codec`): messages several
+/// times that size travel intact both ways, on unary calls and on the agent stream.
+async fn messages_larger_than_the_codec_buffer_travel_intact(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
+    s.register(profile("reader", &[("en", 5)], &[], false)).await;
+    let mut agent = s.available("reader").await;
+    let summary: String =
+        (0..dispatch_domain::limits::MAX_SUMMARY_LEN).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let mut spec = case("long-1", "en", &[], pb::Tier::Standard);
+    spec.summary = summary.clone();
+    s.submit(spec).await;
+    assert_eq!(s.case("long-1").await.spec.unwrap().summary, summary);
+    let offer = agent.offer().await;
+    assert_eq!(offer.case.unwrap().summary, summary, "the offer on the stream carries the whole summary");
+    assert_eq!(agent.accept(&offer.offer_id).await.code, 0);
+    assert_eq!(agent.assigned().await.case.unwrap().summary, summary);
+}
+
 async fn health_and_reflection_work_for_generic_tools(b: Backend) {
     let s = TestServer::start(b, Policy::default()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
@@ -272,4 +290,5 @@ on_both_stores!(
     watch_availability_reports_changes,
     roster_lists_pages_and_refuses_to_remove_a_busy_agent,
     health_and_reflection_work_for_generic_tools,
+    messages_larger_than_the_codec_buffer_travel_intact,
 );

@@ -102,9 +102,29 @@ fn validate_id(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
 /// A BCP 47 language tag in canonical case (`de`, `de-CH`, `zh-Hant-TW`, `pt-BR`).
 ///
 /// Matching uses the primary language subtag: an agent speaking `de-CH` serves a case in `de`.
+///
+/// The primary subtag is also kept packed in an integer: selection compares it for every
+/// candidate, and comparing two integers reads no string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Language(String);
+#[serde(try_from = "String", into = "String")]
+pub struct Language {
+    tag: String,
+    primary: u32,
+}
+
+impl TryFrom<String> for Language {
+    type Error = FieldError;
+
+    fn try_from(tag: String) -> Result<Self, FieldError> {
+        Self::parse("language", &tag)
+    }
+}
+
+impl From<Language> for String {
+    fn from(l: Language) -> String {
+        l.tag
+    }
+}
 
 impl Language {
     /// Parses the BCP 47 form `language[-script][-region][-variant]*`: a 2–3 letter primary
@@ -145,23 +165,30 @@ impl Language {
                 return Err(bad(&format!("subtag {part:?} is not a script, region or variant")));
             }
         }
-        Ok(Self(out))
+        let primary = out.bytes().take_while(|b| *b != b'-').fold(0u32, |code, b| code << 8 | u32::from(b));
+        Ok(Self { tag: out, primary })
     }
 
     /// The tag as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.tag
     }
 
     /// The primary language subtag (`de` for `de-CH`): the unit of matching and indexing.
     pub fn primary(&self) -> &str {
-        self.0.find('-').map_or(self.0.as_str(), |i| &self.0[..i])
+        self.tag.split('-').next().unwrap_or_default()
+    }
+
+    /// Whether both tags have the same primary subtag (`de-CH` and `de`), without reading
+    /// either string.
+    pub fn same_primary(&self, other: &Language) -> bool {
+        self.primary == other.primary
     }
 }
 
 impl fmt::Display for Language {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.tag)
     }
 }
 
@@ -398,8 +425,7 @@ impl AgentProfile {
 
     /// The agent's proficiency in the primary language of `language`, if spoken.
     pub fn proficiency(&self, language: &Language) -> Option<Level> {
-        let primary = language.primary();
-        self.languages.iter().filter(|l| l.language.primary() == primary).map(|l| l.proficiency).max()
+        self.languages.iter().filter(|l| l.language.same_primary(language)).map(|l| l.proficiency).max()
     }
 
     /// Capacity for `channel` (0 when not listed).
@@ -579,6 +605,11 @@ mod tests {
             assert_eq!(Language::parse("language", input).unwrap().as_str(), want, "{input}");
         }
         assert_eq!(Language::parse("l", "de-CH").unwrap().primary(), "de");
+        let l = |s| Language::parse("l", s).unwrap();
+        assert!(l("de-CH").same_primary(&l("DE")));
+        assert!(l("zh-Hant-TW").same_primary(&l("zh")));
+        assert!(!l("de").same_primary(&l("dsb")));
+        assert!(!l("en").same_primary(&l("eng")));
         for bad in ["", "d", "german", "de_CH", "de-", "12", "de-CH-DE"] {
             let err = Language::parse("language", bad).unwrap_err();
             assert_eq!(err.field, "language", "{bad}");

@@ -33,7 +33,15 @@ proptest! {
             prop_assert_eq!(&again, &l);
             prop_assert!((2..=3).contains(&l.primary().len()));
             prop_assert!(l.primary().chars().all(|c| c.is_ascii_lowercase()));
-            prop_assert!(l.as_str().eq_ignore_ascii_case(&s));
+                        prop_assert!(l.as_str().eq_ignore_ascii_case(&s));
+        }
+    }
+
+    #[test]
+    fn same_primary_is_equal_primary_subtags(a in text(), b in text()) {
+        if let (Ok(x), Ok(y)) = (Language::parse("language", &a), Language::parse("language", &b)) {
+            prop_assert_eq!(x.same_primary(&y), x.primary() == y.primary());
+            prop_assert!(x.same_primary(&x));
         }
     }
 

@@ -85,6 +85,8 @@ struct Slot {
     told_offer: Option<OfferId>,
     /// The agent record's version when this session was stored (`None` until then).
     since_version: Option<u64>,
+    /// When the presence lease this process last armed for the session runs out (store time).
+    lease_until: Millis,
 }
 
 /// Open sessions by agent. Dropping a slot's sender ends that device's stream.
@@ -107,15 +109,37 @@ impl Sessions {
         let (tx, rx) = mpsc::channel(buffer);
         self.slots.insert(
             agent_id.clone(),
-            Slot { session_id: session_id.clone(), tx, told_offer: None, since_version: None },
+            Slot {
+                session_id: session_id.clone(),
+                tx,
+                told_offer: None,
+                since_version: None,
+                lease_until: Millis::MIN,
+            },
         );
         AgentSession { agent_id, session_id, notices: rx }
     }
 
-    /// Notes that the session was stored with the agent record at `version`.
-    pub fn confirm(&self, agent_id: &AgentId, session_id: &SessionId, version: u64) {
+    /// Notes that the session was stored with the agent record at `version`, with a presence
+    /// lease running to `lease_until`.
+    pub fn confirm(&self, agent_id: &AgentId, session_id: &SessionId, version: u64, lease_until: Millis) {
         if let Some(mut s) = self.slots.get_mut(agent_id).filter(|s| &s.session_id == session_id) {
             s.since_version = Some(version);
+            s.lease_until = lease_until;
+        }
+    }
+
+    /// Agents whose session here has a presence lease running out by `by`.
+    pub fn leases_ending_by(&self, by: Millis) -> Vec<AgentId> {
+        self.slots.iter().filter(|s| s.lease_until <= by).map(|s| s.key().clone()).collect()
+    }
+
+    /// Notes that the leases of `agents` were re-armed to run to `until`.
+    pub fn leases_renewed(&self, agents: &[AgentId], until: Millis) {
+        for id in agents {
+            if let Some(mut s) = self.slots.get_mut(id) {
+                s.lease_until = s.lease_until.max(until);
+            }
         }
     }
 
