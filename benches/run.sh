@@ -3,7 +3,7 @@
 # dispatcher on the embedded store and on Redis, the floors of this machine in the same run
 # (gRPC unary echo, Redis FCALL), the selection and Redis memory benchmarks, and writes
 # BENCHMARKS.md with PNG plots in benches/plots/.
-#   benches/run.sh            (about 8 minutes on 2 cores)
+#   benches/run.sh            (about 9 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-results
@@ -61,9 +61,17 @@ for rate in 250 500 1000 2000; do
 done
 for n in 2000 5000 10000 18000; do
   start_dispatcher memory
-  record "connect-$n" --agents $n --connect-only --source-ips 2
+    record "connect-$n" --agents $n --connect-only --source-ips 2
   stop_dispatcher
 done
+# 50,000 agents do not fit in the 20,000 open files a process may have here: five agents share
+# each connection (each still its own stream and session).
+start_dispatcher memory
+record "connect-50000-x5" --agents 50000 --agents-per-connection 5 --connect-only --source-ips 2
+stop_dispatcher
+start_dispatcher memory
+record "memory-1000ps-50k-x5" --agents 50000 --agents-per-connection 5 --rate 1000 --duration 10 --handle-ms 200 --source-ips 2
+stop_dispatcher
 
 echo "== selection"
 cargo bench -q -p dispatch-benches --bench selection 2>/dev/null | tee "$out/selection.txt"

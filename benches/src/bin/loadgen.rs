@@ -54,6 +54,11 @@ struct RunArgs {
     /// Simulated agents, each with its own connection.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
+    /// Agents sharing one connection (1: each its own, as devices are). More than one measures
+    /// the dispatcher's per-agent cost beyond the per-process file limit (see `ulimit -Hn`);
+    /// the dispatcher allows `server.max_concurrent_streams` streams per connection.
+    #[arg(long, default_value_t = 1)]
+    agents_per_connection: usize,
     /// Source addresses 127.0.0.1 .. 127.0.0.N (about 28k connections per address).
     #[arg(long, default_value_t = 1)]
     source_ips: u8,
@@ -261,13 +266,20 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         declined: AtomicU64::new(0),
         done: tokio::sync::Notify::new(),
     });
-    // Connect every agent on its own connection.
+    // Connect every agent on its own connection (or `agents_per_connection` to one).
     let connected = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let per_connection = a.agents_per_connection.max(1);
+    let mut ch: Option<Channel> = None;
     for (i, p) in profiles.iter().enumerate() {
-        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % a.source_ips.max(1) as usize) as u8));
-        let endpoint = client::endpoint(&a.addr, &ClientTls::default())?.local_address(Some(ip));
-        let ch = endpoint.connect().await?;
+        if i % per_connection == 0 {
+            let n = i / per_connection;
+            let ip =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (n % a.source_ips.max(1) as usize) as u8));
+            let endpoint = client::endpoint(&a.addr, &ClientTls::default())?.local_address(Some(ip));
+            ch = Some(endpoint.connect().await?);
+        }
+        let ch = ch.clone().expect("a connection is open");
         let id = p.agent_id.clone();
         let shared = Arc::clone(&shared);
         let connected = Arc::clone(&connected);
@@ -302,6 +314,7 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}",
             serde_json::json!({"label": a.label, "mode": "connect", "agents": a.agents, "connect_s": connect_secs,
+                "agents_per_connection": per_connection,
                 "rss_before_kib": rss_before, "rss_after_kib": rss_after, "rss_bytes_per_agent": rss_per_agent})
         );
         return Ok(());
@@ -399,6 +412,7 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "label": a.label, "mode": if a.rate > 0 { "open" } else { "closed" }, "agents": a.agents, "rate": a.rate,
+            "agents_per_connection": a.agents_per_connection.max(1),
             "concurrency": a.concurrency, "submitted": submitted, "assigned": assigned, "unassigned": waiting,
             "throughput_per_s": throughput, "submit_to_offer": pcts(&offer_h), "submit_to_assigned": pcts(&assign_h),
             "accept_to_confirmed": pcts(&confirm), "rss_bytes_per_agent": rss_per_agent,
