@@ -231,7 +231,7 @@ async fn roster_lists_pages_and_refuses_to_remove_a_busy_agent(b: Backend) {
     assert_eq!(updated.presence.unwrap().assigned_case_ids, vec!["rm-1".to_owned()]);
 }
 
-/// The services' codec starts with 1 KiB buffers (`dispatch_proto::Codec`): messages several
+/// The services' codec starts with 512-byte buffers (`dispatch_proto::Codec`): messages several
 /// times that size travel intact both ways, on unary calls and on the agent stream.
 async fn messages_larger_than_the_codec_buffer_travel_intact(b: Backend) {
     let s = TestServer::start(b, Policy::default()).await;

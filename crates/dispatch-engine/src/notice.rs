@@ -73,13 +73,14 @@ pub struct AgentSession {
     /// This connection.
     pub session_id: SessionId,
     /// Messages for the device; ends when the engine closes the session (replaced, signed out,
-    /// or too slow to read).
-    pub notices: mpsc::Receiver<AgentNotice>,
+    /// or too slow to read). Boxed: tokio allocates a channel's first block of 32 slots up
+    /// front, and 32 pointers instead of 32 notices take about 2 KiB less per connected agent.
+    pub notices: mpsc::Receiver<Box<AgentNotice>>,
 }
 
 struct Slot {
     session_id: SessionId,
-    tx: mpsc::Sender<AgentNotice>,
+    tx: mpsc::Sender<Box<AgentNotice>>,
     /// The live offer this device was last told about (so that an offer reaching this process
     /// twice, from its own commit and from the change log, is shown once).
     told_offer: Option<OfferId>,
@@ -159,7 +160,7 @@ impl Sessions {
         let (_, slot) = self.slots.remove(agent.id())?;
         if agent.session.as_ref().is_some_and(|x| x.id == slot.session_id) {
             let reason = "this session's presence lease ran out: reconnect".to_owned();
-            let _ = slot.tx.try_send(AgentNotice::Reconnect { reason });
+            let _ = slot.tx.try_send(Box::new(AgentNotice::Reconnect { reason }));
         }
         Some(slot.session_id)
     }
@@ -187,7 +188,7 @@ impl Sessions {
         if session.is_some_and(|s| s != &slot.session_id) {
             return Err((SendFailure::NoSession, None));
         }
-        match slot.tx.try_send(notice) {
+        match slot.tx.try_send(Box::new(notice)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err((SendFailure::Full, Some(slot.session_id.clone()))),
             Err(mpsc::error::TrySendError::Closed(_)) => Err((SendFailure::NoSession, Some(slot.session_id.clone()))),

@@ -68,7 +68,7 @@ impl pb::agent_service_server::AgentService for Services {
         let session_id = session.session_id.clone();
         let this = self.clone();
         tokio::spawn(async move { this.read_commands(agent_id, session_id, inbound, age).await });
-        let stream = ReceiverStream::new(session.notices).map(convert::notice_to);
+        let stream = ReceiverStream::new(session.notices).map(|n| convert::notice_to(*n));
         Ok(Response::new(Box::pin(stream)))
     }
 }

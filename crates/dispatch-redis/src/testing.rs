@@ -25,6 +25,18 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("port").port()
 }
 
+/// A free port for a cluster node: a node also listens on its port + 10000 (the cluster bus),
+/// so the port must be at most 55535 and that second port free too. (Ephemeral ports here run
+/// to 60999: about one node in five would otherwise fail to start.)
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl RedisServer {
     /// Starts a server with AOF (`appendfsync everysec`) and no RDB snapshots.
     pub fn start() -> Self {
@@ -33,11 +45,14 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory-policy", "allkeys-lru"]`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Self {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("dispatch-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the redis test directory");
-        let mut s =
-            Self { child: None, port: free_port(), dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        let mut s = Self { child: None, port, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
         s.spawn();
         s
     }
@@ -183,14 +198,17 @@ impl RedisCluster {
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                RedisServer::start_on(
+                    free_cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();

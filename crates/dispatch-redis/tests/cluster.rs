@@ -87,7 +87,7 @@ async fn each_pool_lives_on_one_shard_and_the_engine_dispatches_there() {
     engine.submit(spec, None).await.unwrap();
     let offer = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match session.notices.recv().await.expect("session open") {
+            match *session.notices.recv().await.expect("session open") {
                 AgentNotice::Offer { offer_id, .. } => return offer_id,
                 _ => continue,
             }
