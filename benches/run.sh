@@ -66,7 +66,7 @@ for rate in 250 500 1000 2000; do
 done
 for n in 2000 5000 10000 18000; do
   start_dispatcher memory
-    record "connect-$n" --agents $n --connect-only --source-ips 2
+  record "connect-$n" --agents $n --connect-only --source-ips 2
   stop_dispatcher
 done
 # 50,000 agents do not fit in the 20,000 open files a process may have here: five agents share

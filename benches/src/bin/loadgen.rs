@@ -412,7 +412,7 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "label": a.label, "mode": if a.rate > 0 { "open" } else { "closed" }, "agents": a.agents, "rate": a.rate,
-            "agents_per_connection": a.agents_per_connection.max(1),
+            "agents_per_connection": per_connection,
             "concurrency": a.concurrency, "submitted": submitted, "assigned": assigned, "unassigned": waiting,
             "throughput_per_s": throughput, "submit_to_offer": pcts(&offer_h), "submit_to_assigned": pcts(&assign_h),
             "accept_to_confirmed": pcts(&confirm), "rss_bytes_per_agent": rss_per_agent,

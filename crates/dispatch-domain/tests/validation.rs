@@ -33,7 +33,7 @@ proptest! {
             prop_assert_eq!(&again, &l);
             prop_assert!((2..=3).contains(&l.primary().len()));
             prop_assert!(l.primary().chars().all(|c| c.is_ascii_lowercase()));
-                        prop_assert!(l.as_str().eq_ignore_ascii_case(&s));
+            prop_assert!(l.as_str().eq_ignore_ascii_case(&s));
         }
     }
 

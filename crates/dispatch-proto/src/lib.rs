@@ -20,8 +20,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// tonic allocates its codec buffer up front for every call, 8 KiB by default, and a
 /// bidirectional agent stream holds two of them (one each way) for as long as the device stays
 /// connected. Our messages are mostly a few hundred bytes, so 512-byte buffers (grown in
-/// 512-byte steps for a larger message) take 15 KiB less per connected agent. Batching of ready messages into
-/// one write is unchanged (the 32 KiB yield threshold).
+/// 512-byte steps for a larger message) take 15 KiB less per connected agent. Batching of
+/// ready messages into one write is unchanged (the 32 KiB yield threshold).
 #[derive(Debug, Clone)]
 pub struct Codec<T, U>(std::marker::PhantomData<(T, U)>);
 
