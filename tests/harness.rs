@@ -56,6 +56,27 @@ pub enum Backend {
     /// A real `redis-server` started for the test (with the manual clock standing in for
     /// Redis's `TIME`, so that tests drive time by hand).
     Redis,
+    /// Two dispatchers on one Redis: routers and planners call the first, agent devices
+    /// connect to the second, and either may decide (match, time out). What a router or a
+    /// device sees must not depend on where the decision was taken.
+    Replicas,
+}
+
+/// Runs each named scenario `async fn name(b: Backend)` on every backend: `memory::name`,
+/// `redis::name` and `replicas::name` (routers on one dispatcher, devices on another).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($t:ident),* $(,)?) => {
+        $crate::on_both_stores!($($t),*);
+        mod replicas {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $t() {
+                    super::$t($crate::Backend::Replicas).await
+                }
+            )*
+        }
+    };
 }
 
 /// Runs each named scenario `async fn name(b: Backend)` as two tests, `memory::name` and
@@ -95,6 +116,8 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The Redis server, for [`Backend::Redis`].
     pub redis: Option<RedisServer>,
+    /// The dispatcher devices connect to, for [`Backend::Replicas`].
+    pub devices: Option<Box<TestServer>>,
 }
 
 impl TestServer {
@@ -106,11 +129,23 @@ impl TestServer {
 
     /// Starts a second dispatcher on the Redis of `other` (same pool, same manual clock).
     pub async fn start_beside(other: &TestServer, policy: Policy) -> Self {
+        Self::start_beside_on(other, policy, other.clock.clone()).await
+    }
+
+    /// Starts a second dispatcher on the Redis of `other` with a clock of its own: a clock
+    /// that is not advanced keeps this replica's sweeper from firing the timers that `other`'s
+    /// clock makes due, so that `other` is the one that decides them.
+    pub async fn start_beside_on(other: &TestServer, policy: Policy, clock: Clock) -> Self {
         let url = other.redis.as_ref().expect("a redis backend").url();
         let config = RedisConfig { url, ..RedisConfig::default() };
-        let store = RedisStore::open(&config, Some(other.clock.clone())).await.expect("open the redis store");
+        let store = RedisStore::open(&config, Some(clock.clone())).await.expect("open the redis store");
         let dev = ServerConfig { plaintext: true, ..ServerConfig::default() };
-        Self::serve(Arc::new(store), other.clock.clone(), None, policy, dev, Arc::new(Authenticator::dev())).await
+        Self::serve(Arc::new(store), clock, None, policy, dev, Arc::new(Authenticator::dev())).await
+    }
+
+    /// Opens a watch of a case.
+    pub async fn watch(&self, id: &str) -> Streaming<pb::CaseEvent> {
+        self.escalation().watch_case(pb::WatchCaseRequest { case_id: id.to_owned() }).await.expect("watch").into_inner()
     }
 
     /// Starts a server on `backend` with `policy` and transport settings.
@@ -118,6 +153,16 @@ impl TestServer {
         let clock = Clock::manual(T0);
         let (store, redis): (Arc<dyn Store>, Option<RedisServer>) = match backend {
             Backend::Memory => (Arc::new(MemoryStore::new(clock.clone())), None),
+            Backend::Replicas => {
+                // A test's clock jumps; the devices' replica renews their presence leases as its
+                // sweeper runs, and the other replica's sweeper may fire a lease the jump made due
+                // first. Real clocks do not jump: a long lease keeps the jumps out of the story.
+                let policy = Policy { presence_lease_ms: policy.presence_lease_ms.max(600_000), ..policy };
+                let mut routers = Box::pin(Self::start_with(Backend::Redis, policy.clone(), server)).await;
+                let devices = Self::start_beside(&routers, policy).await;
+                routers.devices = Some(Box::new(devices));
+                return routers;
+            }
             Backend::Redis => {
                 let r = RedisServer::start();
                 let config = RedisConfig { url: r.url(), ..RedisConfig::default() };
@@ -144,7 +189,11 @@ impl TestServer {
         server: ServerConfig,
         auth: Arc<Authenticator>,
     ) -> Self {
-        let config = EngineConfig { id_seed: Some(7), ..EngineConfig::default() };
+        // Seeded ids repeat from run to run, but differ between the servers of one test (two
+        // replicas minting the same session id would take each other's sessions).
+        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+        let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = EngineConfig { id_seed: Some(seed), ..EngineConfig::default() };
         let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
@@ -159,22 +208,20 @@ impl TestServer {
         });
         // A lazy channel: a TLS server's tests connect with their own credentials.
         let channel = tonic::transport::Endpoint::from_shared(addr.clone()).expect("address").connect_lazy();
-        Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis }
+        Self { addr, clock, engine, channel, stop: Some(stop), task: Some(task), redis, devices: None }
     }
 
     /// Graceful shutdown (what SIGTERM does to `dispatchd`); returns when the server has drained.
     pub async fn shutdown(&mut self) {
+        if let Some(d) = self.devices.as_mut() {
+            Box::pin(d.shutdown()).await;
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             bounded("the server to drain", t).await.expect("the server task");
         }
-    }
-
-    /// Completes `case_id` on `agent`'s stream; the result code.
-    pub async fn complete_via(&self, agent: &mut AgentConn, case_id: &str) -> i32 {
-        agent.complete(case_id).await.code
     }
 
     /// Moves the clock; the sweeper wakes at once.
@@ -246,9 +293,15 @@ impl TestServer {
             .expect("agent")
     }
 
-    /// Connects as an agent (signed in as away).
+    /// A channel to the dispatcher agent devices connect to (another one, for
+    /// [`Backend::Replicas`]).
+    pub fn device_channel(&self) -> Channel {
+        self.devices.as_ref().map_or_else(|| self.channel(), |d| d.channel())
+    }
+
+    /// Connects as an agent (signed in as away), to the devices' dispatcher.
     pub async fn connect(&self, id: &str) -> AgentConn {
-        AgentConn::open(self.channel(), id).await.expect("agent connects")
+        AgentConn::open(self.device_channel(), id).await.expect("agent connects")
     }
 
     /// Connects as an agent and goes available.
@@ -345,6 +398,25 @@ impl AgentConn {
         .await
     }
 
+    /// The latest offer received so far, without waiting (older ones are dropped from the
+    /// backlog); for tests that act on whatever is there.
+    pub async fn offer_now(&mut self) -> Option<pb::OfferMade> {
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::ZERO, self.rx.next()).await {
+            if let Some(ev) = msg.event {
+                self.backlog.push_back(ev);
+            }
+        }
+        let mut latest = None;
+        self.backlog.retain(|e| match e {
+            Event::Offer(o) => {
+                latest = Some(o.clone());
+                false
+            }
+            _ => true,
+        });
+        latest
+    }
+
     /// The next revocation.
     pub async fn revoked(&mut self) -> pb::OfferRevoked {
         self.next("a revocation", |e| match e {
@@ -407,6 +479,15 @@ impl AgentConn {
         .await
     }
 
+    /// Waits for the stream's `SessionEnded` message; its reason.
+    pub async fn ended(&mut self) -> pb::SessionEndReason {
+        self.next("the stream's end", |e| match e {
+            Event::Ended(e) => Some(e.reason()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits for the server to end the stream.
     pub async fn expect_end(&mut self) {
         let id = self.id.clone();
@@ -419,6 +500,24 @@ impl AgentConn {
         })
         .await;
     }
+}
+
+/// The events of a watch up to and including its terminal one (or its end).
+pub async fn watch_to_end(watch: &mut Streaming<pb::CaseEvent>) -> Vec<pb::CaseEvent> {
+    bounded("the watch to end", async {
+        let mut out = Vec::new();
+        while let Some(ev) = watch.next().await {
+            let ev = ev.expect("watch event");
+            let kind = ev.kind();
+            out.push(ev);
+            if matches!(kind, pb::CaseEventKind::Completed | pb::CaseEventKind::Cancelled | pb::CaseEventKind::Expired)
+            {
+                break;
+            }
+        }
+        out
+    })
+    .await
 }
 
 /// A profile: `langs` as (tag, proficiency), `skills` as (name, level), chat capacity 1.

@@ -5,4 +5,5 @@ mod matching;
 mod offers;
 mod presence;
 mod redis_faults;
+mod replicas;
 mod security;

@@ -218,7 +218,7 @@ async fn a_finished_case_is_purged_after_its_retention(b: Backend) {
     .await;
 }
 
-on_both_stores!(
+on_every_backend!(
     a_finished_case_is_purged_after_its_retention,
     accept_assigns_and_is_idempotent,
     decline_goes_to_the_next_best_at_once,

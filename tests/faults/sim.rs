@@ -335,6 +335,9 @@ struct Agent {
     rng: SmallRng,
     /// Cases the agent believes it holds.
     held: BTreeSet<String>,
+    /// Cases the agent finished: never held again (a late, idempotent answer to an accept of
+    /// a case already worked on says OK once more, as it should).
+    finished: BTreeSet<String>,
     /// An accept whose reply was dropped, to send again after reconnecting.
     resend: Option<(String, String)>,
     /// The first offer of the first connection may be held (`Behavior::first_offer_hold_ms`).
@@ -352,6 +355,11 @@ impl Agent {
 
     /// The agent now holds `case` (assignment confirmed or accept answered): work on it.
     fn hold(&mut self, s: &mut Stream, case: String) {
+        // Known to be ours now: a retry of its accept still waiting is moot.
+        s.due.retain(|(_, a)| !matches!(a, Action::Accept { case: c, .. } if *c == case));
+        if self.finished.contains(&case) {
+            return;
+        }
         if self.held.insert(case.clone()) {
             if self.held.len() > 1 {
                 self.record(Op::OverCapacity { held: self.held.len() });
@@ -410,6 +418,7 @@ impl Agent {
                 self.held = now_held;
             }
             Event::Result(r) => self.on_result(s, r),
+            Event::Ended(e) => return Some(format!("session ended: {:?}", e.reason())),
         }
         None
     }
@@ -460,6 +469,7 @@ impl Agent {
             Action::Complete { case, .. } if ok => {
                 self.record(Op::CompleteOk { case: case.clone() });
                 self.held.remove(&case);
+                self.finished.insert(case);
             }
             Action::Complete { case, tries } => {
                 self.record(Op::CompleteFail { case: case.clone(), code: r.code });
@@ -516,6 +526,7 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
         behavior,
         rng: SmallRng::seed_from_u64(seed),
         held: BTreeSet::new(),
+        finished: BTreeSet::new(),
         resend: None,
         first_offer: true,
     };

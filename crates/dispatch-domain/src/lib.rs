@@ -25,5 +25,6 @@ pub use model::{
     AgentId, CaseId, Channel, FieldError, Language, Level, Millis, OfferId, SessionId, Skill, TenantId, Tier,
 };
 pub use policy::Policy;
-pub use state::{Activity, Agent, AgentStatus, Case, CaseState};
+pub use state::{Activity, Agent, AgentStatus, Case, CaseState, StatusReason};
+pub use stats::Counter;
 pub use transition::{Change, Event, Rejection, TimerKey};

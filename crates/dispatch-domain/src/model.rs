@@ -358,6 +358,18 @@ pub struct AgentProfileInput<'a> {
 }
 
 impl AgentProfile {
+    /// The primary subtags of the languages spoken, each once, in profile order.
+    pub fn primary_languages(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::with_capacity(self.languages.len());
+        for l in &self.languages {
+            let p = l.language.primary();
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// Validates a profile; field names follow the `AgentProfile` message.
     pub fn parse(input: AgentProfileInput<'_>, limits: &Limits) -> Result<Self, FieldError> {
         let id = AgentId::parse("agent_id", input.id)?;

@@ -182,3 +182,14 @@ pub fn rank_first<A: std::borrow::Borrow<Agent>>(
     let candidates = top.iter().map(|(_, a)| score(case, a.borrow(), now, policy)).collect();
     Explanation { candidates, eligible, relaxations: relaxed.describe() }
 }
+
+/// The explanation of an offer to candidate `i` of `ranked`: the winner first, the others in
+/// rank order (an offer to a lower-ranked candidate happens when better ones were taken).
+pub fn with_winner_first(ranked: &Explanation, i: usize) -> Explanation {
+    let mut why = ranked.clone();
+    if i < why.candidates.len() {
+        let winner = why.candidates.remove(i);
+        why.candidates.insert(0, winner);
+    }
+    why
+}

@@ -21,6 +21,37 @@ pub enum AgentStatus {
     Away,
 }
 
+/// Why an agent's status is what it is: the last status change's cause, sent to the device and
+/// shown to planners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusReason {
+    /// A device signed in (status away until the agent asks for available).
+    SignedIn,
+    /// A device reconnected within the grace period; the status was kept.
+    SessionResumed,
+    /// The agent asked for it.
+    #[default]
+    Requested,
+    /// Set away after `max_consecutive_misses` offers missed in a row.
+    MissedOffers,
+    /// The device stayed away past the presence grace period: signed out.
+    PresenceLost,
+}
+
+impl StatusReason {
+    /// Lower-case name, sent to devices.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusReason::SignedIn => "signed_in",
+            StatusReason::SessionResumed => "session_resumed",
+            StatusReason::Requested => "requested",
+            StatusReason::MissedOffers => "missed_offers",
+            StatusReason::PresenceLost => "presence_lost",
+        }
+    }
+}
+
 /// The planner's exclusive bucket for an agent at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,6 +64,8 @@ pub enum Activity {
     Busy,
     /// Away.
     Away,
+    /// Signed in but the device is gone, within its reconnect grace period (whatever its status).
+    Reconnecting,
 }
 
 /// One signed-in device.
@@ -88,6 +121,13 @@ pub struct Agent {
     pub offers_received: u64,
     /// Offers this agent accepted.
     pub offers_accepted: u64,
+    /// Why the status is what it is (the last status change's cause).
+    #[serde(default)]
+    pub status_reason: StatusReason,
+    /// Status changes so far (sign-ins and resumes included): a replica that sees this move
+    /// between two versions of the record tells the device, whichever replica decided it.
+    #[serde(default)]
+    pub status_changes: u64,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -107,8 +147,31 @@ impl Agent {
             idle_since: now,
             offers_received: 0,
             offers_accepted: 0,
+            status_reason: StatusReason::Requested,
+            status_changes: 0,
             version: 0,
         }
+    }
+
+    /// Sets the status for `reason` (counted as a status change, even if the status stays).
+    pub fn change_status(&mut self, status: AgentStatus, reason: StatusReason) {
+        self.status = status;
+        self.status_reason = reason;
+        self.status_changes += 1;
+    }
+
+    /// The agent becomes idle from `now` when it holds no offer and no assignment (fairness:
+    /// longest idle first counts from there).
+    pub fn idle_if_free(&mut self, now: Millis) {
+        if self.pending_offer.is_none() && self.assignments.is_empty() {
+            self.idle_since = now;
+        }
+    }
+
+    /// Whether the device is in its reconnect grace period: signed in, stream dropped. Such an
+    /// agent cannot take an offer, so planners count it apart.
+    pub fn in_grace(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.connected)
     }
 
     /// The agent's id.
@@ -163,6 +226,7 @@ impl Agent {
     pub fn activity(&self, now: Millis) -> Activity {
         match (&self.session, self.status) {
             (None, _) | (_, AgentStatus::Offline) => Activity::Offline,
+            (Some(s), _) if !s.connected => Activity::Reconnecting,
             (Some(_), AgentStatus::Away) => Activity::Away,
             (Some(_), AgentStatus::Available) => {
                 if self.unready_reason(now).is_none() && Channel::ALL.iter().any(|c| self.has_room(*c)) {
@@ -361,8 +425,10 @@ pub struct Case {
     pub offers: Vec<OfferRecord>,
     /// Agents not to offer it again before the given time (declined or missed).
     pub excluded: BTreeMap<AgentId, Millis>,
-    /// Completion outcome, or cancel / expiry reason.
-    pub outcome: String,
+    /// Why it closed: the completion outcome, or the cancel or expiry reason (empty while
+    /// open). Stored as `outcome` (the name records were written with).
+    #[serde(rename = "outcome")]
+    pub close_reason: String,
     /// When it reached a terminal state (0 before).
     pub closed_at: Millis,
     /// The tenant whose router submitted it (`None`: submitted without tenant scoping).
@@ -381,7 +447,7 @@ impl Case {
             state: CaseState::Queued,
             offers: Vec::new(),
             excluded: BTreeMap::new(),
-            outcome: String::new(),
+            close_reason: String::new(),
             closed_at: 0,
             tenant: None,
             version: 0,

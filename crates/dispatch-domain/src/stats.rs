@@ -6,6 +6,52 @@ use std::collections::BTreeMap;
 use crate::model::{Language, Level, Millis, SkillLevel};
 use crate::state::{Activity, Agent};
 
+/// Cumulative counters for the planner, moved by events ([`crate::Event::counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    /// Cases submitted (new, not retries).
+    Submitted,
+    /// Offers made.
+    OffersMade,
+    /// Offers accepted.
+    OffersAccepted,
+    /// Offers declined.
+    OffersDeclined,
+    /// Offers timed out.
+    OffersTimedOut,
+    /// Offers revoked (disconnect, away, cancel).
+    OffersRevoked,
+    /// Sum of offer → accept times, in milliseconds.
+    AcceptMillisTotal,
+    /// Cases completed.
+    Completed,
+    /// Cases cancelled.
+    Cancelled,
+    /// Cases expired.
+    Expired,
+}
+
+impl Counter {
+    /// Every counter.
+    pub const ALL: [Counter; 10] = [
+        Counter::Submitted,
+        Counter::OffersMade,
+        Counter::OffersAccepted,
+        Counter::OffersDeclined,
+        Counter::OffersTimedOut,
+        Counter::OffersRevoked,
+        Counter::AcceptMillisTotal,
+        Counter::Completed,
+        Counter::Cancelled,
+        Counter::Expired,
+    ];
+}
+
+/// Mean offer → accept time from the counters (0 before any accept).
+pub fn mean_time_to_accept_ms(accepted: i64, accept_millis_total: i64) -> f64 {
+    if accepted > 0 { accept_millis_total as f64 / accepted as f64 } else { 0.0 }
+}
+
 /// Which agents to count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AvailabilityFilter {
@@ -39,7 +85,7 @@ pub enum GroupBy {
     Skill,
     /// `vip` (certified) or `standard`.
     Tier,
-    /// Offline / available / busy / away.
+    /// Offline / available / busy / away / reconnecting.
     Activity,
 }
 
@@ -61,7 +107,7 @@ pub struct GroupKey {
 pub struct Counts {
     /// Every agent counted.
     pub registered: u64,
-    /// Signed in: available + busy + away.
+    /// Signed in: available + busy + away + reconnecting.
     pub online: u64,
     /// Can take an offer now.
     pub available: u64,
@@ -71,6 +117,9 @@ pub struct Counts {
     pub away: u64,
     /// Not signed in.
     pub offline: u64,
+    /// Signed in, device stream dropped, within the reconnect grace period: cannot take an
+    /// offer (counted neither available nor busy).
+    pub reconnecting: u64,
 }
 
 impl Counts {
@@ -81,6 +130,7 @@ impl Counts {
             Activity::Available => self.available += 1,
             Activity::Busy => self.busy += 1,
             Activity::Away => self.away += 1,
+            Activity::Reconnecting => self.reconnecting += 1,
         }
         if activity != Activity::Offline {
             self.online += 1;

@@ -15,8 +15,9 @@ use crate::policy::Policy;
 use crate::scoring;
 use crate::state::{
     Agent, AgentStatus, Case, CaseState, Explanation, MAX_OFFER_HISTORY, OfferOutcome, OfferRecord, PendingOffer,
-    Session,
+    Session, StatusReason,
 };
+use crate::stats::Counter;
 
 /// Why a request was refused. Each maps to one gRPC status in the transport crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +37,29 @@ pub enum Rejection {
     /// It exists with other content.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The command came over a session that is no longer the agent's current one (another
+    /// device replaced it, or the agent signed out): the device must not act on it.
+    #[error("this session is no longer the agent's current session; reconnect")]
+    StaleSession,
 }
 
-/// Why a live offer was taken back.
+impl Rejection {
+    /// `<what> <id> not found`.
+    pub fn not_found(what: &str, id: &impl std::fmt::Display) -> Rejection {
+        Rejection::NotFound(format!("{what} {id} not found"))
+    }
+}
+
+/// Why a waiting case expired (its close reason).
+pub const EXPIRED_REASON: &str = "time-to-live reached while waiting";
+
+/// Why a live offer ended without an answer from its agent (what the device and watchers are
+/// told, and the offer record's reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevokeReason {
+    /// Not answered before its deadline.
+    TimedOut,
     /// The agent's stream dropped.
     Disconnected,
     /// The agent went away or offline.
@@ -51,13 +69,23 @@ pub enum RevokeReason {
 }
 
 impl RevokeReason {
+    /// Every reason.
+    pub const ALL: [RevokeReason; 4] =
+        [RevokeReason::TimedOut, RevokeReason::Disconnected, RevokeReason::AgentUnavailable, RevokeReason::Cancelled];
+
     /// Lower-case name, sent to agents and watchers.
     pub fn as_str(self) -> &'static str {
         match self {
+            RevokeReason::TimedOut => "timed_out",
             RevokeReason::Disconnected => "disconnected",
             RevokeReason::AgentUnavailable => "agent_unavailable",
             RevokeReason::Cancelled => "cancelled",
         }
+    }
+
+    /// The reason named `s` (as written by [`RevokeReason::as_str`]).
+    pub fn parse(s: &str) -> Option<RevokeReason> {
+        RevokeReason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -147,15 +175,134 @@ pub enum Event {
         /// Case.
         case_id: CaseId,
     },
-    /// The agent's status changed for a reason other than its own request (or on sign-in).
+    /// The agent's status was set (on its request, on sign-in or resume, or forced).
     AgentStatus {
         /// Agent.
         agent_id: AgentId,
         /// New status.
         status: AgentStatus,
-        /// `signed_in`, `session_resumed`, `requested`, `missed_offers`, `presence_lost`.
-        reason: &'static str,
+        /// Why.
+        reason: StatusReason,
     },
+}
+
+impl Event {
+    /// The planner counters this event moves (one place: the store adds them in the same
+    /// atomic step as the commit that carried the event).
+    pub fn counters(&self) -> Vec<(Counter, i64)> {
+        match self {
+            Event::Queued { .. } => vec![(Counter::Submitted, 1)],
+            Event::Offered { .. } => vec![(Counter::OffersMade, 1)],
+            Event::Declined { .. } => vec![(Counter::OffersDeclined, 1)],
+            Event::TimedOut { .. } => vec![(Counter::OffersTimedOut, 1)],
+            Event::Revoked { .. } => vec![(Counter::OffersRevoked, 1)],
+            Event::Assigned { time_to_accept_ms, .. } => vec![
+                (Counter::OffersAccepted, 1),
+                (Counter::AcceptMillisTotal, i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX)),
+            ],
+            Event::Completed { .. } => vec![(Counter::Completed, 1)],
+            Event::Cancelled { .. } => vec![(Counter::Cancelled, 1)],
+            Event::Expired { .. } => vec![(Counter::Expired, 1)],
+            Event::AgentStatus { .. } => vec![],
+        }
+    }
+
+    /// Whether this is an event of a case's life (every event but [`Event::AgentStatus`]).
+    pub fn is_case_event(&self) -> bool {
+        !matches!(self, Event::AgentStatus { .. })
+    }
+}
+
+/// The case events that lead from `before` (`None`: not known yet) to `after`, in order,
+/// derived from the records alone: the offer history and the state. Every replica derives what
+/// it tells watchers and devices with this, from its own commits and from other replicas'
+/// alike, so they tell the same story; a replica that missed versions in between derives the
+/// same events (for offers still in the history). It equals the case events of the transitions
+/// that led from one to the other (a property test checks it).
+pub fn case_events(before: Option<&Case>, after: &Case) -> Vec<Event> {
+    let case_id = || after.id().clone();
+    let mut out = Vec::new();
+    if before.is_none() {
+        out.push(Event::Queued { case_id: case_id() });
+    }
+    for rec in &after.offers {
+        let prev = before.and_then(|b| b.offer(&rec.id));
+        let (offer_id, agent_id) = (rec.id.clone(), rec.agent_id.clone());
+        if prev.is_none() {
+            out.push(Event::Offered {
+                case_id: case_id(),
+                offer_id: offer_id.clone(),
+                agent_id: agent_id.clone(),
+                deadline: rec.deadline,
+            });
+        }
+        if rec.outcome == OfferOutcome::Pending || prev.is_some_and(|p| p.outcome != OfferOutcome::Pending) {
+            continue;
+        }
+        out.push(match rec.outcome {
+            OfferOutcome::Accepted => Event::Assigned {
+                case_id: case_id(),
+                offer_id,
+                agent_id,
+                time_to_accept_ms: u64::try_from(rec.decided_at - rec.offered_at).unwrap_or(0),
+            },
+            OfferOutcome::Declined => {
+                Event::Declined { case_id: case_id(), offer_id, agent_id, reason: rec.reason.clone() }
+            }
+            OfferOutcome::TimedOut => Event::TimedOut { case_id: case_id(), offer_id, agent_id },
+            OfferOutcome::Revoked | OfferOutcome::Pending => Event::Revoked {
+                case_id: case_id(),
+                offer_id,
+                agent_id,
+                reason: RevokeReason::parse(&rec.reason).unwrap_or(RevokeReason::Disconnected),
+            },
+        });
+    }
+    if !after.state.is_terminal() || before.is_some_and(|b| b.state.is_terminal()) {
+        return out;
+    }
+    let last = after.offers.last();
+    match after.state {
+        CaseState::Completed => {
+            if let Some(o) = after.offers.iter().rev().find(|o| o.outcome == OfferOutcome::Accepted) {
+                out.push(Event::Completed {
+                    case_id: case_id(),
+                    agent_id: o.agent_id.clone(),
+                    outcome: after.close_reason.clone(),
+                });
+            }
+        }
+        CaseState::Cancelled => {
+            // The offer the cancel took back, or the assignment it released.
+            let held = last.filter(|o| {
+                o.outcome == OfferOutcome::Accepted
+                    || (o.outcome == OfferOutcome::Revoked
+                        && o.reason == RevokeReason::Cancelled.as_str()
+                        && o.decided_at == after.closed_at)
+            });
+            out.push(Event::Cancelled {
+                case_id: case_id(),
+                agent_id: held.map(|o| o.agent_id.clone()),
+                offer_id: held.map(|o| o.id.clone()),
+                reason: after.close_reason.clone(),
+            });
+        }
+        CaseState::Expired => out.push(Event::Expired { case_id: case_id() }),
+        CaseState::Queued | CaseState::Offered { .. } | CaseState::Assigned { .. } => {}
+    }
+    out
+}
+
+/// When a presence lease armed at `now` runs out.
+pub fn lease_due(now: Millis, policy: &Policy) -> Millis {
+    now + policy.presence_lease_ms as i64
+}
+
+/// Whether a session whose lease runs to `lease_until` is due for renewal at `now`: once a
+/// third of the lease has run, so that a live stream's lease never runs out between sweeps.
+pub fn lease_renewal_due(lease_until: Millis, now: Millis, policy: &Policy) -> bool {
+    let lease = policy.presence_lease_ms as i64;
+    lease_until <= now + lease - lease / 3
 }
 
 /// What a timer is for. One timer per key; arming again moves it.
@@ -285,7 +432,7 @@ fn live_offer<'a>(
     done: OfferOutcome,
     now: Millis,
 ) -> Result<Option<&'a OfferRecord>, Rejection> {
-    let record = case.offer(offer_id).ok_or_else(|| Rejection::NotFound(format!("offer {offer_id} not found")))?;
+    let record = case.offer(offer_id).ok_or_else(|| Rejection::not_found("offer", offer_id))?;
     if &record.agent_id != agent.id() {
         return Err(Rejection::PermissionDenied(format!("offer {offer_id} was made to another agent")));
     }
@@ -320,9 +467,7 @@ fn close_offer(case: &mut Case, offer_id: &OfferId, outcome: OfferOutcome, reaso
 /// Clears the agent's pending offer; the agent is free of all work from `now` if it holds none.
 fn release_offer(agent: &mut Agent, now: Millis) {
     agent.pending_offer = None;
-    if agent.assignments.is_empty() {
-        agent.idle_since = now;
-    }
+    agent.idle_if_free(now);
 }
 
 /// The agent accepts its live offer: the case is assigned to it.
@@ -399,7 +544,7 @@ pub fn time_out(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy
     let mut case = case.clone();
     let offer_id = offer_id.clone();
     let agent_id = agent_id.clone();
-    close_offer(&mut case, &offer_id, OfferOutcome::TimedOut, "timed_out", now);
+    close_offer(&mut case, &offer_id, OfferOutcome::TimedOut, RevokeReason::TimedOut.as_str(), now);
     case.state = CaseState::Queued;
     case.excluded.insert(agent_id.clone(), now + policy.reoffer_same_agent_after_ms as i64);
     let mut change = Change {
@@ -417,12 +562,7 @@ pub fn time_out(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy
         agent.consecutive_misses += 1;
         agent.cool_down_until = now + policy.cool_down_after_miss_ms as i64;
         if agent.consecutive_misses >= policy.max_consecutive_misses && agent.status == AgentStatus::Available {
-            agent.status = AgentStatus::Away;
-            change.events.push(Event::AgentStatus {
-                agent_id: agent_id.clone(),
-                status: AgentStatus::Away,
-                reason: "missed_offers",
-            });
+            change.events.push(status_event(&mut agent, AgentStatus::Away, StatusReason::MissedOffers));
         }
         change.agent_ready(&agent, now);
         change.agent = Some(agent);
@@ -482,13 +622,11 @@ pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: 
     let mut case = case.clone();
     let mut agent = agent.clone();
     case.state = CaseState::Completed;
-    outcome.clone_into(&mut case.outcome);
+    outcome.clone_into(&mut case.close_reason);
     case.closed_at = now;
     agent.assignments.remove(case.id());
     agent.wrap_up_until = agent.wrap_up_until.max(now + policy.wrap_up_ms.get(case.spec.channel) as i64);
-    if agent.assignments.is_empty() && agent.pending_offer.is_none() {
-        agent.idle_since = now;
-    }
+    agent.idle_if_free(now);
     let mut change = Change {
         events: vec![Event::Completed {
             case_id: case.id().clone(),
@@ -525,7 +663,15 @@ pub fn cancel(
     let mut change = Change::default();
     let (agent_id, offer_id) = match case.state.clone() {
         CaseState::Offered { offer_id, agent_id, .. } => {
+            // A withdrawn offer counts as revoked: offers made = accepted + declined + timed
+            // out + revoked + live.
             close_offer(&mut case, &offer_id, OfferOutcome::Revoked, RevokeReason::Cancelled.as_str(), now);
+            change.events.push(Event::Revoked {
+                case_id: case.id().clone(),
+                offer_id: offer_id.clone(),
+                agent_id: agent_id.clone(),
+                reason: RevokeReason::Cancelled,
+            });
             if let Some(a) = agent.filter(|a| a.pending_offer.as_ref().is_some_and(|p| p.offer_id == offer_id)) {
                 let mut a = a.clone();
                 release_offer(&mut a, now);
@@ -537,17 +683,15 @@ pub fn cancel(
             if let Some(a) = agent.filter(|a| a.assignments.contains_key(case.id())) {
                 let mut a = a.clone();
                 a.assignments.remove(case.id());
-                if a.assignments.is_empty() && a.pending_offer.is_none() {
-                    a.idle_since = now;
-                }
+                a.idle_if_free(now);
                 change.agent = Some(a);
             }
             (Some(agent_id), Some(offer_id))
         }
-        _ => (None, None),
+        CaseState::Queued | CaseState::Completed | CaseState::Cancelled | CaseState::Expired => (None, None),
     };
     case.state = CaseState::Cancelled;
-    reason.clone_into(&mut case.outcome);
+    reason.clone_into(&mut case.close_reason);
     case.closed_at = now;
     change.events.push(Event::Cancelled { case_id: case.id().clone(), agent_id, offer_id, reason: reason.to_owned() });
     change.purge_later(&case, policy, now);
@@ -565,7 +709,7 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
     if case.spec.ttl_ms.is_some_and(|ttl| case.created_at + ttl as i64 <= now) {
         let mut case = case.clone();
         case.state = CaseState::Expired;
-        case.outcome = "time-to-live reached while waiting".to_owned();
+        EXPIRED_REASON.clone_into(&mut case.close_reason);
         case.closed_at = now;
         change.events.push(Event::Expired { case_id: case.id().clone() });
         change.purge_later(&case, policy, now);
@@ -600,7 +744,7 @@ pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKe
     let mut timers: Vec<(TimerKey, Millis)> =
         agent.next_ready_at(now).map(|at| (TimerKey::AgentReady(id()), at)).into_iter().collect();
     match &agent.session {
-        Some(s) if s.connected => timers.push((TimerKey::PresenceLease(id()), now + policy.presence_lease_ms as i64)),
+        Some(s) if s.connected => timers.push((TimerKey::PresenceLease(id()), lease_due(now, policy))),
         Some(s) => {
             let since = s.disconnected_at.unwrap_or(now);
             timers.push((TimerKey::PresenceGrace(id()), since + policy.presence_grace_ms as i64));
@@ -636,13 +780,14 @@ pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
 pub fn connect(agent: &Agent, session_id: SessionId, now: Millis, policy: &Policy) -> Change {
     let mut agent = agent.clone();
     let resumed = agent.session.is_some() && agent.status != AgentStatus::Offline;
-    let reason = if resumed { "session_resumed" } else { "signed_in" };
-    if !resumed {
-        agent.status = AgentStatus::Away;
-    }
-    let lease_until = now + policy.presence_lease_ms as i64;
+    let (status, reason) = if resumed {
+        (agent.status, StatusReason::SessionResumed)
+    } else {
+        (AgentStatus::Away, StatusReason::SignedIn)
+    };
+    let lease_until = lease_due(now, policy);
     agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None, lease_until });
-    let events = vec![Event::AgentStatus { agent_id: agent.id().clone(), status: agent.status, reason }];
+    let events = vec![status_event(&mut agent, status, reason)];
     let timers = vec![(TimerKey::PresenceLease(agent.id().clone()), lease_until)];
     Change { agent: Some(agent), events, timers, ..Change::default() }
 }
@@ -713,12 +858,7 @@ pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
     }
     let mut agent = agent.clone();
     agent.session = None;
-    agent.status = AgentStatus::Offline;
-    let events = vec![Event::AgentStatus {
-        agent_id: agent.id().clone(),
-        status: AgentStatus::Offline,
-        reason: "presence_lost",
-    }];
+    let events = vec![status_event(&mut agent, AgentStatus::Offline, StatusReason::PresenceLost)];
     Change { agent: Some(agent), events, ..Change::default() }
 }
 
@@ -732,9 +872,7 @@ pub fn set_status(
     now: Millis,
     policy: &Policy,
 ) -> Result<Change, Rejection> {
-    if agent.session.as_ref().is_none_or(|s| &s.id != session_id) {
-        return Err(Rejection::FailedPrecondition("this session is no longer the agent's current session".to_owned()));
-    }
+    check_session(agent, session_id)?;
     let mut change = Change::default();
     let mut agent = agent.clone();
     if status != AgentStatus::Available {
@@ -742,11 +880,10 @@ pub fn set_status(
     } else {
         agent.consecutive_misses = 0;
     }
-    agent.status = status;
     if status == AgentStatus::Offline {
         agent.session = None;
     }
-    change.events.push(Event::AgentStatus { agent_id: agent.id().clone(), status, reason: "requested" });
+    change.events.push(status_event(&mut agent, status, StatusReason::Requested));
     change.agent_ready(&agent, now);
     change.agent = Some(agent);
     Ok(change)
@@ -757,8 +894,12 @@ pub fn check_session(agent: &Agent, session_id: &SessionId) -> Result<(), Reject
     if agent.session.as_ref().is_some_and(|s| &s.id == session_id && s.connected) {
         Ok(())
     } else {
-        Err(Rejection::FailedPrecondition(
-            "this session is no longer the agent's current session; reconnect".to_owned(),
-        ))
+        Err(Rejection::StaleSession)
     }
+}
+
+/// Sets `agent`'s status for `reason`; the event that says so.
+fn status_event(agent: &mut Agent, status: AgentStatus, reason: StatusReason) -> Event {
+    agent.change_status(status, reason);
+    Event::AgentStatus { agent_id: agent.id().clone(), status, reason }
 }

@@ -10,8 +10,8 @@ use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::{Explanation, OfferOutcome};
 use dispatch_domain::transition::{self, RevokeReason};
 use dispatch_domain::{
-    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Channel, Event, Level, Millis, OfferId, Policy,
-    Rejection, SessionId, Tier, TimerKey,
+    Agent, AgentId, AgentStatus, Case, CaseId, CaseState, Change, Channel, Counter, Event, Level, Millis, OfferId,
+    Policy, Rejection, SessionId, Tier, TimerKey,
 };
 use proptest::prelude::*;
 
@@ -432,6 +432,8 @@ proptest! {
         let mut agents: Vec<Agent> = (0..3).map(|i| { let mut a = ready(&format!("a{i}"), &[("en", 5)], &[], false); a.profile.capacity = BTreeMap::from([(Channel::Chat, 2)]); a }).collect();
         let mut sessions = [1u32, 1, 1];
         let mut next_offer = 0u32;
+        let mut history: Vec<Vec<Event>> = vec![Vec::new(); 4];
+        let mut counted: BTreeMap<Counter, i64> = BTreeMap::new();
         for op in ops {
             let pending_case = |agents: &[Agent], cases: &[Case], ai: usize| agents[ai].pending_offer.as_ref().and_then(|po| cases.iter().position(|c| c.id() == &po.case_id));
             let result: Option<(Option<usize>, Option<usize>, Change)> = match op {
@@ -451,9 +453,34 @@ proptest! {
                 }
             };
             if let Some((ci, ai, ch)) = result {
-                if let (Some(c), Some(i)) = (ch.case, ci) { cases[i] = c; }
+                for ev in &ch.events {
+                    for (counter, delta) in ev.counters() { *counted.entry(counter).or_insert(0) += delta; }
+                }
+                let case_events: Vec<Event> = ch.events.iter().filter(|e| e.is_case_event()).cloned().collect();
+                if let (Some(c), Some(i)) = (ch.case, ci) {
+                    // What every replica tells watchers, derived from the two versions alone,
+                    // is what the transition said happened.
+                    prop_assert_eq!(transition::case_events(Some(&cases[i]), &c), case_events.clone());
+                    history[i].extend(case_events);
+                    cases[i] = c;
+                } else {
+                    prop_assert!(case_events.is_empty(), "case events without a case change: {:?}", case_events);
+                }
                 if let (Some(a), Some(i)) = (ch.agent, ai) { agents[i] = a; }
             }
+            // A replica that saw none of the versions in between derives the whole history.
+            for (i, c) in cases.iter().enumerate() {
+                let mut all = vec![Event::Queued { case_id: c.id().clone() }];
+                all.extend(history[i].iter().cloned());
+                prop_assert_eq!(transition::case_events(None, c), all);
+            }
+            // Every offer made is accounted for: accepted, declined, timed out, revoked or live.
+            let get = |c: Counter| counted.get(&c).copied().unwrap_or(0);
+            let live = cases.iter().filter(|c| matches!(c.state, CaseState::Offered { .. })).count() as i64;
+            prop_assert_eq!(
+                get(Counter::OffersMade),
+                get(Counter::OffersAccepted) + get(Counter::OffersDeclined) + get(Counter::OffersTimedOut) + get(Counter::OffersRevoked) + live
+            );
             for c in &cases {
                 let accepted = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted).count();
                 prop_assert!(accepted <= 1, "I2: case {} accepted {} times", c.id(), accepted);

@@ -5,7 +5,7 @@
 //! snapshot on start. It is a cache: every offer is re-checked against the store by
 //! compare-and-set.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
@@ -38,12 +38,28 @@ struct CaseIndex {
     live: HashMap<CaseId, Arc<Case>>,
     /// Waiting cases by primary language, in queue order (rank, id).
     waiting: HashMap<String, BTreeSet<(i64, CaseId)>>,
+    /// The version at which lately closed cases closed, so that reading one again (from the
+    /// change log, a rebuild, a refresh) is known to be old news. Oldest first in `closed_order`;
+    /// at most [`CLOSED_VERSIONS`].
+    closed: HashMap<CaseId, u64>,
+    closed_order: VecDeque<CaseId>,
+}
+
+/// How many closed cases' versions the index keeps (about 50 bytes each).
+const CLOSED_VERSIONS: usize = 100_000;
+
+/// What applying a record to the index did.
+#[derive(Debug)]
+pub enum Applied<T> {
+    /// It was newer than what the index knew; the version it replaced (`None`: first sight).
+    Newer(Option<Arc<T>>),
+    /// The index knows this version or a newer one: nothing changed.
+    Stale,
 }
 
 fn postings_of(a: &Agent) -> Vec<Posting> {
     let mut out = Vec::new();
-    let mut langs: Vec<&str> = a.profile.languages.iter().map(|l| l.language.primary()).collect();
-    langs.dedup();
+    let langs = a.profile.primary_languages();
     let tiers: &[bool] = if a.profile.vip_certified { &[false, true] } else { &[false] };
     for l in langs {
         for vip in tiers {
@@ -60,12 +76,12 @@ impl PoolIndex {
         Self::default()
     }
 
-    /// Records `agent` if it is newer than what is known. Returns whether it was applied.
-    pub fn apply_agent(&self, agent: Agent) -> bool {
+    /// Records `agent` if it is newer than what is known.
+    pub fn apply_agent(&self, agent: Agent) -> Applied<Agent> {
         let mut postings = self.postings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.agents.get(agent.id()).map(|a| Arc::clone(a.value()));
         if old.as_ref().is_some_and(|o| o.version >= agent.version) {
-            return false;
+            return Applied::Stale;
         }
         if let Some(o) = old.as_ref().filter(|o| o.routable()) {
             let entry = (o.idle_since, o.id().clone());
@@ -85,7 +101,7 @@ impl PoolIndex {
             }
         }
         self.agents.insert(agent.id().clone(), agent);
-        true
+        Applied::Newer(old)
     }
 
     /// Forgets a removed agent.
@@ -101,13 +117,18 @@ impl PoolIndex {
         }
     }
 
-    /// Records `case` if it is newer than what is known; terminal cases leave the index.
-    pub fn apply_case(&self, case: Case, policy: &Policy) -> bool {
+    /// Records `case` if it is newer than what is known; terminal cases leave the index (their
+    /// closing version is remembered).
+    pub fn apply_case(&self, case: Case, policy: &Policy) -> Applied<Case> {
         let mut idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = case.id().clone();
-        if let Some(old) = idx.live.get(&id).cloned() {
+        if idx.closed.get(&id).is_some_and(|v| *v >= case.version) {
+            return Applied::Stale;
+        }
+        let old = idx.live.get(&id).cloned();
+        if let Some(old) = &old {
             if old.version >= case.version {
-                return false;
+                return Applied::Stale;
             }
             if old.state == CaseState::Queued {
                 let lang = old.spec.language.primary().to_owned();
@@ -118,7 +139,15 @@ impl PoolIndex {
         }
         if case.state.is_terminal() {
             idx.live.remove(&id);
-            return true;
+            if idx.closed.insert(id.clone(), case.version).is_none() {
+                idx.closed_order.push_back(id);
+                if idx.closed_order.len() > CLOSED_VERSIONS
+                    && let Some(gone) = idx.closed_order.pop_front()
+                {
+                    idx.closed.remove(&gone);
+                }
+            }
+            return Applied::Newer(old);
         }
         if case.state == CaseState::Queued {
             idx.waiting
@@ -127,12 +156,13 @@ impl PoolIndex {
                 .insert((case.queue_rank(policy), id.clone()));
         }
         idx.live.insert(id, Arc::new(case));
-        true
+        Applied::Newer(old)
     }
 
     /// Forgets a case that no longer exists.
     pub fn remove_case(&self, id: &CaseId, policy: &Policy) {
         let mut idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.closed.remove(id);
         if let Some(old) = idx.live.remove(id)
             && let Some(set) = idx.waiting.get_mut(old.spec.language.primary())
         {
@@ -148,6 +178,12 @@ impl PoolIndex {
     /// A live case's latest known version.
     pub fn case(&self, id: &CaseId) -> Option<Arc<Case>> {
         self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.get(id).cloned()
+    }
+
+    /// The latest version of a case the index knows, live or lately closed.
+    pub fn case_version(&self, id: &CaseId) -> Option<u64> {
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.live.get(id).map(|c| c.version).or_else(|| idx.closed.get(id).copied())
     }
 
     /// Every agent (a copy of the handles, so no lock is held by the caller).
@@ -193,8 +229,7 @@ impl PoolIndex {
         }
         let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut best: Option<(i64, &Arc<Case>)> = None;
-        let mut langs: Vec<&str> = agent.profile.languages.iter().map(|l| l.language.primary()).collect();
-        langs.dedup();
+        let langs = agent.profile.primary_languages();
         for lang in langs {
             let Some(set) = idx.waiting.get(lang) else {
                 continue;

@@ -1,7 +1,8 @@
 //! The store port: what the engine needs from persistence. Records are written with
 //! compare-and-set on their `version` (the fencing token); a commit is all-or-nothing.
 //!
-//! Implementations: [`crate::memory::MemoryStore`] (embedded, the zero-setup default).
+//! Implementations: [`crate::memory::MemoryStore`] (embedded, the zero-setup default) and
+//! `dispatch_redis::RedisStore`.
 
 use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, Millis, OfferId, TimerKey};
@@ -36,46 +37,7 @@ pub struct Epoch {
     pub began_after_restart_at: Option<Millis>,
 }
 
-/// Cumulative counters for the planner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Counter {
-    /// Cases submitted (new, not retries).
-    Submitted,
-    /// Offers made.
-    OffersMade,
-    /// Offers accepted.
-    OffersAccepted,
-    /// Offers declined.
-    OffersDeclined,
-    /// Offers timed out.
-    OffersTimedOut,
-    /// Offers revoked.
-    OffersRevoked,
-    /// Sum of offer → accept times, in milliseconds.
-    AcceptMillisTotal,
-    /// Cases completed.
-    Completed,
-    /// Cases cancelled.
-    Cancelled,
-    /// Cases expired.
-    Expired,
-}
-
-impl Counter {
-    /// Every counter.
-    pub const ALL: [Counter; 10] = [
-        Counter::Submitted,
-        Counter::OffersMade,
-        Counter::OffersAccepted,
-        Counter::OffersDeclined,
-        Counter::OffersTimedOut,
-        Counter::OffersRevoked,
-        Counter::AcceptMillisTotal,
-        Counter::Completed,
-        Counter::Cancelled,
-        Counter::Expired,
-    ];
-}
+pub use dispatch_domain::stats::Counter;
 
 /// One atomic write. Each record is written only if the stored version equals the record's
 /// `version` (0: the record must not exist); the store then stores it with `version + 1`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dispatch_domain::limits::Limits;
 use dispatch_domain::model::{AgentProfile, AgentProfileInput, Channel};
 use dispatch_domain::{AgentId, Millis, Policy, TimerKey};
-use dispatch_engine::{AgentSession, Clock, Engine, EngineConfig, MemoryStore, Store};
+use dispatch_engine::{AgentCommands, AgentNotices, Clock, Engine, EngineConfig, MemoryStore, Store};
 
 const T0: Millis = 1_700_000_000_000;
 
@@ -50,7 +50,7 @@ async fn leases_reach(store: &MemoryStore, agents: &[AgentId], until: Millis) {
     tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the sweeper renews the leases");
 }
 
-async fn connect(engine: &Engine, ids: &[AgentId]) -> Vec<AgentSession> {
+async fn connect(engine: &Engine, ids: &[AgentId]) -> Vec<(AgentNotices, AgentCommands)> {
     let mut sessions = Vec::new();
     for id in ids {
         engine.upsert_agent(profile(id.as_str())).await.unwrap();
@@ -94,7 +94,7 @@ async fn open_streams_keep_their_leases_each_on_its_own_schedule() {
     }
     for id in early.iter().chain(&late) {
         let agent = engine.get_agent(id).await.unwrap();
-        assert!(agent.session.is_some_and(|s| s.connected), "{id} stays connected");
+        assert!(agent.0.session.is_some_and(|s| s.connected), "{id} stays connected");
     }
     engine.stop();
 }

@@ -66,7 +66,42 @@ pub const RULES: &[(&str, Access)] = &[
     ("/grpc.health.v1.Health/Check", Access::Public),
     ("/grpc.health.v1.Health/Watch", Access::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Access::Public),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Access::Public),
 ];
+
+/// Every method the server serves, from the services' descriptors (`/package.Service/Method`).
+fn served_methods() -> &'static std::collections::HashSet<String> {
+    static METHODS: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message;
+        let mut out: std::collections::HashSet<String> = RULES.iter().map(|(p, _)| (*p).to_owned()).collect();
+        for set in [dispatch_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    for method in service.method {
+                        out.insert(format!(
+                            "/{package}.{}/{}",
+                            service.name.as_deref().unwrap_or_default(),
+                            method.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// Where a principal's subject came from (named in errors about it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectSource {
+    /// The token's `sub` claim.
+    Token,
+    /// The `agent-id` request metadata (development mode).
+    Metadata,
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +114,8 @@ pub struct Principal {
     pub tenant: Option<TenantId>,
     /// When the credentials expire (Unix seconds); long-lived streams end then.
     pub expires_at: Option<u64>,
+    /// Where `subject` came from.
+    pub source: SubjectSource,
 }
 
 impl Principal {
@@ -103,7 +140,13 @@ impl Principal {
         if !self.has(Role::Agent) {
             return Err(Status::permission_denied("only an agent may open an agent stream"));
         }
-        AgentId::parse("sub", &self.subject).map_err(|e| Status::unauthenticated(format!("token subject: {e}")))
+        match self.source {
+            SubjectSource::Token => {
+                AgentId::parse("sub", &self.subject).map_err(|e| Status::unauthenticated(format!("token subject: {e}")))
+            }
+            SubjectSource::Metadata => AgentId::parse(AGENT_ID_HEADER, &self.subject)
+                .map_err(|e| Status::invalid_argument(format!("metadata {e}"))),
+        }
     }
 }
 
@@ -327,16 +370,20 @@ impl Authenticator {
             .tenant
             .map(|t| TenantId::parse("tenant", &t).map_err(|e| Status::unauthenticated(format!("token: {e}"))))
             .transpose()?;
-        Ok(Principal { subject: c.sub, roles, tenant, expires_at: Some(c.exp) })
+        Ok(Principal { subject: c.sub, roles, tenant, expires_at: Some(c.exp), source: SubjectSource::Token })
     }
 
-    /// Authenticates and authorises a call to `path`: `Ok(None)` for a public method.
+    /// Authenticates and authorises a call to `path`: `Ok(None)` for a public method. A method
+    /// the server does not serve is UNIMPLEMENTED (as gRPC tools expect); one it serves without
+    /// an access rule is refused to everyone.
     pub fn authorize(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Principal>, Status> {
-        let access = RULES
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| Status::permission_denied(format!("{path} is not open to any caller")))?;
+        let access = match RULES.iter().find(|(p, _)| *p == path) {
+            Some((_, a)) => *a,
+            None if served_methods().contains(path) => {
+                return Err(Status::permission_denied(format!("{path} is not open to any caller")));
+            }
+            None => return Err(Status::unimplemented(format!("{path} is not a method of this server"))),
+        };
         let roles = match access {
             Access::Public => return Ok(None),
             Access::Roles(r) => r,
@@ -359,12 +406,19 @@ impl Authenticator {
 /// unscoped operator.
 fn dev_principal(headers: &http::HeaderMap) -> Principal {
     match headers.get(AGENT_ID_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(id) => Principal { subject: id.to_owned(), roles: vec![Role::Agent], tenant: None, expires_at: None },
+        Some(id) => Principal {
+            subject: id.to_owned(),
+            roles: vec![Role::Agent],
+            tenant: None,
+            expires_at: None,
+            source: SubjectSource::Metadata,
+        },
         None => Principal {
             subject: "dev".to_owned(),
             roles: vec![Role::Router, Role::Planner, Role::Admin],
             tenant: None,
             expires_at: None,
+            source: SubjectSource::Metadata,
         },
     }
 }

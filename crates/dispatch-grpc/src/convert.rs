@@ -8,7 +8,7 @@ use dispatch_domain::stats::{Availability, AvailabilityFilter, Counts, GroupBy};
 use dispatch_domain::{
     Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis, Policy, Skill, Tier,
 };
-use dispatch_engine::{AgentNotice, CaseEvent, CaseEventKind, Counter, QueueStats};
+use dispatch_engine::{AgentNotice, CaseEvent, CaseEventKind, Counter, QueueStats, StreamEnd};
 use dispatch_proto::v1 as pb;
 
 use crate::error;
@@ -17,13 +17,19 @@ fn prefixed(prefix: &str) -> impl Fn(FieldError) -> FieldError + '_ {
     move |e| e.under(prefix)
 }
 
-/// Proto channel → domain (`None` for unspecified or unknown).
-pub fn channel_from(v: i32) -> Option<Channel> {
-    match pb::Channel::try_from(v).ok()? {
-        pb::Channel::Unspecified => None,
-        pb::Channel::Voice => Some(Channel::Voice),
-        pb::Channel::Chat => Some(Channel::Chat),
-        pb::Channel::Email => Some(Channel::Email),
+/// An enum number the proto does not define: named as such, with the values it may take.
+fn unknown(field: &str, what: &str, v: i32, allowed: &str) -> FieldError {
+    FieldError::new(field, format!("{what} {v} is not a known {what}; {allowed}"))
+}
+
+/// Proto channel → domain (`None` for unspecified; an unknown number is an error).
+fn channel_from(field: &str, v: i32) -> Result<Option<Channel>, FieldError> {
+    match pb::Channel::try_from(v) {
+        Err(_) => Err(unknown(field, "channel", v, "CHANNEL_VOICE, CHANNEL_CHAT or CHANNEL_EMAIL")),
+        Ok(pb::Channel::Unspecified) => Ok(None),
+        Ok(pb::Channel::Voice) => Ok(Some(Channel::Voice)),
+        Ok(pb::Channel::Chat) => Ok(Some(Channel::Chat)),
+        Ok(pb::Channel::Email) => Ok(Some(Channel::Email)),
     }
 }
 
@@ -35,11 +41,12 @@ fn channel_to(c: Channel) -> pb::Channel {
     }
 }
 
-fn tier_from(v: i32) -> Option<Tier> {
-    match pb::Tier::try_from(v).ok()? {
-        pb::Tier::Unspecified => None,
-        pb::Tier::Standard => Some(Tier::Standard),
-        pb::Tier::Vip => Some(Tier::Vip),
+fn tier_from(field: &str, v: i32) -> Result<Option<Tier>, FieldError> {
+    match pb::Tier::try_from(v) {
+        Err(_) => Err(unknown(field, "tier", v, "TIER_STANDARD or TIER_VIP")),
+        Ok(pb::Tier::Unspecified) => Ok(None),
+        Ok(pb::Tier::Standard) => Ok(Some(Tier::Standard)),
+        Ok(pb::Tier::Vip) => Ok(Some(Tier::Vip)),
     }
 }
 
@@ -50,13 +57,15 @@ fn tier_to(t: Tier) -> pb::Tier {
     }
 }
 
-/// Proto agent status → domain; `None` for unspecified or unknown.
-pub fn status_from(v: i32) -> Option<AgentStatus> {
-    match pb::AgentStatus::try_from(v).ok()? {
-        pb::AgentStatus::Unspecified => None,
-        pb::AgentStatus::Offline => Some(AgentStatus::Offline),
-        pb::AgentStatus::Available => Some(AgentStatus::Available),
-        pb::AgentStatus::Away => Some(AgentStatus::Away),
+/// Proto agent status → domain (unspecified or unknown is an error naming `field`).
+pub(crate) fn status_from(field: &str, v: i32) -> Result<AgentStatus, FieldError> {
+    const ALLOWED: &str = "AGENT_STATUS_AVAILABLE, AGENT_STATUS_AWAY or AGENT_STATUS_OFFLINE";
+    match pb::AgentStatus::try_from(v) {
+        Err(_) => Err(unknown(field, "status", v, ALLOWED)),
+        Ok(pb::AgentStatus::Unspecified) => Err(FieldError::new(field, format!("is required: {ALLOWED}"))),
+        Ok(pb::AgentStatus::Offline) => Ok(AgentStatus::Offline),
+        Ok(pb::AgentStatus::Available) => Ok(AgentStatus::Available),
+        Ok(pb::AgentStatus::Away) => Ok(AgentStatus::Away),
     }
 }
 
@@ -74,6 +83,7 @@ fn activity_to(a: Activity) -> pb::Activity {
         Activity::Available => pb::Activity::Available,
         Activity::Busy => pb::Activity::Busy,
         Activity::Away => pb::Activity::Away,
+        Activity::Reconnecting => pb::Activity::Reconnecting,
     }
 }
 
@@ -82,12 +92,18 @@ fn skills_to(skills: &[SkillLevel]) -> Vec<pb::SkillLevel> {
 }
 
 /// `AgentProfile` (under field `prefix`) → domain profile.
-pub fn profile_from(
+pub(crate) fn profile_from(
     p: &pb::AgentProfile,
     prefix: &str,
     limits: &dispatch_domain::limits::Limits,
 ) -> Result<AgentProfile, FieldError> {
     let pb::AgentProfile { agent_id, display_name, languages, skills, vip_certified, capacity, rating } = p;
+    let channels = capacity
+        .iter()
+        .enumerate()
+        .map(|(i, c)| channel_from(&format!("capacity[{i}].channel"), c.channel))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(prefixed(prefix))?;
     AgentProfile::parse(
         AgentProfileInput {
             id: agent_id,
@@ -109,9 +125,10 @@ pub fn profile_from(
             vip_certified: *vip_certified,
             capacity: capacity
                 .iter()
-                .map(|c| {
-                    let pb::ChannelCapacity { channel, capacity } = c;
-                    (channel_from(*channel), *capacity)
+                .zip(channels)
+                .map(|(c, channel)| {
+                    let pb::ChannelCapacity { channel: _, capacity } = c;
+                    (channel, *capacity)
                 })
                 .collect(),
             rating: *rating,
@@ -173,7 +190,7 @@ pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
 }
 
 /// `CaseSpec` (under field `prefix`) → domain spec.
-pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<CaseSpec, FieldError> {
+pub(crate) fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<CaseSpec, FieldError> {
     let pb::CaseSpec {
         case_id,
         language,
@@ -189,9 +206,17 @@ pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<Case
         previous_agent_id,
         ttl_ms,
     } = s;
-    let pairs =
-        |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> { v.iter().map(|s| (s.skill.clone(), s.level)).collect() };
+    let pairs = |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> {
+        v.iter()
+            .map(|s| {
+                let pb::SkillLevel { skill, level } = s;
+                (skill.clone(), *level)
+            })
+            .collect()
+    };
     let (req, pref) = (pairs(required_skills), pairs(preferred_skills));
+    let tier = tier_from("tier", *tier).map_err(prefixed(prefix))?;
+    let channel = channel_from("channel", *channel).map_err(prefixed(prefix))?;
     CaseSpec::parse(
         CaseSpecInput {
             id: case_id,
@@ -199,9 +224,9 @@ pub fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Result<Case
             min_proficiency: *min_language_proficiency,
             required_skills: req.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
             preferred_skills: pref.iter().map(|(s, l)| (s.as_str(), *l)).collect(),
-            tier: tier_from(*tier),
+            tier,
             priority: *priority,
-            channel: channel_from(*channel),
+            channel,
             summary,
             sentiment: *sentiment,
             customer_id,
@@ -318,7 +343,7 @@ pub fn case_to(c: &Case, now: Millis, policy: &Policy) -> pb::Case {
         created_at_ms: c.created_at,
         current_agent_id: c.current_agent().map(ToString::to_string).unwrap_or_default(),
         offers: c.offers.iter().map(|o| offer_to(c, o)).collect(),
-        outcome: c.outcome.clone(),
+        outcome: c.close_reason.clone(),
         relaxations,
         waited_ms: c.waited_ms(now),
     }
@@ -350,38 +375,41 @@ pub fn event_to(e: &CaseEvent) -> pb::CaseEvent {
     }
 }
 
-/// The snapshot event that opens every watch.
-pub fn snapshot_event(c: &Case, now: Millis) -> CaseEvent {
-    CaseEvent {
-        case_id: c.id().clone(),
-        kind: CaseEventKind::Snapshot,
-        version: c.version,
-        at: now,
-        agent_id: c.current_agent().cloned(),
-        offer_id: match &c.state {
-            CaseState::Offered { offer_id, .. } | CaseState::Assigned { offer_id, .. } => Some(offer_id.clone()),
-            _ => None,
-        },
-        reason: c.outcome.clone(),
-        state: c.state.clone(),
-    }
-}
-
-/// An engine notice → the message on the agent's stream.
-///
-/// [`AgentNotice::Reconnect`] is the stream's last word: status UNAVAILABLE, which gRPC clients
-/// read as "try again" (here: reconnect, to any dispatcher).
+/// An engine notice → the message on the agent's stream; an error status is the stream's last
+/// word (see `DispatcherMessage` in the proto for what the app should do).
 pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status> {
     use pb::dispatcher_message::Event;
     let event = match n {
-        AgentNotice::Reconnect { reason } => return Err(tonic::Status::unavailable(reason)),
+        AgentNotice::Ended { why } => {
+            let reason = match why {
+                StreamEnd::SignedOut => pb::SessionEndReason::SignedOut,
+                StreamEnd::Replaced => pb::SessionEndReason::Replaced,
+                StreamEnd::Removed => pb::SessionEndReason::Removed,
+                StreamEnd::ServerShutdown => {
+                    return Err(tonic::Status::unavailable("dispatcher shutting down: reconnect"));
+                }
+                StreamEnd::LeaseLost => {
+                    return Err(tonic::Status::unavailable("this session's presence lease ran out: reconnect"));
+                }
+                StreamEnd::HeartbeatTimeout => {
+                    return Err(tonic::Status::unavailable("no heartbeat within the timeout: reconnect"));
+                }
+                StreamEnd::TooSlow => {
+                    return Err(tonic::Status::unavailable("the device did not read its stream: reconnect"));
+                }
+                StreamEnd::CredentialsExpired => {
+                    return Err(tonic::Status::unauthenticated("stream age or credentials expired; reconnect"));
+                }
+            };
+            Event::Ended(pb::SessionEnded { reason: reason as i32 })
+        }
         AgentNotice::Offer { offer_id, case, remaining_ms } => {
             Event::Offer(pb::OfferMade { offer_id: offer_id.to_string(), case: Some(summary_to(&case)), remaining_ms })
         }
         AgentNotice::OfferRevoked { offer_id, case_id, reason } => Event::OfferRevoked(pb::OfferRevoked {
             offer_id: offer_id.to_string(),
             case_id: case_id.to_string(),
-            reason,
+            reason: reason.as_str().to_owned(),
         }),
         AgentNotice::Assigned { offer_id, case } => {
             Event::Assignment(pb::AssignmentConfirmed { offer_id: offer_id.to_string(), case: Some(summary_to(&case)) })
@@ -389,7 +417,7 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
         AgentNotice::Status { status, activity, reason, assignments } => Event::Status(pb::StatusChanged {
             status: status_to(status) as i32,
             activity: activity_to(activity) as i32,
-            reason,
+            reason: reason.as_str().to_owned(),
             assigned_case_ids: assignments.iter().map(ToString::to_string).collect(),
         }),
         AgentNotice::Result { request_id, outcome } => {
@@ -404,7 +432,7 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
 }
 
 /// `AvailabilityFilter` and group-by list (under `prefix`) → domain.
-pub fn filter_from(
+pub(crate) fn filter_from(
     limits: &dispatch_domain::limits::Limits,
     f: Option<&pb::AvailabilityFilter>,
     group_by: &[i32],
@@ -452,8 +480,8 @@ pub fn filter_from(
 }
 
 fn counts_to(c: &Counts) -> pb::AvailabilityCounts {
-    let Counts { registered, online, available, busy, away, offline } = *c;
-    pb::AvailabilityCounts { registered, online, available, busy, away, offline }
+    let Counts { registered, online, available, busy, away, offline, reconnecting } = *c;
+    pb::AvailabilityCounts { registered, online, available, busy, away, offline, reconnecting }
 }
 
 /// Planner counts → report.
@@ -504,56 +532,4 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
         expired_total: c(Counter::Expired),
         mean_time_to_accept_ms: s.mean_time_to_accept_ms,
     }
-}
-
-/// Validates an id field with the domain's rules.
-pub fn id<T>(field: &str, v: &str, parse: fn(&str, &str) -> Result<T, FieldError>) -> Result<T, tonic::Status> {
-    parse(field, v).map_err(error::invalid)
-}
-
-/// A validated command from an agent's stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AgentCommand {
-    /// Available, away or offline.
-    SetStatus(AgentStatus),
-    /// Still here.
-    Heartbeat,
-    /// Accept an offer.
-    Accept(dispatch_domain::OfferId),
-    /// Decline an offer, with a reason.
-    Decline(dispatch_domain::OfferId, String),
-    /// Complete an assigned case, with an outcome.
-    Complete(dispatch_domain::CaseId, String),
-}
-
-/// Validates an agent's message; field names follow the `AgentMessage` message.
-pub fn command_from(
-    msg: pb::AgentMessage,
-    limits: &dispatch_domain::limits::Limits,
-) -> Result<AgentCommand, FieldError> {
-    use dispatch_domain::limits::MAX_ID_LEN;
-    use dispatch_domain::model::bounded_text;
-    use pb::agent_message::Command;
-    let pb::AgentMessage { request_id, command } = msg;
-    if request_id.len() > MAX_ID_LEN {
-        return Err(FieldError::new("request_id", format!("longer than {MAX_ID_LEN} bytes")));
-    }
-    Ok(match command.ok_or_else(|| FieldError::new("command", "is required"))? {
-        Command::SetStatus(pb::SetStatus { status }) => AgentCommand::SetStatus(
-            status_from(status)
-                .ok_or_else(|| FieldError::new("set_status.status", "must be AVAILABLE, AWAY or OFFLINE"))?,
-        ),
-        Command::Heartbeat(pb::Heartbeat {}) => AgentCommand::Heartbeat,
-        Command::Accept(pb::Accept { offer_id }) => {
-            AgentCommand::Accept(dispatch_domain::OfferId::parse("accept.offer_id", &offer_id)?)
-        }
-        Command::Decline(pb::Decline { offer_id, reason }) => AgentCommand::Decline(
-            dispatch_domain::OfferId::parse("decline.offer_id", &offer_id)?,
-            bounded_text("decline.reason", &reason, limits.max_reason_len)?.to_owned(),
-        ),
-        Command::Complete(pb::Complete { case_id, outcome }) => AgentCommand::Complete(
-            dispatch_domain::CaseId::parse("complete.case_id", &case_id)?,
-            bounded_text("complete.outcome", &outcome, limits.max_reason_len)?.to_owned(),
-        ),
-    })
 }

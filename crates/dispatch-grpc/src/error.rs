@@ -14,10 +14,12 @@ pub fn code(e: &EngineError) -> Code {
             Rejection::PermissionDenied(_) => Code::PermissionDenied,
             Rejection::FailedPrecondition(_) => Code::FailedPrecondition,
             Rejection::AlreadyExists(_) => Code::AlreadyExists,
+            Rejection::StaleSession => Code::FailedPrecondition,
         },
         // Both are safe to retry: idempotent calls give the same result again.
         EngineError::Unavailable(_) | EngineError::Contention(_) => Code::Unavailable,
-        EngineError::Internal(_) => Code::Internal,
+        EngineError::Exhausted(_) => Code::ResourceExhausted,
+        EngineError::Config(_) | EngineError::Internal(_) => Code::Internal,
     }
 }
 
@@ -29,9 +31,4 @@ pub fn status(e: EngineError) -> Status {
 /// INVALID_ARGUMENT naming the field.
 pub fn invalid(e: FieldError) -> Status {
     Status::invalid_argument(e.to_string())
-}
-
-/// INVALID_ARGUMENT for a missing message field.
-pub fn required(field: &str) -> Status {
-    invalid(FieldError::new(field, "is required"))
 }

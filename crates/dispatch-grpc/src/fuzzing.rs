@@ -1,47 +1,33 @@
-//! The fuzzing entry point: decode bytes as one of the API's request messages and run the same
-//! validation and conversion the handlers run. It must never panic, whatever the bytes. Used by
+//! The fuzzing entry point: decode bytes as one of the API's request messages and run the
+//! handlers' own validator on it (`requests`). It must never panic, whatever the bytes. Used by
 //! the `cargo fuzz` target in `fuzz/` and by the corpus replay test (stable toolchain).
 
-use dispatch_domain::{AgentId, CaseId, Policy};
+use dispatch_domain::Policy;
 use dispatch_proto::v1 as pb;
 use prost::Message;
 
-use crate::convert;
+use crate::requests;
 
 /// How many request kinds the first byte selects among.
 pub const KINDS: u8 = 9;
 
-/// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it. Returns whether
-/// the request would be accepted by validation (for corpus statistics); never panics.
+/// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
+/// handlers' own validator. Returns whether the request would be accepted by validation (for
+/// corpus statistics); never panics.
 pub fn decode_and_validate(data: &[u8]) -> bool {
     let Some((kind, body)) = data.split_first() else { return false };
     let policy = Policy::default();
+    let limits = &policy.limits;
     match kind % KINDS {
-        0 => pb::SubmitCaseRequest::decode(body)
-            .ok()
-            .and_then(|r| r.spec)
-            .is_some_and(|s| convert::spec_from(&s, "spec", &policy).is_ok()),
-        1 => pb::UpsertAgentRequest::decode(body)
-            .ok()
-            .and_then(|r| r.profile)
-            .is_some_and(|p| convert::profile_from(&p, "profile", &policy.limits).is_ok()),
-        2 => pb::AgentMessage::decode(body).ok().is_some_and(|m| convert::command_from(m, &policy.limits).is_ok()),
-        3 => pb::GetAvailabilityRequest::decode(body)
-            .ok()
-            .is_some_and(|r| convert::filter_from(&policy.limits, r.filter.as_ref(), &r.group_by, "").is_ok()),
-        4 => pb::WatchAvailabilityRequest::decode(body)
-            .ok()
-            .is_some_and(|r| convert::filter_from(&policy.limits, r.filter.as_ref(), &r.group_by, "").is_ok()),
-        5 => pb::GetCaseRequest::decode(body).ok().is_some_and(|r| CaseId::parse("case_id", &r.case_id).is_ok()),
-        6 => pb::CancelCaseRequest::decode(body).ok().is_some_and(|r| {
-            CaseId::parse("case_id", &r.case_id).is_ok()
-                && dispatch_domain::model::bounded_text("reason", &r.reason, policy.limits.max_reason_len).is_ok()
-        }),
-        7 => pb::ListAgentsRequest::decode(body).ok().is_some_and(|r| {
-            r.page_size <= policy.limits.max_page_size
-                && (r.page_token.is_empty() || AgentId::parse("page_token", &r.page_token).is_ok())
-        }),
-        _ => pb::WatchCaseRequest::decode(body).ok().is_some_and(|r| CaseId::parse("case_id", &r.case_id).is_ok()),
+        0 => pb::SubmitCaseRequest::decode(body).is_ok_and(|r| requests::submit_case(&r, &policy).is_ok()),
+        1 => pb::UpsertAgentRequest::decode(body).is_ok_and(|r| requests::upsert_agent(&r, limits).is_ok()),
+        2 => pb::AgentMessage::decode(body).is_ok_and(|m| requests::command(m, limits).is_ok()),
+        3 => pb::GetAvailabilityRequest::decode(body).is_ok_and(|r| requests::get_availability(&r, limits).is_ok()),
+        4 => pb::WatchAvailabilityRequest::decode(body).is_ok_and(|r| requests::watch_availability(&r, limits).is_ok()),
+        5 => pb::GetCaseRequest::decode(body).is_ok_and(|r| requests::get_case(&r).is_ok()),
+        6 => pb::CancelCaseRequest::decode(body).is_ok_and(|r| requests::cancel_case(&r, limits).is_ok()),
+        7 => pb::ListAgentsRequest::decode(body).is_ok_and(|r| requests::list_agents(&r, limits).is_ok()),
+        _ => pb::WatchCaseRequest::decode(body).is_ok_and(|r| requests::watch_case(&r).is_ok()),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`server`]: server assembly ([`serve`]) with limits, health and reflection;
-//! - [`services`]: the four `dispatch.v1` services;
+//! - [`services`]: the four `dispatch.v1` services, one file each;
+//! - [`requests`]: one validator per request, shared with the fuzz target;
 //! - [`convert`]: proto ↔ domain conversions (exhaustive destructuring);
 //! - [`error`]: the one engine error → gRPC status mapping;
 //! - [`auth`]: authentication (JWT or development mode), the access rules of every method, and
@@ -16,6 +17,7 @@ pub mod client;
 pub mod convert;
 pub mod error;
 pub mod fuzzing;
+pub mod requests;
 pub mod server;
 pub mod services;
 

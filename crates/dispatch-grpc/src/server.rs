@@ -155,10 +155,15 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dispatch_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl and current tools speak v1; Python's grpcio-reflection,
+    // older grpcurl, Postman and Evans only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dispatch_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection = reflection().build_v1()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Health follows the store: NOT_SERVING while it does not answer, SERVING when it is back.
@@ -223,6 +228,7 @@ pub async fn serve(
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(agent)
         .add_service(escalation)
         .add_service(roster)

@@ -34,18 +34,18 @@ local function run_id()
   return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 
-local function read_gen(key)
-  local g = redis.call('GET', key)
-  if not g then
+local function read_epoch(key)
+  local raw = redis.call('GET', key)
+  if not raw then
     return nil
   end
-  local e, rid, at = string.match(g, '^(%d+):(%x+):(%d+)$')
+  local e, rid, at = string.match(raw, '^(%d+):(%x+):(%d+)$')
   return {epoch = tonumber(e), rid = rid, at = tonumber(at)}
 end
 
 -- Raises FENCED unless a writer of `epoch` may write now.
-local function fence(gen_key, epoch)
-  local g = read_gen(gen_key)
+local function fence(epoch_key, epoch)
+  local g = read_epoch(epoch_key)
   if not g or g.rid ~= run_id() then
     error({err = 'FENCED the store restarted since this dispatcher joined its epoch'})
   end
@@ -58,10 +58,32 @@ local function log(key, maxlen, kind, id, version)
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id, 'v', version)
 end
 
+-- Writes one record at version `v` with the index entries of its kind (`m`: k = a|c, id, v,
+-- live and offers for a case) and logs it. Shared by commits and restores.
+-- `idx`: {agents, live, offers, log}.
+local function write_record(key, m, body, idx, maxlen)
+  redis.call('SET', key, m['v'] .. ':' .. body)
+  if m['k'] == 'c' then
+    if m['live'] then
+      redis.call('SADD', idx.live, m['id'])
+    else
+      redis.call('SREM', idx.live, m['id'])
+    end
+    for _, o in ipairs(m['offers']) do
+      redis.call('HSET', idx.offers, o, m['id'])
+    end
+  else
+    redis.call('ZADD', idx.agents, 0, m['id'])
+  end
+  log(idx.log, maxlen, m['k'], m['id'], m['v'])
+end
+
 -- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch
--- ARGV[1]: JSON {c = {id, exp, live, offer} | absent, a = {id, exp} | absent,
---                t = [[member, due]], n = [[name, delta]], max = log length}
--- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON (each already carrying version exp + 1)
+-- ARGV[1]: JSON {c = record meta | absent, a = record meta | absent, t = [[member, due]],
+--                n = [[name, delta]], max = log length}; a record's meta is
+--                {k, id, exp = the version it must have now, v = the version it is written at,
+--                 live and offers for a case} (the writer decides both; nothing is computed here)
+-- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON
 -- ARGV[4]: the writer's epoch
 -- Returns {1} when written, {0, 'case' | 'agent'} when a version did not match (nothing written).
 local function commit(keys, args)
@@ -75,22 +97,12 @@ local function commit(keys, args)
   if a and version_of(keys[2]) ~= tonumber(a['exp']) then
     return {0, 'agent'}
   end
+  local idx = {agents = keys[3], live = keys[4], offers = keys[5], log = keys[8]}
   if c then
-    redis.call('SET', keys[1], (tonumber(c['exp']) + 1) .. ':' .. args[2])
-    if c['live'] then
-      redis.call('SADD', keys[4], c['id'])
-    else
-      redis.call('SREM', keys[4], c['id'])
-    end
-    if c['offer'] ~= '' then
-      redis.call('HSET', keys[5], c['offer'], c['id'])
-    end
-        log(keys[8], m['max'], 'c', c['id'], tonumber(c['exp']) + 1)
+    write_record(keys[1], c, args[2], idx, m['max'])
   end
   if a then
-    redis.call('SET', keys[2], (tonumber(a['exp']) + 1) .. ':' .. args[3])
-    redis.call('ZADD', keys[3], 0, a['id'])
-        log(keys[8], m['max'], 'a', a['id'], tonumber(a['exp']) + 1)
+    write_record(keys[2], a, args[3], idx, m['max'])
   end
   for _, t in ipairs(m['t']) do
     redis.call('ZADD', keys[6], t[2], t[1])
@@ -109,7 +121,7 @@ local function remove_agent(keys, args)
   end
   redis.call('DEL', keys[1])
   redis.call('ZREM', keys[2], args[2])
-    log(keys[3], args[3], 'a', args[2], 0)
+  log(keys[3], args[3], 'a', args[2], 0)
   return 1
 end
 
@@ -135,7 +147,7 @@ local function purge_case(keys, args)
   for _, o in ipairs(cjson.decode(args[2])) do
     redis.call('HDEL', keys[3], o)
   end
-    log(keys[4], args[3], 'c', args[1], 0)
+  log(keys[4], args[3], 'c', args[1], 0)
   return 1
 end
 
@@ -144,7 +156,7 @@ end
 -- Returns {epoch, began at (0: the store's first epoch, nothing to reconcile)}.
 local function join_epoch(keys, args)
   local rid = run_id()
-  local g = read_gen(keys[1])
+  local g = read_epoch(keys[1])
   if g and g.rid == rid then
     return {g.epoch, g.at}
   end
@@ -160,7 +172,7 @@ end
 
 -- KEYS: epoch   Returns {epoch (0: none), 1 if the server restarted since it began}.
 local function epoch_status(keys, args)
-  local g = read_gen(keys[1])
+  local g = read_epoch(keys[1])
   if not g then
     return {0, 1}
   end
@@ -171,33 +183,20 @@ local function epoch_status(keys, args)
 end
 
 -- KEYS: epoch, agents, live, offers, timers, log, then one record key per record
--- ARGV: epoch, log length, then per record: meta JSON {k = a|c, id, v, live, offers, t}, body.
--- Writes each record only where the stored one is older or missing. Returns how many.
+-- ARGV: epoch, log length, then per record: meta JSON (as for commit, no `exp`; `t` = its
+-- timers), body. Writes each record only where the stored one is older or missing. Returns how
+-- many.
 local function restore(keys, args)
   fence(keys[1], args[1])
+  local idx = {agents = keys[2], live = keys[3], offers = keys[4], log = keys[6]}
   local written = 0
   for i = 7, #keys do
     local m = cjson.decode(args[(i - 7) * 2 + 3])
-    local body = args[(i - 7) * 2 + 4]
-    local v = tonumber(m['v'])
-    if version_of(keys[i]) < v then
-      redis.call('SET', keys[i], v .. ':' .. body)
-      if m['k'] == 'c' then
-        if m['live'] then
-          redis.call('SADD', keys[3], m['id'])
-        else
-          redis.call('SREM', keys[3], m['id'])
-        end
-        for _, o in ipairs(m['offers']) do
-          redis.call('HSET', keys[4], o, m['id'])
-        end
-      else
-        redis.call('ZADD', keys[2], 0, m['id'])
-      end
+    if version_of(keys[i]) < tonumber(m['v']) then
+      write_record(keys[i], m, args[(i - 7) * 2 + 4], idx, args[2])
       for _, t in ipairs(m['t']) do
         redis.call('ZADD', keys[5], t[2], t[1])
       end
-      log(keys[6], args[2], m['k'], m['id'], v)
       written = written + 1
     end
   end

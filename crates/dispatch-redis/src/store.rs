@@ -16,7 +16,6 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tracing::info;
 
 use crate::keys::Keys;
@@ -205,7 +204,7 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, raw: Option<String>) -> Re
 }
 
 /// Timer keys as sorted-set members: `kind:id` (ids may contain `:`, kinds do not).
-pub fn timer_member(key: &TimerKey) -> String {
+fn timer_member(key: &TimerKey) -> String {
     match key {
         TimerKey::OfferDeadline(c) => format!("offer:{c}"),
         TimerKey::CaseReview(c) => format!("review:{c}"),
@@ -217,8 +216,61 @@ pub fn timer_member(key: &TimerKey) -> String {
 }
 
 /// Timers as the Functions take them: `[[member, due], …]`.
-fn timers_json(timers: &[(TimerKey, Millis)]) -> serde_json::Value {
-    timers.iter().map(|(k, due)| json!([timer_member(k), due.to_string()])).collect()
+fn timers_meta(timers: &[(TimerKey, Millis)]) -> Vec<(String, String)> {
+    timers.iter().map(|(k, due)| (timer_member(k), due.to_string())).collect()
+}
+
+/// What the Functions need to know of one record they write (see `write_record` in
+/// `dispatch.lua`). Every number is decided here; the Lua compares and writes.
+#[derive(Serialize)]
+struct RecordMeta<'a> {
+    /// `c` (case) or `a` (agent).
+    k: &'static str,
+    id: &'a str,
+    /// The version the record must have in Redis now (commits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<String>,
+    /// The version it is written at.
+    v: String,
+    /// A case that is not terminal (in the `live` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<bool>,
+    /// Offer ids to point at this case in the `offers` hash.
+    offers: Vec<&'a str>,
+    /// Timers this record implies (restores; empty for commits, whose timers are the commit's).
+    t: Vec<(String, String)>,
+}
+
+impl<'a> RecordMeta<'a> {
+    /// A case written at `c.version`, pointing `offers` at it.
+    fn case(c: &'a Case, offers: Vec<&'a str>) -> Self {
+        let v = c.version.to_string();
+        Self { k: "c", id: c.id().as_str(), exp: None, v, live: Some(!c.state.is_terminal()), offers, t: Vec::new() }
+    }
+
+    /// An agent written at `a.version`.
+    fn agent(a: &'a Agent) -> Self {
+        let v = a.version.to_string();
+        Self { k: "a", id: a.id().as_str(), exp: None, v, live: None, offers: Vec::new(), t: Vec::new() }
+    }
+
+    /// Written over the version before this one.
+    fn over_previous(mut self, version: u64) -> Self {
+        self.exp = Some(version.saturating_sub(1).to_string());
+        self
+    }
+}
+
+/// The `dispatch_commit` meta argument.
+#[derive(Serialize)]
+struct CommitMeta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    c: Option<RecordMeta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    a: Option<RecordMeta<'a>>,
+    t: Vec<(String, String)>,
+    n: Vec<(&'static str, String)>,
+    max: String,
 }
 
 fn parse_timer(member: &str) -> Option<TimerKey> {
@@ -332,7 +384,7 @@ impl RedisStore {
     }
 
     /// Whether `dispatch_epoch`'s answer (epoch, restarted) fences this handle's writes.
-    fn fenced(&self, (epoch, restarted): (u64, u8)) -> bool {
+    fn is_fenced_by(&self, (epoch, restarted): (u64, u8)) -> bool {
         restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst)
     }
 
@@ -469,6 +521,7 @@ impl Store for RedisStore {
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
         let Commit { case, agent, timers, counters } = commit;
+        // The store sets the version (the one place that does): one above the one read.
         let case = case.map(|mut c| {
             c.version += 1;
             c
@@ -477,21 +530,20 @@ impl Store for RedisStore {
             a.version += 1;
             a
         });
-        let mut meta = json!({
-                        "t": timers_json(&timers),
-            "n": counters.iter().map(|(c, d)| json!([counter_name(*c), d.to_string()])).collect::<Vec<_>>(),
-            "max": self.max_len.to_string(),
-        });
-        if let Some(c) = &case {
-            let offer = match &c.state {
-                CaseState::Offered { offer_id, .. } => offer_id.to_string(),
-                _ => String::new(),
-            };
-            meta["c"] = json!({ "id": c.id().as_str(), "exp": (c.version - 1).to_string(), "live": !c.state.is_terminal(), "offer": offer });
-        }
-        if let Some(a) = &agent {
-            meta["a"] = json!({ "id": a.id().as_str(), "exp": (a.version - 1).to_string() });
-        }
+        let meta = CommitMeta {
+            c: case.as_ref().map(|c| {
+                let live_offer = match &c.state {
+                    CaseState::Offered { offer_id, .. } => vec![offer_id.as_str()],
+                    _ => Vec::new(),
+                };
+                RecordMeta::case(c, live_offer).over_previous(c.version)
+            }),
+            a: agent.as_ref().map(|a| RecordMeta::agent(a).over_previous(a.version)),
+            t: timers_meta(&timers),
+            n: counters.iter().map(|(c, d)| (counter_name(*c), d.to_string())).collect(),
+            max: self.max_len.to_string(),
+        };
+        let meta = serde_json::to_string(&meta).map_err(|e| corrupt("commit meta", e))?;
         let case_json =
             case.as_ref().map(serde_json::to_string).transpose().map_err(|e| corrupt("case", e))?.unwrap_or_default();
         let agent_json =
@@ -509,8 +561,7 @@ impl Store for RedisStore {
             &self.keys.log,
             &self.keys.epoch,
         ];
-        let v =
-            self.fcall("dispatch_commit", &keys, &[&meta.to_string(), &case_json, &agent_json, &self.epoch()]).await?;
+        let v = self.fcall("dispatch_commit", &keys, &[&meta, &case_json, &agent_json, &self.epoch()]).await?;
         match v {
             Value::Array(items) if items.first() == Some(&Value::Int(1)) => Ok(Committed { case, agent }),
             Value::Array(items) => {
@@ -594,7 +645,7 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
         let status: (u64, u8) = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
-        if self.fenced(status) {
+        if self.is_fenced_by(status) {
             return Err(StoreError::Fenced(format!(
                 "the store is at epoch {}, restarted: {}",
                 status.0,
@@ -620,20 +671,20 @@ impl Store for RedisStore {
                 let (key, meta, body) = match r {
                     Restore::Case(c, t) => (
                         self.keys.case(c.id().as_str()),
-                        json!({ "k": "c", "id": c.id().as_str(), "v": c.version.to_string(),
-                                "live": !c.state.is_terminal(),
-                                "offers": c.offers.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
-                                "t": timers_json(t) }),
+                        RecordMeta {
+                            t: timers_meta(t),
+                            ..RecordMeta::case(c, c.offers.iter().map(|o| o.id.as_str()).collect())
+                        },
                         serde_json::to_string(c).map_err(|e| corrupt("case", e))?,
                     ),
                     Restore::Agent(a, t) => (
                         self.keys.agent(a.id().as_str()),
-                        json!({ "k": "a", "id": a.id().as_str(), "v": a.version.to_string(), "t": timers_json(t) }),
+                        RecordMeta { t: timers_meta(t), ..RecordMeta::agent(a) },
                         serde_json::to_string(a).map_err(|e| corrupt("agent", e))?,
                     ),
                 };
                 keys.push(key);
-                args.push(meta.to_string());
+                args.push(serde_json::to_string(&meta).map_err(|e| corrupt("restore meta", e))?);
                 args.push(body);
             }
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -665,7 +716,7 @@ impl Store for RedisStore {
             }
             Err(e) => return Err(unavailable(e)),
         };
-        let fenced = self.fenced(epoch_status);
+        let fenced = self.is_fenced_by(epoch_status);
         let max_deleted = match &info {
             Value::Array(kv) | Value::Set(kv) => kv.chunks(2).find_map(|p| match p {
                 [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"max-deleted-entry-id" => {

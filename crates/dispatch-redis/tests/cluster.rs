@@ -9,7 +9,7 @@ use std::time::Duration;
 use dispatch_domain::model::{AgentProfile, AgentProfileInput, CaseSpec, CaseSpecInput};
 use dispatch_domain::{AgentId, AgentStatus, CaseState, Channel, Level, Policy, Tier};
 use dispatch_engine::conformance as suite;
-use dispatch_engine::{AgentNotice, Clock, Engine, EngineConfig, Store};
+use dispatch_engine::{AgentCommand, AgentNotice, Clock, Engine, EngineConfig, Store};
 use dispatch_redis::keys::Keys;
 use dispatch_redis::testing::RedisCluster;
 use dispatch_redis::{RedisConfig, RedisStore};
@@ -70,8 +70,8 @@ async fn each_pool_lives_on_one_shard_and_the_engine_dispatches_there() {
     .unwrap();
     engine.upsert_agent(profile).await.unwrap();
     let ana = AgentId::parse("a", "ana").unwrap();
-    let mut session = engine.connect(&ana).await.unwrap();
-    engine.set_status(&ana, &session.session_id, AgentStatus::Available).await.unwrap();
+    let (mut notices, session) = engine.connect(&ana).await.unwrap();
+    session.execute(AgentCommand::SetStatus(AgentStatus::Available)).await.unwrap();
     let spec = CaseSpec::parse(
         CaseSpecInput {
             id: "case-1",
@@ -87,7 +87,7 @@ async fn each_pool_lives_on_one_shard_and_the_engine_dispatches_there() {
     engine.submit(spec, None).await.unwrap();
     let offer = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match *session.notices.recv().await.expect("session open") {
+            match notices.next().await.expect("session open") {
                 AgentNotice::Offer { offer_id, .. } => return offer_id,
                 _ => continue,
             }
@@ -95,8 +95,8 @@ async fn each_pool_lives_on_one_shard_and_the_engine_dispatches_there() {
     })
     .await
     .expect("an offer within 10 s");
-    engine.accept(&ana, &session.session_id, &offer).await.unwrap();
-    let case = engine.get_case(&dispatch_domain::CaseId::parse("c", "case-1").unwrap(), None).await.unwrap();
+    session.execute(AgentCommand::Accept(offer)).await.unwrap();
+    let (case, _) = engine.get_case(&dispatch_domain::CaseId::parse("c", "case-1").unwrap(), None).await.unwrap();
     assert!(matches!(case.state, CaseState::Assigned { .. }));
 
     // The records are on p0's shard; the other pool, on its own shard, does not see them.

@@ -155,8 +155,9 @@ impl Config {
             }
         }
 
-        if self.engine.agent_outbound_buffer == 0 || self.server.watch_buffer == 0 {
-            bail!("engine.agent_outbound_buffer and server.watch_buffer must be above 0");
+        self.engine.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if self.server.watch_buffer == 0 {
+            bail!("server.watch_buffer: must be above 0");
         }
         let redis_url = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
         if !self.redis.url.is_empty() && !redis_url(&self.redis.url) {

@@ -614,6 +614,9 @@ fn describe(m: &pb::DispatcherMessage) -> String {
                 format!("ERROR {} {:?}: {}", r.request_id, code, r.message)
             }
         }
+        Some(Event::Ended(e)) => {
+            format!("ENDED {}", enum_name(e.reason, pb::SessionEndReason::as_str_name, "SESSION_END_REASON_"))
+        }
         None => "(empty message)".to_owned(),
     }
 }

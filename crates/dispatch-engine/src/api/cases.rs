@@ -1,0 +1,158 @@
+//! Cases: what routers submit, read, cancel and watch.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use dispatch_domain::model::CaseSpec;
+use dispatch_domain::{Case, CaseId, Change, Millis, Rejection, TenantId, transition};
+use tokio::sync::broadcast;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::watchers::{CaseEvent, CaseEventKind};
+use crate::write::Load;
+
+/// A case as seen by a caller scoped to `tenant` (`None`: every case). Another tenant's case
+/// is NOT_FOUND: a router never learns that it exists.
+fn scoped<'a>(case: Option<&'a Case>, id: &CaseId, tenant: Option<&TenantId>) -> Result<&'a Case, Rejection> {
+    case.filter(|c| c.visible_to(tenant)).ok_or_else(|| Rejection::not_found("case", id))
+}
+
+impl Engine {
+    /// Submits a case for `tenant`; a retry with the same payload returns the existing case
+    /// (`false`). With the store's time.
+    pub async fn submit(&self, spec: CaseSpec, tenant: Option<TenantId>) -> Result<(Case, bool, Millis), EngineError> {
+        let id = spec.id.clone();
+        let mut existing: Option<Case> = None;
+        let out = self
+            .transact(Load::Case(&id), |case, _, now| match case {
+                Some(c) => {
+                    transition::resubmit(c, &spec, tenant.as_ref())?;
+                    existing = Some(c.clone());
+                    Ok(Change::default())
+                }
+                None => Ok(transition::submit(spec.clone(), tenant.clone(), now, &self.inner.policy)),
+            })
+            .await?;
+        match (out.committed.case, existing) {
+            (Some(c), _) => Ok((c, true, out.now)),
+            (None, Some(c)) => Ok((c, false, out.now)),
+            (None, None) => Err(EngineError::Internal("submit stored no case".into())),
+        }
+    }
+
+    /// A case, as seen by a caller scoped to `tenant`, and the store's time.
+    pub async fn get_case(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<(Case, Millis), EngineError> {
+        let read = self.inner.store.read(Some(id), None).await?;
+        match scoped(read.case.as_ref(), id, tenant) {
+            Ok(c) => Ok((c.clone(), read.now)),
+            Err(rejection) => Err(self.refusal(rejection, read.now).await),
+        }
+    }
+
+    /// Cancels a case, revoking its offer or releasing its agent.
+    pub async fn cancel(
+        &self,
+        id: &CaseId,
+        reason: &str,
+        tenant: Option<&TenantId>,
+    ) -> Result<(Case, Millis), EngineError> {
+        let mut unchanged: Option<Case> = None;
+        let out = self
+            .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
+                let case = scoped(case, id, tenant)?;
+                unchanged = Some(case.clone());
+                transition::cancel(case, agent, reason, now, &self.inner.policy)
+            })
+            .await?;
+        out.committed
+            .case
+            .or(unchanged)
+            .map(|c| (c, out.now))
+            .ok_or_else(|| EngineError::Internal("cancel read no case".into()))
+    }
+
+    /// Watches a case: its snapshot first, then its events; the watch ends after a terminal
+    /// event (at once after the snapshot of a case that is over).
+    pub async fn watch_case(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<CaseWatch, EngineError> {
+        let (case, now) = self.get_case(id, tenant).await?;
+        let mut watch = CaseWatch {
+            engine: self.clone(),
+            id: id.clone(),
+            tenant: tenant.cloned(),
+            pending: VecDeque::from([CaseEvent::snapshot(&case, now)]),
+            rx: None,
+            seen: case.clone(),
+            done: false,
+        };
+        if case.state.is_terminal() {
+            return Ok(watch);
+        }
+        let rx = self
+            .inner
+            .delivery
+            .watchers
+            .subscribe(id)
+            .map_err(|l| EngineError::Exhausted(format!("{} case watches are open; watch again later", l.0)))?;
+        watch.rx = Some(rx);
+        // Read again after subscribing: nothing between the two reads is missed.
+        if let Ok((case, now)) = self.get_case(id, tenant).await {
+            watch.pending = VecDeque::from([CaseEvent::snapshot(&case, now)]);
+            watch.seen = case;
+        }
+        Ok(watch)
+    }
+}
+
+/// One router's watch of one case (see [`Engine::watch_case`]). Its state is freed when it is
+/// dropped, and the case's entry with its last watcher.
+pub struct CaseWatch {
+    engine: Engine,
+    id: CaseId,
+    tenant: Option<TenantId>,
+    /// Events derived and not yet taken (the snapshot first).
+    pending: VecDeque<CaseEvent>,
+    /// New versions of the case, from the one delivery path.
+    rx: Option<broadcast::Receiver<Arc<Case>>>,
+    /// The version this watch has reported up to: new events are derived from it.
+    seen: Case,
+    done: bool,
+}
+
+impl CaseWatch {
+    /// The next event; `None` after a terminal one.
+    pub async fn next(&mut self) -> Option<CaseEvent> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                self.done = ev.kind.is_terminal() || (ev.kind == CaseEventKind::Snapshot && ev.state.is_terminal());
+                return Some(ev);
+            }
+            if self.done {
+                return None;
+            }
+            match self.rx.as_mut()?.recv().await {
+                Ok(after) if after.version <= self.seen.version => {}
+                Ok(after) => {
+                    let events = transition::case_events(Some(&self.seen), &after);
+                    self.pending.extend(events.iter().filter_map(|ev| CaseEvent::of(ev, &after)));
+                    self.seen = Arc::unwrap_or_clone(after);
+                }
+                // Too slow: resynchronise with a fresh snapshot.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let (case, now) = self.engine.get_case(&self.id, self.tenant.as_ref()).await.ok()?;
+                    self.pending.push_back(CaseEvent::snapshot(&case, now));
+                    self.seen = case;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for CaseWatch {
+    fn drop(&mut self) {
+        if self.rx.take().is_some() {
+            self.engine.inner.delivery.watchers.release(&self.id);
+        }
+    }
+}

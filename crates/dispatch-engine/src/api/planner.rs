@@ -1,0 +1,98 @@
+//! The planner: who is available, how the queue is doing.
+
+use std::collections::BTreeMap;
+
+use dispatch_domain::stats::{self, Availability, AvailabilityFilter, Counter, GroupBy};
+use dispatch_domain::{CaseState, Millis, Tier};
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+/// Waiting cases of one tier and language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingGroup {
+    /// The customers' tier.
+    pub tier: Tier,
+    /// Language tag as submitted.
+    pub language: String,
+    /// How many wait.
+    pub waiting: u64,
+    /// The longest wait among them.
+    pub oldest_wait_ms: u64,
+}
+
+/// How the queue is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Cases waiting for an offer.
+    pub waiting: u64,
+    /// Cases with a live offer.
+    pub offered: u64,
+    /// Cases assigned and not completed.
+    pub assigned: u64,
+    /// Longest wait among waiting cases.
+    pub oldest_wait_ms: u64,
+    /// Waiting cases by tier (VIP first) and language.
+    pub groups: Vec<WaitingGroup>,
+    /// Cumulative counters.
+    pub counters: BTreeMap<Counter, i64>,
+    /// Mean offer → accept time.
+    pub mean_time_to_accept_ms: f64,
+}
+
+impl Engine {
+    /// Agent counts, filtered and grouped, from the live index; with the store's time.
+    pub async fn availability(
+        &self,
+        filter: &AvailabilityFilter,
+        group_by: &[GroupBy],
+    ) -> Result<(Availability, Millis), EngineError> {
+        let now = self.now().await?;
+        let agents = self.inner.index.agents();
+        Ok((stats::availability(agents.iter().map(|a| a.as_ref()), filter, group_by, now), now))
+    }
+
+    /// A receiver that changes whenever an agent does (on this replica or another).
+    pub fn pool_changes(&self) -> watch::Receiver<u64> {
+        self.inner.delivery.pool_changed.subscribe()
+    }
+
+    /// Queue figures: live cases from the index, counters from the store.
+    pub async fn queue_stats(&self) -> Result<QueueStats, EngineError> {
+        let now = self.now().await?;
+        let mut out = QueueStats::default();
+        let mut groups: BTreeMap<(Tier, String), (u64, u64)> = BTreeMap::new();
+        for case in self.inner.index.live_cases() {
+            match case.state {
+                CaseState::Queued => {
+                    let wait = case.waited_ms(now);
+                    out.waiting += 1;
+                    out.oldest_wait_ms = out.oldest_wait_ms.max(wait);
+                    let g = groups.entry((case.spec.tier, case.spec.language.as_str().to_owned())).or_default();
+                    g.0 += 1;
+                    g.1 = g.1.max(wait);
+                }
+                CaseState::Offered { .. } => out.offered += 1,
+                CaseState::Assigned { .. } => out.assigned += 1,
+                CaseState::Completed | CaseState::Cancelled | CaseState::Expired => {}
+            }
+        }
+        out.groups = groups
+            .into_iter()
+            .map(|((tier, language), (waiting, oldest_wait_ms))| WaitingGroup {
+                tier,
+                language,
+                waiting,
+                oldest_wait_ms,
+            })
+            .collect();
+        // VIP first, then language.
+        out.groups.sort_by(|a, b| b.tier.cmp(&a.tier).then_with(|| a.language.cmp(&b.language)));
+        out.counters = self.inner.store.counters().await?.into_iter().collect();
+        let get = |c: Counter| out.counters.get(&c).copied().unwrap_or(0);
+        out.mean_time_to_accept_ms =
+            stats::mean_time_to_accept_ms(get(Counter::OffersAccepted), get(Counter::AcceptMillisTotal));
+        Ok(out)
+    }
+}

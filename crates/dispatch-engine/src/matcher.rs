@@ -1,0 +1,127 @@
+//! Matching: workers take work items off the queue; a waiting case is offered to the best
+//! eligible agent, a free agent the best waiting case. Decisions are taken on the index's
+//! records and committed through the one write path; a conflict (the index was stale) re-reads
+//! just those records and decides again.
+
+use std::time::Duration;
+
+use dispatch_domain::{AgentId, CaseId, CaseState, OfferId, scoring, transition};
+use tracing::warn;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::store::StoreError;
+use crate::work::Work;
+
+impl Engine {
+    /// Queues every waiting case for matching.
+    pub(crate) fn rescan(&self) {
+        for id in self.inner.index.waiting_ids() {
+            self.inner.work.push(Work::Case(id));
+        }
+    }
+
+    /// A matcher worker: runs until the engine stops.
+    pub(crate) async fn matcher(self) {
+        let mut stop = self.inner.life.stop.subscribe();
+        loop {
+            let work = tokio::select! {
+                w = self.inner.work.take() => match w { Some(w) => w, None => return },
+                _ = stop.changed() => return,
+            };
+            if self.draining() {
+                // The other dispatchers match it (their change log shows the case queued).
+                continue;
+            }
+            let result = match &work {
+                Work::Case(id) => self.match_case(id).await,
+                Work::Agent(id) => self.match_agent(id).await,
+            };
+            if let Err(e) = result {
+                warn!(?work, error = %e, "matching failed; the rescan will retry");
+            }
+        }
+    }
+
+    /// The periodic rescan of waiting cases: a safety net for lost triggers.
+    pub(crate) async fn rescanner(self) {
+        let mut stop = self.inner.life.stop.subscribe();
+        let interval = Duration::from_millis(self.inner.config.rescan_interval_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => self.rescan(),
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Offers a waiting case to the best eligible agent.
+    async fn match_case(&self, id: &CaseId) -> Result<(), EngineError> {
+        let policy = &self.inner.policy;
+        for _ in 0..self.inner.config.conflict_retries {
+            let Some(case) = self.inner.index.case(id) else {
+                return Ok(());
+            };
+            if case.state != CaseState::Queued {
+                return Ok(());
+            }
+            let now = self.now().await?;
+            let explanation = self.inner.index.rank_for_case(&case, now, policy);
+            let mut conflicted = false;
+            for (i, cand) in explanation.candidates.iter().enumerate() {
+                let Some(agent) = self.inner.index.agent(&cand.agent_id) else {
+                    continue;
+                };
+                let why = scoring::with_winner_first(&explanation, i);
+                let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
+                    continue;
+                };
+                match self.commit(change, now).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict(_)) => {
+                        self.reread_case(id).await?;
+                        self.reread_agent(agent.id()).await?;
+                        conflicted = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !conflicted {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers the best waiting case to an agent who just became free.
+    async fn match_agent(&self, id: &AgentId) -> Result<(), EngineError> {
+        let policy = &self.inner.policy;
+        for _ in 0..self.inner.config.conflict_retries {
+            let Some(agent) = self.inner.index.agent(id) else {
+                return Ok(());
+            };
+            let now = self.now().await?;
+            let Some(case) = self.inner.index.best_case_for(&agent, now, policy) else {
+                return Ok(());
+            };
+            let why = scoring::rank(&case, [agent.as_ref()], now, policy);
+            let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
+                return Ok(());
+            };
+            match self.commit(change, now).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => {
+                    self.reread_case(case.id()).await?;
+                    self.reread_agent(id).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn new_offer_id(&self) -> Result<OfferId, EngineError> {
+        OfferId::parse("offer_id", &self.inner.ids.mint("of")).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+}

@@ -1,0 +1,99 @@
+//! The matcher's work queue ("match this case", "match this agent"), deduplicated, and the
+//! minting of offer and session ids.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use dispatch_domain::{AgentId, CaseId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+/// One item of matching work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Work {
+    /// A case is waiting: offer it to the best eligible agent.
+    Case(CaseId),
+    /// An agent became free: offer it the best waiting case.
+    Agent(AgentId),
+}
+
+/// See the module docs. A work item queued twice before a worker takes it runs once.
+pub(crate) struct WorkQueue {
+    tx: mpsc::UnboundedSender<Work>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
+    /// Queued and not yet taken.
+    pending: Mutex<HashSet<Work>>,
+}
+
+impl WorkQueue {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)), pending: Mutex::new(HashSet::new()) }
+    }
+
+    /// Queues `work` unless it is queued already.
+    pub(crate) fn push(&self, work: Work) {
+        // A poisoned lock still holds a consistent set: every mutation is one insert or remove.
+        let fresh = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(work.clone());
+        if fresh {
+            let _ = self.tx.send(work);
+        }
+    }
+
+    /// The next item (shared by every worker); `None` when the queue is closed.
+    pub(crate) async fn take(&self) -> Option<Work> {
+        let work = self.rx.lock().await.recv().await?;
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&work);
+        Some(work)
+    }
+}
+
+/// Offer and session ids: random, from a seeded generator in tests.
+pub(crate) struct IdMint {
+    rng: Mutex<SmallRng>,
+}
+
+impl IdMint {
+    pub(crate) fn new(seed: Option<u64>) -> Self {
+        let rng = match seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        Self { rng: Mutex::new(rng) }
+    }
+
+    /// `<prefix>-<16 hex digits>`.
+    pub(crate) fn mint(&self, prefix: &str) -> String {
+        let n: u64 = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner).random();
+        format!("{prefix}-{n:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(id: &str) -> Work {
+        Work::Case(CaseId::parse("c", id).unwrap())
+    }
+
+    #[tokio::test]
+    async fn work_queued_twice_before_it_is_taken_runs_once() {
+        let q = WorkQueue::new();
+        q.push(case("a"));
+        q.push(case("a"));
+        q.push(case("b"));
+        assert_eq!(q.take().await, Some(case("a")));
+        q.push(case("a")); // taken already: queued again
+        assert_eq!(q.take().await, Some(case("b")));
+        assert_eq!(q.take().await, Some(case("a")));
+    }
+
+    #[test]
+    fn seeded_ids_repeat() {
+        let (a, b) = (IdMint::new(Some(7)), IdMint::new(Some(7)));
+        assert_eq!(a.mint("of"), b.mint("of"));
+        assert!(a.mint("ss").starts_with("ss-"));
+    }
+}

@@ -1,0 +1,131 @@
+//! One validator per request: proto request → the domain values the engine takes, or the
+//! first field that is wrong. Used by the handlers and by the fuzz target, so both run the same
+//! rules.
+
+use dispatch_domain::limits::Limits;
+use dispatch_domain::model::{AgentProfile, CaseSpec, bounded_text};
+use dispatch_domain::stats::{AvailabilityFilter, GroupBy};
+use dispatch_domain::{AgentId, CaseId, FieldError, Policy};
+use dispatch_engine::{AgentCommand, Inbound};
+use dispatch_proto::v1 as pb;
+
+use crate::convert;
+
+/// Page size of `ListAgents` when the request sets none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// Bounds of `WatchAvailability`'s interval, and its default.
+pub const WATCH_INTERVAL_MS: std::ops::RangeInclusive<u32> = 250..=60_000;
+/// `WatchAvailability`'s interval when the request sets none.
+pub const DEFAULT_WATCH_INTERVAL_MS: u32 = 1_000;
+
+fn required(field: &str) -> FieldError {
+    FieldError::new(field, "is required")
+}
+
+/// `SubmitCase`.
+pub fn submit_case(r: &pb::SubmitCaseRequest, policy: &Policy) -> Result<CaseSpec, FieldError> {
+    let pb::SubmitCaseRequest { spec } = r;
+    convert::spec_from(spec.as_ref().ok_or_else(|| required("spec"))?, "spec", policy)
+}
+
+/// `GetCase`.
+pub fn get_case(r: &pb::GetCaseRequest) -> Result<CaseId, FieldError> {
+    let pb::GetCaseRequest { case_id } = r;
+    CaseId::parse("case_id", case_id)
+}
+
+/// `CancelCase`: the case and the reason.
+pub fn cancel_case(r: &pb::CancelCaseRequest, limits: &Limits) -> Result<(CaseId, String), FieldError> {
+    let pb::CancelCaseRequest { case_id, reason } = r;
+    Ok((CaseId::parse("case_id", case_id)?, bounded_text("reason", reason, limits.max_reason_len)?.to_owned()))
+}
+
+/// `WatchCase`.
+pub fn watch_case(r: &pb::WatchCaseRequest) -> Result<CaseId, FieldError> {
+    let pb::WatchCaseRequest { case_id } = r;
+    CaseId::parse("case_id", case_id)
+}
+
+/// `UpsertAgent`.
+pub fn upsert_agent(r: &pb::UpsertAgentRequest, limits: &Limits) -> Result<AgentProfile, FieldError> {
+    let pb::UpsertAgentRequest { profile } = r;
+    convert::profile_from(profile.as_ref().ok_or_else(|| required("profile"))?, "profile", limits)
+}
+
+/// `GetAgent` and `RemoveAgent`.
+pub fn agent_id(agent_id: &str) -> Result<AgentId, FieldError> {
+    AgentId::parse("agent_id", agent_id)
+}
+
+/// `ListAgents`: where to start, and the page size.
+pub fn list_agents(r: &pb::ListAgentsRequest, limits: &Limits) -> Result<(Option<AgentId>, usize), FieldError> {
+    let pb::ListAgentsRequest { page_size, page_token } = r;
+    let size = match *page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n <= limits.max_page_size => n,
+        n => return Err(FieldError::new("page_size", format!("{n} is above {}", limits.max_page_size))),
+    };
+    let after = if page_token.is_empty() { None } else { Some(AgentId::parse("page_token", page_token)?) };
+    Ok((after, size as usize))
+}
+
+/// `GetAvailability`.
+pub fn get_availability(
+    r: &pb::GetAvailabilityRequest,
+    limits: &Limits,
+) -> Result<(AvailabilityFilter, Vec<GroupBy>), FieldError> {
+    let pb::GetAvailabilityRequest { filter, group_by } = r;
+    convert::filter_from(limits, filter.as_ref(), group_by, "")
+}
+
+/// `WatchAvailability`: the filter, grouping and interval (ms).
+pub fn watch_availability(
+    r: &pb::WatchAvailabilityRequest,
+    limits: &Limits,
+) -> Result<(AvailabilityFilter, Vec<GroupBy>, u32), FieldError> {
+    let pb::WatchAvailabilityRequest { filter, group_by, interval_ms } = r;
+    let (filter, dims) = convert::filter_from(limits, filter.as_ref(), group_by, "")?;
+    let interval = match *interval_ms {
+        0 => DEFAULT_WATCH_INTERVAL_MS,
+        n if WATCH_INTERVAL_MS.contains(&n) => n,
+        n => {
+            let (lo, hi) = (WATCH_INTERVAL_MS.start(), WATCH_INTERVAL_MS.end());
+            return Err(FieldError::new("interval_ms", format!("{n} is outside {lo} to {hi}")));
+        }
+    };
+    Ok((filter, dims, interval))
+}
+
+/// One message of an agent's stream.
+pub fn agent_message(msg: pb::AgentMessage, limits: &Limits) -> Inbound {
+    let request_id = msg.request_id.clone();
+    Inbound::Command { request_id, command: command(msg, limits) }
+}
+
+/// Validates an agent's command; field names follow the `AgentMessage` message.
+pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, FieldError> {
+    use dispatch_domain::limits::MAX_ID_LEN;
+    use pb::agent_message::Command;
+    let pb::AgentMessage { request_id, command } = msg;
+    if request_id.len() > MAX_ID_LEN {
+        return Err(FieldError::new("request_id", format!("longer than {MAX_ID_LEN} bytes")));
+    }
+    Ok(match command.ok_or_else(|| required("command"))? {
+        Command::SetStatus(pb::SetStatus { status }) => {
+            AgentCommand::SetStatus(convert::status_from("set_status.status", status)?)
+        }
+        Command::Heartbeat(pb::Heartbeat {}) => AgentCommand::Heartbeat,
+        Command::Accept(pb::Accept { offer_id }) => {
+            AgentCommand::Accept(dispatch_domain::OfferId::parse("accept.offer_id", &offer_id)?)
+        }
+        Command::Decline(pb::Decline { offer_id, reason }) => AgentCommand::Decline(
+            dispatch_domain::OfferId::parse("decline.offer_id", &offer_id)?,
+            bounded_text("decline.reason", &reason, limits.max_reason_len)?.to_owned(),
+        ),
+        Command::Complete(pb::Complete { case_id, outcome }) => AgentCommand::Complete(
+            CaseId::parse("complete.case_id", &case_id)?,
+            bounded_text("complete.outcome", &outcome, limits.max_reason_len)?.to_owned(),
+        ),
+    })
+}

@@ -1,0 +1,93 @@
+//! `PlannerService`: availability and queue figures, and a live availability stream.
+
+use std::time::Duration;
+
+use dispatch_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{BoxStream, Services};
+use crate::error::{invalid, status};
+use crate::{auth, convert, requests};
+
+#[tonic::async_trait]
+impl pb::planner_service_server::PlannerService for Services {
+    async fn get_availability(
+        &self,
+        request: Request<pb::GetAvailabilityRequest>,
+    ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
+        let (filter, dims) =
+            requests::get_availability(request.get_ref(), &self.engine.policy().limits).map_err(invalid)?;
+        let (report, now) = self.engine.availability(&filter, &dims).await.map_err(status)?;
+        Ok(Response::new(pb::GetAvailabilityResponse { report: Some(convert::report_to(&report, now)) }))
+    }
+
+    async fn get_queue_stats(
+        &self,
+        request: Request<pb::GetQueueStatsRequest>,
+    ) -> Result<Response<pb::GetQueueStatsResponse>, Status> {
+        let pb::GetQueueStatsRequest {} = request.into_inner();
+        let stats = self.engine.queue_stats().await.map_err(status)?;
+        Ok(Response::new(convert::queue_stats_to(&stats)))
+    }
+
+    type WatchAvailabilityStream = BoxStream<pb::AvailabilityReport>;
+
+    /// A report at once, then on change at most once per interval, and once per interval
+    /// without change (a heartbeat).
+    async fn watch_availability(
+        &self,
+        request: Request<pb::WatchAvailabilityRequest>,
+    ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        let age = self.stream_age(&auth::principal(&request)?);
+        let (filter, dims, interval_ms) =
+            requests::watch_availability(request.get_ref(), &self.engine.policy().limits).map_err(invalid)?;
+        let interval = Duration::from_millis(u64::from(interval_ms));
+        let (tx, rx) = mpsc::channel(self.edge.watch_buffer);
+        let engine = self.engine.clone();
+        let mut changes = engine.pool_changes();
+        let shutdown = self.shutting_down();
+        tokio::spawn(async move {
+            let expiry = tokio::time::sleep(age);
+            tokio::pin!(expiry, shutdown);
+            let mut last: Option<pb::AvailabilityReport> = None;
+            let mut last_sent = tokio::time::Instant::now();
+            loop {
+                let report = match engine.availability(&filter, &dims).await {
+                    Ok((r, now)) => convert::report_to(&r, now),
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let same = last.as_ref().is_some_and(|l| l.total == report.total && l.groups == report.groups);
+                if !same || last_sent.elapsed() >= interval {
+                    if tx.send(Ok(report.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(report);
+                    last_sent = tokio::time::Instant::now();
+                }
+                let wait_until = last_sent + interval;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wait_until) => {}
+                    r = changes.changed() => {
+                        if r.is_err() { return; }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(wait_until) => {}
+                            () = &mut shutdown => return,
+                        }
+                    }
+                    () = &mut shutdown => return,
+                    _ = tx.closed() => return,
+                    () = &mut expiry => {
+                        let _ = tx.send(Err(Status::unauthenticated("stream age or credentials expired; watch again"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
