@@ -1,5 +1,7 @@
-//! Test harness: starts the real server (embedded store, manual clock) on `127.0.0.1:0`, and
-//! drives it over gRPC with the generated clients. Every wait is bounded; no fixed sleeps.
+//! Test support for every test crate of the workspace: starts the real server (embedded store or
+//! Redis, manual clock) on `127.0.0.1:0` and drives it over gRPC with the generated clients
+//! (agent devices with [`AgentConn`], in development mode or with a token), builds profiles and
+//! cases, mints tokens, and finds free ports. Every wait is bounded; no fixed sleeps.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,6 +14,7 @@ use dispatch_grpc::auth::Authenticator;
 use dispatch_grpc::{ServerConfig, client};
 use dispatch_proto::v1 as pb;
 use dispatch_redis::testing::RedisServer;
+pub use dispatch_redis::testing::free_port;
 use dispatch_redis::{RedisConfig, RedisStore};
 use pb::agent_message::Command;
 use pb::dispatcher_message::Event;
@@ -336,12 +339,27 @@ pub struct AgentConn {
 }
 
 impl AgentConn {
-    /// Opens the stream with `agent-id` metadata.
+    /// Opens the stream with `agent-id` metadata (development mode).
     pub async fn open(channel: Channel, id: &str) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(32);
         let req = client::as_agent(id, tokio_stream::wrappers::ReceiverStream::new(rx))?;
         let stream = pb::agent_service_client::AgentServiceClient::new(channel).connect(req).await?.into_inner();
         Ok(Self { id: id.to_owned(), tx: Some(tx), rx: stream, seq: 0, backlog: VecDeque::new() })
+    }
+
+    /// Opens the stream with a bearer token (the agent is the token's subject, `id` names it in
+    /// failures).
+    pub async fn open_with_token(channel: Channel, id: &str, token: &str) -> Result<Self, tonic::Status> {
+        let (tx, rx) = mpsc::channel(32);
+        let bearer = client::Bearer::new(Some(token))?;
+        let mut agents = pb::agent_service_client::AgentServiceClient::with_interceptor(channel, bearer);
+        let stream = agents.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { id: id.to_owned(), tx: Some(tx), rx: stream, seq: 0, backlog: VecDeque::new() })
+    }
+
+    /// Goes available; the command's result.
+    pub async fn go_available(&mut self) -> pb::CommandResult {
+        self.command(Command::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 })).await
     }
 
     /// Sends a command without waiting for its answer; returns its request id.
@@ -518,6 +536,11 @@ pub async fn watch_to_end(watch: &mut Streaming<pb::CaseEvent>) -> Vec<pb::CaseE
         out
     })
     .await
+}
+
+/// An HS256 token for `sub` in `role` (key id `dev`), valid for `ttl_s` seconds.
+pub fn token(secret: &[u8], role: &str, sub: &str, tenant: Option<&str>, ttl_s: u64) -> String {
+    client::mint_token(secret, "dev", &client::TokenClaims::new(role, sub, tenant, ttl_s)).expect("a token")
 }
 
 /// A profile: `langs` as (tag, proficiency), `skills` as (name, level), chat capacity 1.

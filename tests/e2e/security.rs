@@ -12,7 +12,6 @@ use dispatch_grpc::{ServerConfig, TlsConfig};
 use dispatch_proto::v1 as pb;
 use dispatch_tests::*;
 use prost::Message;
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -123,7 +122,7 @@ impl Secure {
     }
 
     fn role(&self, role: &str, sub: &str, tenant: Option<&str>) -> String {
-        self.token(claims(role, sub, tenant, 3600))
+        token(&self.secret(), role, sub, tenant, 3600)
     }
 }
 
@@ -323,24 +322,24 @@ async fn each_role_does_its_job_and_only_its_job() {
     // Agents: their identity is the token's subject; A cannot act on B's offer.
     let ana_token = s.role("agent", "ana", None);
     let ben_token = s.role("agent", "ben", None);
-    let mut ana = secure_agent(ch.clone(), &ana_token).await;
-    let mut ben = secure_agent(ch.clone(), &ben_token).await;
-    let offer = bounded("an offer", async {
-        loop {
-            tokio::select! {
-                Some(Ok(m)) = ana.1.next() => if let Some(pb::dispatcher_message::Event::Offer(o)) = m.event { return (o, "ana") },
-                Some(Ok(m)) = ben.1.next() => if let Some(pb::dispatcher_message::Event::Offer(o)) = m.event { return (o, "ben") },
-            }
+    let mut ana = AgentConn::open_with_token(ch.clone(), "ana", &ana_token).await.expect("ana connects");
+    let mut ben = AgentConn::open_with_token(ch.clone(), "ben", &ben_token).await.expect("ben connects");
+    assert_eq!(ana.go_available().await.code, 0);
+    assert_eq!(ben.go_available().await.code, 0);
+    // The planner sees who holds the offer; the other one tries to take it.
+    let holder_id = eventually("the case to be offered", || {
+        let mut esc = esc_acme.clone();
+        async move {
+            let c = esc.get_case(pb::GetCaseRequest { case_id: "acme-1".into() }).await.ok()?.into_inner().case?;
+            (c.state == pb::CaseState::Offered as i32).then_some(c.current_agent_id)
         }
     })
     .await;
-    let (holder, other) = if offer.1 == "ana" { (&mut ana, &mut ben) } else { (&mut ben, &mut ana) };
-    let r = agent_command(other, pb::agent_message::Command::Accept(pb::Accept { offer_id: offer.0.offer_id.clone() }))
-        .await;
+    let (holder, other) = if holder_id == "ana" { (&mut ana, &mut ben) } else { (&mut ben, &mut ana) };
+    let offer = holder.offer().await;
+    let r = other.accept(&offer.offer_id).await;
     assert_eq!(r.code, Code::PermissionDenied as i32, "{}", r.message);
-    let r =
-        agent_command(holder, pb::agent_message::Command::Accept(pb::Accept { offer_id: offer.0.offer_id.clone() }))
-            .await;
+    let r = holder.accept(&offer.offer_id).await;
     assert_eq!(r.code, 0, "{}", r.message);
     // Key rotation: a token signed with the older key (by its kid) is accepted too.
     let old =
@@ -348,39 +347,6 @@ async fn each_role_does_its_job_and_only_its_job() {
     let mut planner_old =
         pb::planner_service_client::PlannerServiceClient::with_interceptor(ch, Bearer::new(Some(&old)).unwrap());
     assert!(planner_old.get_queue_stats(pb::GetQueueStatsRequest {}).await.is_ok());
-}
-
-type AgentStream = (tokio::sync::mpsc::Sender<pb::AgentMessage>, tonic::Streaming<pb::DispatcherMessage>);
-
-async fn secure_agent(ch: Channel, token: &str) -> AgentStream {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(pb::AgentMessage {
-        request_id: "go".into(),
-        command: Some(pb::agent_message::Command::SetStatus(pb::SetStatus {
-            status: pb::AgentStatus::Available as i32,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut client =
-        pb::agent_service_client::AgentServiceClient::with_interceptor(ch, Bearer::new(Some(token)).unwrap());
-    let stream =
-        client.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("agent connects").into_inner();
-    (tx, stream)
-}
-
-async fn agent_command(a: &mut AgentStream, command: pb::agent_message::Command) -> pb::CommandResult {
-    a.0.send(pb::AgentMessage { request_id: "cmd".into(), command: Some(command) }).await.unwrap();
-    bounded("a command result", async {
-        loop {
-            if let Some(pb::dispatcher_message::Event::Result(r)) = a.1.next().await.unwrap().unwrap().event
-                && r.request_id == "cmd"
-            {
-                return r;
-            }
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,9 +359,9 @@ async fn an_agent_stream_ends_when_its_token_expires() {
         .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("brief", &[("en", 5)], &[], false)) })
         .await
         .unwrap();
-    let token = s.token(claims("agent", "brief", None, 2));
-    let mut a = secure_agent(ch, &token).await;
-    bounded("the stream to end at token expiry", async { while let Some(Ok(_)) = a.1.next().await {} }).await;
+    let brief = token(&s.secret(), "agent", "brief", None, 2);
+    let mut a = AgentConn::open_with_token(ch, "brief", &brief).await.expect("brief connects");
+    assert_eq!(a.expect_error().await.code(), Code::Unauthenticated, "ends when the token expires");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

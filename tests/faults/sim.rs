@@ -184,16 +184,9 @@ impl Default for Behavior {
     }
 }
 
+/// An English chat agent of random proficiency, VIP-certified three times in ten.
 pub fn agent_profile(id: &str, rng: &mut SmallRng) -> pb::AgentProfile {
-    pb::AgentProfile {
-        agent_id: id.into(),
-        display_name: id.into(),
-        languages: vec![pb::LanguageProficiency { language: "en".into(), proficiency: rng.random_range(3..=5) }],
-        skills: vec![],
-        vip_certified: rng.random_bool(0.3),
-        capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 1 }],
-        rating: 4.0,
-    }
+    dispatch_tests::profile(id, &[("en", rng.random_range(3..=5))], &[], rng.random_bool(0.3))
 }
 
 pub fn case_spec(id: &str, rng: &mut SmallRng) -> pb::CaseSpec {

@@ -87,3 +87,47 @@ pub fn as_agent<T>(agent_id: &str, msg: T) -> Result<Request<T>, Status> {
     req.metadata_mut().insert(AGENT_ID_HEADER, v);
     Ok(req)
 }
+
+/// What a token minted by [`mint_token`] says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenClaims {
+    /// The subject: for an agent, its agent id.
+    pub sub: String,
+    /// Issuer, as the server's `auth.issuer`.
+    pub iss: String,
+    /// Audience, as the server's `auth.audience`.
+    pub aud: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+    /// Roles: `agent`, `router`, `planner`, `admin`.
+    pub roles: Vec<String>,
+    /// A router's tenant.
+    pub tenant: Option<String>,
+}
+
+impl TokenClaims {
+    /// Claims for `sub` in `role`, valid from now for `ttl_s` seconds (wall-clock time, as
+    /// token validation is), issued by and for `dispatch`.
+    pub fn new(role: &str, sub: &str, tenant: Option<&str>, ttl_s: u64) -> Self {
+        let now = jsonwebtoken::get_current_timestamp();
+        Self {
+            sub: sub.to_owned(),
+            iss: "dispatch".to_owned(),
+            aud: "dispatch".to_owned(),
+            iat: now,
+            exp: now + ttl_s,
+            roles: vec![role.to_owned()],
+            tenant: tenant.map(str::to_owned),
+        }
+    }
+}
+
+/// An HS256 token signed with `secret` under key id `kid`: for development set-ups
+/// (`dispatchctl dev-token`) and tests.
+pub fn mint_token(secret: &[u8], kid: &str, claims: &TokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+}

@@ -4,11 +4,9 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const BOUND: Duration = Duration::from_secs(20);
+use dispatch_tests::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+const BOUND: Duration = Duration::from_secs(20);
 
 struct Dispatchd {
     child: Child,

@@ -8,15 +8,9 @@ use std::time::Duration;
 use dispatch_grpc::client;
 use dispatch_proto::v1 as pb;
 use dispatch_redis::testing::RedisServer;
-use pb::agent_message::Command as C;
-use pb::dispatcher_message::Event;
-use tokio_stream::StreamExt;
+use dispatch_tests::{AgentConn, free_port, profile};
 
 const BOUND: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Kills the process when dropped (also when an assertion fails).
 struct Proc(Child);
@@ -54,49 +48,6 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
     .expect("dispatchd listening")
 }
 
-fn profile(id: &str, prof: u32) -> pb::AgentProfile {
-    pb::AgentProfile {
-        agent_id: id.into(),
-        display_name: id.into(),
-        languages: vec![pb::LanguageProficiency { language: "en".into(), proficiency: prof }],
-        skills: vec![],
-        vip_certified: false,
-        capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 1 }],
-        rating: 4.0,
-    }
-}
-
-/// Connects as `id`, goes available, and returns the stream and the command sender.
-async fn agent(
-    ch: tonic::transport::Channel,
-    id: &str,
-) -> (tokio::sync::mpsc::Sender<pb::AgentMessage>, tonic::Streaming<pb::DispatcherMessage>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(pb::AgentMessage {
-        request_id: "go".into(),
-        command: Some(C::SetStatus(pb::SetStatus { status: pb::AgentStatus::Available as i32 })),
-    })
-    .await
-    .unwrap();
-    let req = client::as_agent(id, tokio_stream::wrappers::ReceiverStream::new(rx)).unwrap();
-    let stream =
-        pb::agent_service_client::AgentServiceClient::new(ch).connect(req).await.expect("connect").into_inner();
-    (tx, stream)
-}
-
-async fn next_offer(stream: &mut tonic::Streaming<pb::DispatcherMessage>) -> pb::OfferMade {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            match stream.next().await.expect("stream open").expect("stream ok").event {
-                Some(Event::Offer(o)) => return o,
-                _ => continue,
-            }
-        }
-    })
-    .await
-    .expect("an offer within the bound")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_dispatchers_offer_is_expired_and_re_offered_by_its_successor() {
     let redis = RedisServer::start();
@@ -104,9 +55,13 @@ async fn a_killed_dispatchers_offer_is_expired_and_re_offered_by_its_successor()
     let ch1 = channel(&addr1).await;
     let mut roster = pb::roster_service_client::RosterServiceClient::new(ch1.clone());
     for (id, prof) in [("best", 5), ("backup", 3)] {
-        roster.upsert_agent(pb::UpsertAgentRequest { profile: Some(profile(id, prof)) }).await.unwrap();
+        roster
+            .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile(id, &[("en", prof)], &[], false)) })
+            .await
+            .unwrap();
     }
-    let (_tx_best, mut best) = agent(ch1.clone(), "best").await;
+    let mut best = AgentConn::open(ch1.clone(), "best").await.expect("best connects");
+    assert_eq!(best.go_available().await.code, 0);
     let spec = pb::CaseSpec {
         case_id: "survivor".into(),
         language: "en".into(),
@@ -118,15 +73,16 @@ async fn a_killed_dispatchers_offer_is_expired_and_re_offered_by_its_successor()
         .submit_case(pb::SubmitCaseRequest { spec: Some(spec) })
         .await
         .unwrap();
-    let offer = next_offer(&mut best).await;
+    let offer = best.offer().await;
 
     first.0.kill().unwrap(); // kill -9 with the offer out
     first.0.wait().unwrap();
 
     let (_second, addr2) = dispatchd(&redis);
     let ch2 = channel(&addr2).await;
-    let (_tx_backup, mut backup) = agent(ch2.clone(), "backup").await;
-    let re_offer = next_offer(&mut backup).await;
+    let mut backup = AgentConn::open(ch2.clone(), "backup").await.expect("backup connects");
+    assert_eq!(backup.go_available().await.code, 0);
+    let re_offer = backup.offer().await;
     assert_eq!(re_offer.case.unwrap().case_id, "survivor");
 
     let case = pb::escalation_service_client::EscalationServiceClient::new(ch2)

@@ -242,15 +242,10 @@ struct Conn {
 
 fn dev_token(a: &DevTokenArgs) -> anyhow::Result<String> {
     let secret = std::fs::read(&a.secret_file).with_context(|| format!("reading {}", a.secret_file))?;
-    #[allow(clippy::disallowed_methods)] // a token's lifetime is wall-clock time
-    let now = chrono::Utc::now().timestamp() as u64;
-    let claims = serde_json::json!({
-        "sub": a.sub, "iss": a.issuer, "aud": a.audience, "iat": now, "exp": now + a.ttl,
-        "roles": [a.role], "tenant": a.tenant,
-    });
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some(a.kid.clone());
-    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&secret))?)
+    let mut claims = client::TokenClaims::new(&a.role, &a.sub, a.tenant.as_deref(), a.ttl);
+    claims.iss.clone_from(&a.issuer);
+    claims.aud.clone_from(&a.audience);
+    Ok(client::mint_token(&secret, &a.kid, &claims)?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
