@@ -101,9 +101,12 @@ async fn a_dead_redis_gives_unavailable_and_a_restarted_one_is_used_again() {
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
     eventually("health NOT_SERVING", || async { (serving(&s).await == NOT_SERVING).then_some(()) }).await;
     s.redis.as_mut().unwrap().restart();
-    eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
     eventually("the reconcile", || async { (s.engine.reconciles() > 0).then_some(()) }).await;
+    // Writes wait out the reconcile window: not ready until it has passed.
+    eventually("not ready during the reconcile window", || async { (serving(&s).await == NOT_SERVING).then_some(()) })
+        .await;
     s.advance(EngineConfig::default().reconcile_window_ms);
+    eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
     eventually("writes work again", || async {
         s.roster()
             .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("d2", &[("en", 5)], &[], false)) })
@@ -263,4 +266,93 @@ async fn writes_redis_lost_in_a_crash_are_put_back_by_the_dispatchers() {
     a.submit(case("after", "en", &[], pb::Tier::Standard)).await;
     let next = w2.offer().await;
     assert_eq!(next.case.as_ref().unwrap().case_id, "after");
+}
+
+/// A Redis that comes back with nothing (no persistence, a new volume): the first call that sees
+/// it (a write, the change log, the readiness probe) reloads the Functions; both dispatchers
+/// join a new epoch, put back what they hold (the live case, the agents, the case closed a moment
+/// ago), and serve again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_empty_is_detected_and_repaired() {
+    let policy = Policy { presence_lease_ms: 120_000, ..Policy::default() };
+    let mut a = TestServer::start(Backend::Redis, policy.clone()).await;
+    let b = TestServer::start_beside(&a, policy).await;
+    for id in ["e1", "e2"] {
+        a.register(profile(id, &[("en", 5)], &[], false)).await;
+    }
+    let mut e1 = a.available("e1").await;
+    b.submit(case("done-1", "en", &[], pb::Tier::Standard)).await;
+    let o = e1.offer().await;
+    assert_eq!(e1.accept(&o.offer_id).await.code, 0);
+    assert_eq!(e1.complete("done-1").await.code, 0);
+    a.advance(10_000); // wrap-up ends
+    b.submit(case("held-1", "en", &[], pb::Tier::Standard)).await;
+    let o = e1.offer().await;
+    assert_eq!(e1.accept(&o.offer_id).await.code, 0);
+    eventually("B to see held-1 assigned", || async {
+        let c = b.case("held-1").await;
+        (c.state == pb::CaseState::Assigned as i32).then_some(())
+    })
+    .await;
+
+    a.redis.as_mut().unwrap().crash_empty();
+    assert_eq!(a.redis.as_ref().unwrap().cli(&["DBSIZE"]), "0", "Redis really is empty");
+    eventually("both dispatchers to reconcile", || async {
+        (a.engine.reconciles() > 0 && b.engine.reconciles() > 0).then_some(())
+    })
+    .await;
+    eventually("A not ready while the reconcile window is open", || async {
+        (serving(&a).await == NOT_SERVING).then_some(())
+    })
+    .await;
+    a.advance(EngineConfig::default().reconcile_window_ms);
+    eventually("A ready again", || async { (serving(&a).await == SERVING).then_some(()) }).await;
+    eventually("B ready again", || async { (serving(&b).await == SERVING).then_some(()) }).await;
+    // What they held is back, and dispatch goes on.
+    assert_eq!(b.case("done-1").await.state, pb::CaseState::Completed as i32, "a case closed lately is kept");
+    let held = a.case("held-1").await;
+    assert_eq!((held.state, held.current_agent_id.as_str()), (pb::CaseState::Assigned as i32, "e1"));
+    let mut e2 = b.available("e2").await;
+    a.submit(case("after-empty", "en", &[], pb::Tier::Standard)).await;
+    assert_eq!(e2.offer().await.case.unwrap().case_id, "after-empty");
+    assert_eq!(e1.complete("held-1").await.code, 0);
+}
+
+/// `FUNCTION FLUSH` alone (the data stays): the library is loaded again by the next call that
+/// needs it, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_functions_are_loaded_again() {
+    let s = TestServer::start(Backend::Redis, Policy::default()).await;
+    s.register(profile("f1", &[("en", 5)], &[], false)).await;
+    assert_eq!(s.redis.as_ref().unwrap().cli(&["FUNCTION", "FLUSH"]), "OK");
+    eventually("writes to work again", || async {
+        s.roster()
+            .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("f2", &[("en", 5)], &[], false)) })
+            .await
+            .ok()
+    })
+    .await;
+    eventually("health SERVING", || async { (serving(&s).await == SERVING).then_some(()) }).await;
+    assert_eq!(s.agent("f1").await.profile.unwrap().agent_id, "f1");
+}
+
+/// Redis out of memory (maxmemory reached, noeviction): every write is refused, so readiness says
+/// NOT_SERVING until memory is back; liveness (the process) is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_is_not_ready_until_it_has_room() {
+    let s = TestServer::start(Backend::Redis, Policy::default()).await;
+    s.register(profile("m1", &[("en", 5)], &[], false)).await;
+    let redis = s.redis.as_ref().unwrap();
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    eventually("health NOT_SERVING", || async { (serving(&s).await == NOT_SERVING).then_some(()) }).await;
+    let err = s
+        .roster()
+        .upsert_agent(pb::UpsertAgentRequest { profile: Some(profile("m2", &[("en", 5)], &[], false)) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(err.message().contains("out of memory"), "{}", err.message());
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
+    s.register(profile("m2", &[("en", 5)], &[], false)).await;
 }

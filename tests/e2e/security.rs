@@ -309,16 +309,28 @@ async fn each_role_does_its_job_and_only_its_job() {
     assert_eq!(hidden.code(), Code::NotFound);
     let hidden = esc_globex.watch_case(pb::WatchCaseRequest { case_id: "acme-1".into() }).await.unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound);
-    let taken = esc_globex
+    // Case ids are each tenant's own: globex may use the same id, and neither sees the other's.
+    let mut theirs = case("acme-1", "en", &[], pb::Tier::Standard);
+    theirs.summary = "globex's own case".into();
+    theirs.language = "fr".into();
+    let r = esc_globex.submit_case(pb::SubmitCaseRequest { spec: Some(theirs) }).await.unwrap().into_inner();
+    assert!(r.created, "a new case for globex, not a conflict with acme's");
+    assert_eq!(r.case.unwrap().spec.unwrap().case_id, "acme-1", "named by globex's own id");
+    let mine = esc_acme.get_case(pb::GetCaseRequest { case_id: "acme-1".into() }).await.unwrap().into_inner();
+    assert_eq!(mine.case.unwrap().spec.unwrap().summary, "summary of acme-1", "acme's case is untouched");
+    let again = esc_acme
         .submit_case(pb::SubmitCaseRequest { spec: Some(case("acme-1", "en", &[], pb::Tier::Standard)) })
-        .await;
-    assert_eq!(taken.unwrap_err().code(), Code::AlreadyExists, "globex cannot take over acme's case id");
-    assert!(esc_acme.get_case(pb::GetCaseRequest { case_id: "acme-1".into() }).await.is_ok());
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created, "acme's retry is still idempotent");
+    let prefixed = esc_acme.get_case(pb::GetCaseRequest { case_id: "globex/acme-1".into() }).await.unwrap_err();
+    assert_eq!(prefixed.code(), Code::InvalidArgument, "a router cannot name another tenant's case");
     // Planner reads.
     let planner_token = Bearer::new(Some(&s.role("planner", "wfm", None))).unwrap();
     let mut planner = pb::planner_service_client::PlannerServiceClient::with_interceptor(ch.clone(), planner_token);
     let q = planner.get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
-    assert_eq!(q.waiting, 1);
+    assert_eq!(q.waiting, 2, "acme's case and globex's of the same id");
     // Agents: their identity is the token's subject; A cannot act on B's offer.
     let ana_token = s.role("agent", "ana", None);
     let ben_token = s.role("agent", "ben", None);
@@ -337,6 +349,7 @@ async fn each_role_does_its_job_and_only_its_job() {
     .await;
     let (holder, other) = if holder_id == "ana" { (&mut ana, &mut ben) } else { (&mut ben, &mut ana) };
     let offer = holder.offer().await;
+    assert_eq!(offer.case.as_ref().unwrap().case_id, "acme/acme-1", "agents see the dispatcher's id of the case");
     let r = other.accept(&offer.offer_id).await;
     assert_eq!(r.code, Code::PermissionDenied as i32, "{}", r.message);
     let r = holder.accept(&offer.offer_id).await;

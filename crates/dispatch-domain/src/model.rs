@@ -86,6 +86,39 @@ id_type!(
     TenantId, "tenant id"
 );
 
+impl CaseId {
+    /// The dispatcher's own id of a tenant's case: `<tenant>/<case id>`. A router names its
+    /// cases by its own ids; two tenants may use the same one, and neither learns of the other's
+    /// (`/` is in no id, so the two parts never run into each other).
+    pub fn scoped(tenant: &TenantId, id: &CaseId) -> CaseId {
+        CaseId(format!("{tenant}/{id}"))
+    }
+
+    /// A case id as the dispatcher knows it (agents and operators see these): a plain id, or
+    /// `<tenant>/<case id>`.
+    pub fn parse_qualified(field: &str, value: &str) -> Result<CaseId, FieldError> {
+        match value.split_once('/') {
+            Some((tenant, id)) => {
+                TenantId::parse(field, tenant)?;
+                CaseId::parse(field, id)?;
+                Ok(CaseId(value.to_owned()))
+            }
+            None => CaseId::parse(field, value),
+        }
+    }
+
+    /// The id as the router of `tenant` named it (the tenant's prefix taken off); the whole id
+    /// for anyone else.
+    pub fn as_seen_by(&self, tenant: Option<&TenantId>) -> &str {
+        tenant.and_then(|t| self.0.strip_prefix(t.as_str()).and_then(|rest| rest.strip_prefix('/'))).unwrap_or(&self.0)
+    }
+
+    /// Whether this is a tenant's case id (`<tenant>/<case id>`).
+    pub fn is_scoped(&self) -> bool {
+        self.0.contains('/')
+    }
+}
+
 fn validate_id(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, format!("{what} is required")));
@@ -634,6 +667,16 @@ mod tests {
         assert_eq!(AgentId::parse("agent_id", "").unwrap_err().reason, "agent id is required");
         assert!(AgentId::parse("agent_id", &"a".repeat(129)).is_err());
         assert!(CaseId::parse("case_id", "a b").is_err());
+        assert!(CaseId::parse("case_id", "acme/c1").is_err(), "routers' ids carry no tenant");
+        let acme = TenantId::parse("t", "acme").unwrap();
+        let scoped = CaseId::scoped(&acme, &CaseId::parse("case_id", "c1").unwrap());
+        assert_eq!(scoped.as_str(), "acme/c1");
+        assert_eq!(CaseId::parse_qualified("case_id", "acme/c1").unwrap(), scoped);
+        assert!(CaseId::parse_qualified("case_id", "acme/c1/x").is_err());
+        assert!(CaseId::parse_qualified("case_id", "/c1").is_err());
+        assert_eq!(scoped.as_seen_by(Some(&acme)), "c1");
+        assert_eq!(scoped.as_seen_by(None), "acme/c1", "operators see the whole id");
+        assert_eq!(scoped.as_seen_by(Some(&TenantId::parse("t", "acm").unwrap())), "acme/c1");
     }
 
     #[test]

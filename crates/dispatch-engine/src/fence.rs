@@ -24,6 +24,8 @@ pub(crate) struct Fence {
     wake: Notify,
     /// Reconciles done (for tests and logs).
     reconciles: AtomicU64,
+    /// Bumped when the fence closes or opens (readiness follows at once).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Fence {
@@ -34,13 +36,20 @@ impl Fence {
             reconciling: AtomicBool::new(false),
             wake: Notify::new(),
             reconciles: AtomicU64::new(0),
+            changed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// A receiver that changes whenever the fence closes or opens.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// After joining `epoch`: if a restart began it, writes wait until its window has passed.
     pub(crate) fn joined(&self, epoch: Epoch) {
         if let Some(at) = epoch.began_after_restart_at {
             self.window_until.fetch_max(at + self.window_ms as i64, Ordering::SeqCst);
+            self.changed.send_modify(|v| *v += 1);
         }
     }
 
@@ -65,6 +74,7 @@ impl Fence {
     /// Marks a reconcile of this dispatcher as running (`true`) or over.
     pub(crate) fn restoring(&self, on: bool) {
         self.reconciling.store(on, Ordering::SeqCst);
+        self.changed.send_modify(|v| *v += 1);
     }
 
     /// Counts a reconcile that finished.

@@ -56,27 +56,48 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Whether the store answers; changes drive the health service.
+    /// Whether writes can succeed now (readiness); changes drive the health service.
     pub fn health(&self) -> watch::Receiver<bool> {
         self.inner.life.healthy.subscribe()
     }
 
+    /// Whether a write could succeed now: the store's probe (which runs a write's checks: up,
+    /// its epoch holds, not out of memory, Functions loaded) passes and no reconcile window is
+    /// open. A probe the store fenced wakes the reconcile.
+    async fn writable(&self, within: Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.inner.store.ping()).await {
+            Err(_) => return Err("the store did not answer in time".to_owned()),
+            Ok(Err(e)) => return Err(self.inner.fence.note(e).to_string()),
+            Ok(Ok(())) => {}
+        }
+        let now = self.now().await.map_err(|e| e.to_string())?;
+        if self.inner.fence.closed(now) {
+            return Err("reconciling after a store restart".to_owned());
+        }
+        Ok(())
+    }
+
     async fn health_probe(self) {
         let mut stop = self.inner.life.stop.subscribe();
+        let mut fence = self.inner.fence.changes();
         let interval = Duration::from_millis(self.inner.config.health_interval_ms.max(10));
         loop {
-            let ok = matches!(tokio::time::timeout(interval, self.inner.store.ping()).await, Ok(Ok(())));
+            let verdict = self.writable(interval).await;
+            let ok = verdict.is_ok();
             let was = self.inner.life.healthy.send_replace(ok);
             if was != ok {
-                if ok {
-                    info!("store reachable again");
-                    self.rescan();
-                } else {
-                    warn!("store unreachable: reporting NOT_SERVING");
+                match verdict {
+                    Ok(()) => {
+                        info!("writes succeed again: reporting SERVING");
+                        self.rescan();
+                    }
+                    Err(why) => warn!(why, "writes cannot succeed: reporting NOT_SERVING"),
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = fence.changed() => {}
+                _ = self.inner.clock.moved() => {}
                 _ = stop.changed() => return,
             }
         }

@@ -6,7 +6,8 @@ use dispatch_domain::model::{AgentProfile, AgentProfileInput, CaseSpec, CaseSpec
 use dispatch_domain::state::{CandidateScore, Explanation, OfferOutcome, OfferRecord};
 use dispatch_domain::stats::{Availability, AvailabilityFilter, Counts, GroupBy};
 use dispatch_domain::{
-    Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis, Policy, Skill, Tier,
+    Activity, Agent, AgentStatus, Case, CaseState, Channel, FieldError, Language, Level, Millis, Policy, Skill,
+    TenantId, Tier,
 };
 use dispatch_engine::{AgentNotice, CaseEvent, CaseEventKind, Counter, QueueStats, StreamEnd};
 use dispatch_proto::v1 as pb;
@@ -239,9 +240,9 @@ pub(crate) fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Resu
     .map_err(prefixed(prefix))
 }
 
-fn spec_to(s: &CaseSpec) -> pb::CaseSpec {
+fn spec_to(s: &CaseSpec, viewer: Option<&TenantId>) -> pb::CaseSpec {
     pb::CaseSpec {
-        case_id: s.id.to_string(),
+        case_id: s.id.as_seen_by(viewer).to_owned(),
         language: s.language.to_string(),
         min_language_proficiency: u32::from(s.min_proficiency.get()),
         required_skills: skills_to(&s.required_skills),
@@ -319,10 +320,10 @@ fn explanation_to(e: &Explanation) -> pb::Explanation {
     }
 }
 
-fn offer_to(case: &Case, o: &OfferRecord) -> pb::Offer {
+fn offer_to(case: &Case, o: &OfferRecord, viewer: Option<&TenantId>) -> pb::Offer {
     pb::Offer {
         offer_id: o.id.to_string(),
-        case_id: case.id().to_string(),
+        case_id: case.id().as_seen_by(viewer).to_owned(),
         agent_id: o.agent_id.to_string(),
         outcome: outcome_to(o.outcome) as i32,
         offered_at_ms: o.offered_at,
@@ -333,24 +334,25 @@ fn offer_to(case: &Case, o: &OfferRecord) -> pb::Offer {
     }
 }
 
-/// Domain case → proto, with the wait and relaxation measured at `now`.
-pub fn case_to(c: &Case, now: Millis, policy: &Policy) -> pb::Case {
+/// Domain case → proto, with the wait and relaxation measured at `now`, as `viewer` (the
+/// caller's tenant) names it.
+pub fn case_to(c: &Case, now: Millis, policy: &Policy, viewer: Option<&TenantId>) -> pb::Case {
     let relaxations = if c.state.is_terminal() { Vec::new() } else { c.relaxed(policy, now).describe() };
     pb::Case {
-        spec: Some(spec_to(&c.spec)),
+        spec: Some(spec_to(&c.spec, viewer)),
         state: state_to(&c.state) as i32,
         version: c.version,
         created_at_ms: c.created_at,
         current_agent_id: c.current_agent().map(ToString::to_string).unwrap_or_default(),
-        offers: c.offers.iter().map(|o| offer_to(c, o)).collect(),
+        offers: c.offers.iter().map(|o| offer_to(c, o, viewer)).collect(),
         outcome: c.close_reason.clone(),
         relaxations,
         waited_ms: c.waited_ms(now),
     }
 }
 
-/// A case event → proto.
-pub fn event_to(e: &CaseEvent) -> pb::CaseEvent {
+/// A case event → proto, as `viewer` (the watcher's tenant) names the case.
+pub fn event_to(e: &CaseEvent, viewer: Option<&TenantId>) -> pb::CaseEvent {
     let kind = match e.kind {
         CaseEventKind::Snapshot => pb::CaseEventKind::Snapshot,
         CaseEventKind::Queued => pb::CaseEventKind::Queued,
@@ -364,7 +366,7 @@ pub fn event_to(e: &CaseEvent) -> pb::CaseEvent {
         CaseEventKind::Expired => pb::CaseEventKind::Expired,
     };
     pb::CaseEvent {
-        case_id: e.case_id.to_string(),
+        case_id: e.case_id.as_seen_by(viewer).to_owned(),
         kind: kind as i32,
         version: e.version,
         at_ms: e.at,

@@ -32,19 +32,22 @@ pub fn submit_case(r: &pb::SubmitCaseRequest, policy: &Policy) -> Result<CaseSpe
 /// `GetCase`.
 pub fn get_case(r: &pb::GetCaseRequest) -> Result<CaseId, FieldError> {
     let pb::GetCaseRequest { case_id } = r;
-    CaseId::parse("case_id", case_id)
+    CaseId::parse_qualified("case_id", case_id)
 }
 
 /// `CancelCase`: the case and the reason.
 pub fn cancel_case(r: &pb::CancelCaseRequest, limits: &Limits) -> Result<(CaseId, String), FieldError> {
     let pb::CancelCaseRequest { case_id, reason } = r;
-    Ok((CaseId::parse("case_id", case_id)?, bounded_text("reason", reason, limits.max_reason_len)?.to_owned()))
+    Ok((
+        CaseId::parse_qualified("case_id", case_id)?,
+        bounded_text("reason", reason, limits.max_reason_len)?.to_owned(),
+    ))
 }
 
 /// `WatchCase`.
 pub fn watch_case(r: &pb::WatchCaseRequest) -> Result<CaseId, FieldError> {
     let pb::WatchCaseRequest { case_id } = r;
-    CaseId::parse("case_id", case_id)
+    CaseId::parse_qualified("case_id", case_id)
 }
 
 /// `UpsertAgent`.
@@ -124,7 +127,7 @@ pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, F
             bounded_text("decline.reason", &reason, limits.max_reason_len)?.to_owned(),
         ),
         Command::Complete(pb::Complete { case_id, outcome }) => AgentCommand::Complete(
-            CaseId::parse("complete.case_id", &case_id)?,
+            CaseId::parse_qualified("complete.case_id", &case_id)?,
             bounded_text("complete.outcome", &outcome, limits.max_reason_len)?.to_owned(),
         ),
     })

@@ -203,7 +203,16 @@ local function restore(keys, args)
   return written
 end
 
+-- KEYS: epoch   ARGV: the caller's epoch. A write's checks without its writes: the Functions are
+-- loaded, the server is the one the epoch began on, and it takes writes (under maxmemory with
+-- noeviction Redis refuses a Function that may write: OOM). Readiness probes call it.
+local function probe(keys, args)
+  fence(keys[1], args[1])
+  return 1
+end
+
 redis.register_function('dispatch_commit', commit)
+redis.register_function('dispatch_probe', probe)
 redis.register_function('dispatch_join_epoch', join_epoch)
 redis.register_function{function_name = 'dispatch_epoch', callback = epoch_status, flags = {'no-writes'}}
 redis.register_function('dispatch_restore', restore)

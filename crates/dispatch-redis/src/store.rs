@@ -185,9 +185,17 @@ impl TimeSample {
 fn unavailable(e: redis::RedisError) -> StoreError {
     if e.code() == Some("FENCED") {
         StoreError::Fenced(e.detail().unwrap_or("fenced").to_owned())
+    } else if e.code() == Some("OOM") {
+        StoreError::Unavailable(format!("Redis is out of memory and refuses writes: {e}"))
     } else {
         StoreError::Unavailable(e.to_string())
     }
+}
+
+/// Whether Redis answered that a Function does not exist: the library is gone (a restart
+/// without its data, `FUNCTION FLUSH`, a new node), and so, most likely, is everything else.
+fn functions_missing(e: &redis::RedisError) -> bool {
+    e.to_string().contains("Function not found")
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -275,7 +283,7 @@ struct CommitMeta<'a> {
 
 fn parse_timer(member: &str) -> Option<TimerKey> {
     let (kind, id) = member.split_once(':')?;
-    let case = || CaseId::parse("timer", id).ok();
+    let case = || CaseId::parse_qualified("timer", id).ok();
     let agent = || AgentId::parse("timer", id).ok();
     Some(match kind {
         "offer" => TimerKey::OfferDeadline(case()?),
@@ -309,6 +317,11 @@ fn stream_id(s: &str) -> (u64, u64) {
     (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
 }
 
+/// Loads (or replaces) the dispatch Function library. On a cluster it goes to every primary.
+async fn load_functions(conn: &mut Conn) -> Result<(), redis::RedisError> {
+    redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(LIBRARY).query_async::<Value>(conn).await.map(drop)
+}
+
 impl RedisStore {
     /// Connects, refuses an evicting `maxmemory-policy`, and loads the Functions.
     pub async fn open(config: &RedisConfig, clock: Option<Clock>) -> Result<Self, OpenError> {
@@ -340,13 +353,7 @@ impl RedisStore {
             return Err(OpenError::EvictionPolicy(p.clone()));
         }
         let policy = policies.first().cloned().unwrap_or_else(|| "unknown".to_owned());
-        redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(LIBRARY)
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| OpenError::Functions(e.to_string()))?;
+        load_functions(&mut conn).await.map_err(|e| OpenError::Functions(e.to_string()))?;
         let keys = Keys::new(&config.pool);
         // The change log must exist for XINFO; an entry of kind `x` is ignored by readers.
         let _: String = redis::cmd("XADD")
@@ -391,7 +398,23 @@ impl RedisStore {
     async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
-        cmd.query_async(&mut self.conn()).await.map_err(unavailable)
+        match cmd.query_async(&mut self.conn()).await {
+            Ok(v) => Ok(v),
+            Err(e) if functions_missing(&e) => Err(self.functions_lost().await),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The Functions were gone: load them again, and fence the caller, since Redis has most
+    /// likely lost its data with them (the dispatchers reconcile).
+    async fn functions_lost(&self) -> StoreError {
+        tracing::warn!("the dispatch Redis Functions are missing (Redis lost its data?): loading them again");
+        match load_functions(&mut self.conn()).await {
+            Ok(()) => {
+                StoreError::Fenced("Redis had lost its Functions (and likely its data); they are loaded again".into())
+            }
+            Err(e) => StoreError::Unavailable(format!("loading the Redis Functions again failed: {e}")),
+        }
     }
 
     /// `TIME` of the node holding this pool (pipelined behind a read of a pool key, which routes
@@ -466,11 +489,10 @@ impl Store for RedisStore {
         Ok(Read { case, agent, now })
     }
 
-    /// The node holding this pool answers.
+    /// A write's checks without its writes (`dispatch_probe`): the Functions are there (loaded
+    /// again if not, and fenced), the epoch holds, and Redis takes writes (not out of memory).
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String =
-            redis::cmd("TYPE").arg(&self.keys.epoch).query_async(&mut self.conn()).await.map_err(unavailable)?;
-        Ok(())
+        self.fcall("dispatch_probe", &[&self.keys.epoch], &[&self.epoch()]).await.map(drop)
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
@@ -516,7 +538,7 @@ impl Store for RedisStore {
 
     async fn offer_case(&self, offer: &OfferId) -> Result<Option<CaseId>, StoreError> {
         let raw: Option<String> = self.conn().hget(&self.keys.offers, offer.as_str()).await.map_err(unavailable)?;
-        raw.map(|s| CaseId::parse("offer case", &s).map_err(|e| corrupt("offer index", e))).transpose()
+        raw.map(|s| CaseId::parse_qualified("offer case", &s).map_err(|e| corrupt("offer index", e))).transpose()
     }
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
@@ -644,7 +666,11 @@ impl Store for RedisStore {
     async fn check_epoch(&self) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("FCALL_RO");
         cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
-        let status: (u64, u8) = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let status: (u64, u8) = match cmd.query_async(&mut self.conn()).await {
+            Ok(s) => s,
+            Err(e) if functions_missing(&e) => return Err(self.functions_lost().await),
+            Err(e) => return Err(unavailable(e)),
+        };
         if self.is_fenced_by(status) {
             return Err(StoreError::Fenced(format!(
                 "the store is at epoch {}, restarted: {}",
@@ -710,8 +736,11 @@ impl Store for RedisStore {
             pipe.query_async(&mut self.conn()).await;
         let (range, epoch_status, info) = match result {
             Ok(r) => r,
-            // The log is gone (Redis lost its data): everything must be re-read.
-            Err(e) if e.to_string().contains("no such key") => {
+            // The log or the Functions are gone (Redis lost its data): everything must be re-read.
+            Err(e) if e.to_string().contains("no such key") || functions_missing(&e) => {
+                if functions_missing(&e) {
+                    let _ = self.functions_lost().await;
+                }
                 return Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: true, fenced: true });
             }
             Err(e) => return Err(unavailable(e)),
@@ -746,7 +775,7 @@ impl Store for RedisStore {
                     out.changes.push(ChangeRef::Agent(id, version));
                 }
                 (Some("c"), Some(id)) => {
-                    let id = CaseId::parse("log", &id).map_err(|e| corrupt("change log", e))?;
+                    let id = CaseId::parse_qualified("log", &id).map_err(|e| corrupt("change log", e))?;
                     out.changes.push(ChangeRef::Case(id, version));
                 }
                 _ => {}

@@ -144,6 +144,24 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// `kill -9`, then starts again with no data at all: what a Redis without persistence, a
+    /// pod rescheduled without its volume, or a new node does.
+    pub fn crash_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.join("appendonlydir"));
+        self.spawn();
+    }
+
+    /// Runs `redis-cli` against this server; its standard output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (Debian package redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// SIGSTOP: the server hangs (connections stay open, nothing answers).
     pub fn pause(&self) {
         self.signal("-STOP");

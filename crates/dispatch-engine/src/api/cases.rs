@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use dispatch_domain::model::CaseSpec;
-use dispatch_domain::{Case, CaseId, Change, Millis, Rejection, TenantId, transition};
+use dispatch_domain::{Case, CaseId, Change, FieldError, Millis, Rejection, TenantId, transition};
 use tokio::sync::broadcast;
 
 use crate::engine::Engine;
@@ -18,11 +18,50 @@ fn scoped<'a>(case: Option<&'a Case>, id: &CaseId, tenant: Option<&TenantId>) ->
     case.filter(|c| c.visible_to(tenant)).ok_or_else(|| Rejection::not_found("case", id))
 }
 
+/// The stored id of the case that a caller scoped to `tenant` names `id`: that tenant's own
+/// (`<tenant>/<id>`), so that two tenants may use the same id without learning of each other.
+/// Unscoped callers (operators, development mode) name cases as stored.
+fn stored_id(id: &CaseId, tenant: Option<&TenantId>) -> Result<CaseId, Rejection> {
+    match tenant {
+        None => Ok(id.clone()),
+        Some(_) if id.is_scoped() => {
+            Err(FieldError::new("case_id", "a router names its cases by its own ids, without a tenant prefix").into())
+        }
+        Some(t) => Ok(CaseId::scoped(t, id)),
+    }
+}
+
 impl Engine {
+    /// Reads the case that a caller scoped to `tenant` names `id`: its stored id and record. A
+    /// record stored before case ids were scoped by tenant (under the plain id, naming the
+    /// tenant) is read as it is.
+    async fn read_case(
+        &self,
+        id: &CaseId,
+        tenant: Option<&TenantId>,
+    ) -> Result<(CaseId, Option<Case>, Millis), EngineError> {
+        let key = stored_id(id, tenant)?;
+        let read = self.inner.store.read(Some(&key), None).await?;
+        if read.case.is_some() || tenant.is_none() {
+            return Ok((key, read.case, read.now));
+        }
+        let legacy = self.inner.store.read(Some(id), None).await?;
+        match legacy.case.filter(|c| c.visible_to(tenant)) {
+            Some(c) => Ok((id.clone(), Some(c), legacy.now)),
+            None => Ok((key, None, read.now)),
+        }
+    }
+
     /// Submits a case for `tenant`; a retry with the same payload returns the existing case
-    /// (`false`). With the store's time.
-    pub async fn submit(&self, spec: CaseSpec, tenant: Option<TenantId>) -> Result<(Case, bool, Millis), EngineError> {
-        let id = spec.id.clone();
+    /// (`false`). With the store's time. The stored case's id is the tenant's own (see
+    /// [`CaseId::scoped`]).
+    pub async fn submit(
+        &self,
+        mut spec: CaseSpec,
+        tenant: Option<TenantId>,
+    ) -> Result<(Case, bool, Millis), EngineError> {
+        let (id, _, _) = self.read_case(&spec.id, tenant.as_ref()).await?;
+        spec.id = id.clone();
         let mut existing: Option<Case> = None;
         let out = self
             .transact(Load::Case(&id), |case, _, now| match case {
@@ -41,12 +80,13 @@ impl Engine {
         }
     }
 
-    /// A case, as seen by a caller scoped to `tenant`, and the store's time.
+    /// A case, as seen by a caller scoped to `tenant` (who names it by its own id), and the
+    /// store's time.
     pub async fn get_case(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<(Case, Millis), EngineError> {
-        let read = self.inner.store.read(Some(id), None).await?;
-        match scoped(read.case.as_ref(), id, tenant) {
-            Ok(c) => Ok((c.clone(), read.now)),
-            Err(rejection) => Err(self.refusal(rejection, read.now).await),
+        let (_, case, now) = self.read_case(id, tenant).await?;
+        match scoped(case.as_ref(), id, tenant) {
+            Ok(c) => Ok((c.clone(), now)),
+            Err(rejection) => Err(self.refusal(rejection, now).await),
         }
     }
 
@@ -57,9 +97,10 @@ impl Engine {
         reason: &str,
         tenant: Option<&TenantId>,
     ) -> Result<(Case, Millis), EngineError> {
+        let (key, _, _) = self.read_case(id, tenant).await?;
         let mut unchanged: Option<Case> = None;
         let out = self
-            .transact(Load::CaseAndItsAgent(id), |case, agent, now| {
+            .transact(Load::CaseAndItsAgent(&key), |case, agent, now| {
                 let case = scoped(case, id, tenant)?;
                 unchanged = Some(case.clone());
                 transition::cancel(case, agent, reason, now, &self.inner.policy)
@@ -79,6 +120,7 @@ impl Engine {
         let mut watch = CaseWatch {
             engine: self.clone(),
             id: id.clone(),
+            key: case.id().clone(),
             tenant: tenant.cloned(),
             pending: VecDeque::from([CaseEvent::snapshot(&case, now)]),
             rx: None,
@@ -92,7 +134,7 @@ impl Engine {
             .inner
             .delivery
             .watchers
-            .subscribe(id)
+            .subscribe(case.id())
             .map_err(|l| EngineError::Exhausted(format!("{} case watches are open; watch again later", l.0)))?;
         watch.rx = Some(rx);
         // Read again after subscribing: nothing between the two reads is missed.
@@ -108,7 +150,10 @@ impl Engine {
 /// dropped, and the case's entry with its last watcher.
 pub struct CaseWatch {
     engine: Engine,
+    /// As the watcher named it.
     id: CaseId,
+    /// As stored (the watchers' key).
+    key: CaseId,
     tenant: Option<TenantId>,
     /// Events derived and not yet taken (the snapshot first).
     pending: VecDeque<CaseEvent>,
@@ -152,7 +197,7 @@ impl CaseWatch {
 impl Drop for CaseWatch {
     fn drop(&mut self) {
         if self.rx.take().is_some() {
-            self.engine.inner.delivery.watchers.release(&self.id);
+            self.engine.inner.delivery.watchers.release(&self.key);
         }
     }
 }

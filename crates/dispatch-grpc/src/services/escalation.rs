@@ -17,9 +17,9 @@ impl pb::escalation_service_server::EscalationService for Services {
     ) -> Result<Response<pb::SubmitCaseResponse>, Status> {
         let scope = auth::principal(&request)?.case_scope()?;
         let spec = requests::submit_case(request.get_ref(), self.engine.policy()).map_err(invalid)?;
-        let (case, created, now) = self.engine.submit(spec, scope).await.map_err(status)?;
+        let (case, created, now) = self.engine.submit(spec, scope.clone()).await.map_err(status)?;
         Ok(Response::new(pb::SubmitCaseResponse {
-            case: Some(convert::case_to(&case, now, self.engine.policy())),
+            case: Some(convert::case_to(&case, now, self.engine.policy(), scope.as_ref())),
             created,
         }))
     }
@@ -28,7 +28,9 @@ impl pb::escalation_service_server::EscalationService for Services {
         let scope = auth::principal(&request)?.case_scope()?;
         let case_id = requests::get_case(request.get_ref()).map_err(invalid)?;
         let (case, now) = self.engine.get_case(&case_id, scope.as_ref()).await.map_err(status)?;
-        Ok(Response::new(pb::GetCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
+        Ok(Response::new(pb::GetCaseResponse {
+            case: Some(convert::case_to(&case, now, self.engine.policy(), scope.as_ref())),
+        }))
     }
 
     async fn cancel_case(
@@ -39,7 +41,9 @@ impl pb::escalation_service_server::EscalationService for Services {
         let (case_id, reason) =
             requests::cancel_case(request.get_ref(), &self.engine.policy().limits).map_err(invalid)?;
         let (case, now) = self.engine.cancel(&case_id, &reason, scope.as_ref()).await.map_err(status)?;
-        Ok(Response::new(pb::CancelCaseResponse { case: Some(convert::case_to(&case, now, self.engine.policy())) }))
+        Ok(Response::new(pb::CancelCaseResponse {
+            case: Some(convert::case_to(&case, now, self.engine.policy(), scope.as_ref())),
+        }))
     }
 
     type WatchCaseStream = BoxStream<pb::CaseEvent>;
@@ -72,7 +76,7 @@ impl pb::escalation_service_server::EscalationService for Services {
                     }
                 };
                 let Some(ev) = ev else { return };
-                if tx.send(Ok(convert::event_to(&ev))).await.is_err() {
+                if tx.send(Ok(convert::event_to(&ev, scope.as_ref()))).await.is_err() {
                     return;
                 }
             }
