@@ -11,7 +11,7 @@ use dispatch_domain::{
 };
 
 use crate::clock::Clock;
-use crate::store::{Commit, Counter, Restore, Store, StoreError};
+use crate::store::{Commit, Counter, Marks, Restore, Store, StoreError};
 
 /// What a conformance test gets: the store, the clock it runs on, and whatever must live as long
 /// as the store (a `redis-server`).
@@ -252,15 +252,26 @@ pub async fn restore_keeps_the_newest_version(s: &dyn Store) {
     let mut lost = case("r-lost", 7);
     lost.version = 4;
     let timer = (TimerKey::CaseReview(cid("r-lost")), 99);
+    let before = s.counters().await.unwrap();
+    let submitted = before.iter().find(|(c, _)| *c == Counter::Submitted).map_or(0, |(_, v)| *v);
+    let marks = Marks { high_water: 1_000, counters: vec![(Counter::Submitted, submitted + 40)] };
     let written = s
-        .restore(vec![
-            Restore::Agent(newer.clone(), vec![]),
-            Restore::Agent(stale, vec![]),
-            Restore::Case(c.clone(), vec![]),
-            Restore::Case(lost.clone(), vec![timer.clone()]),
-        ])
+        .restore(
+            vec![
+                Restore::Agent(newer.clone(), vec![]),
+                Restore::Agent(stale, vec![]),
+                Restore::Case(c.clone(), vec![]),
+                Restore::Case(lost.clone(), vec![timer.clone()]),
+            ],
+            &marks,
+        )
         .await
         .expect("restore");
+    let after = s.counters().await.unwrap();
+    assert!(after.contains(&(Counter::Submitted, submitted + 40)), "counters raised to what was seen: {after:?}");
+    let lower = Marks { high_water: 0, counters: vec![(Counter::Submitted, 1)] };
+    s.restore(Vec::new(), &lower).await.expect("restore of marks alone");
+    assert!(s.counters().await.unwrap().contains(&(Counter::Submitted, submitted + 40)), "never lowered");
     assert_eq!(written, 2, "the newer agent and the missing case");
     assert_eq!(s.get_agent(&aid("r-a")).await.unwrap(), Some(newer));
     assert_eq!(s.get_case(&cid("r-c1")).await.unwrap(), Some(ahead), "never moved back");

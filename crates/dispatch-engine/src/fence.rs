@@ -3,14 +3,14 @@
 //! and refusals wait; a write the store fenced wakes the change-log follower to reconcile at
 //! once. Also the memory of lately closed cases that a reconcile puts back.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use dispatch_domain::{Case, Millis};
 use tokio::sync::Notify;
 
-use crate::store::{Epoch, StoreError};
+use crate::store::{Counter, Epoch, Marks, StoreError};
 
 /// See the module docs.
 pub(crate) struct Fence {
@@ -26,6 +26,11 @@ pub(crate) struct Fence {
     reconciles: AtomicU64,
     /// Bumped when the fence closes or opens (readiness follows at once).
     changed: tokio::sync::watch::Sender<u64>,
+    /// What this dispatcher saw written: the highest high-water mark and counter totals (from
+    /// its own commits and the change log). A store behind the mark lost writes.
+    seen: Mutex<Marks>,
+    /// The last epoch this dispatcher put back what it knows for (or started in).
+    restored_epoch: AtomicU64,
 }
 
 impl Fence {
@@ -37,7 +42,41 @@ impl Fence {
             wake: Notify::new(),
             reconciles: AtomicU64::new(0),
             changed: tokio::sync::watch::channel(0).0,
+            seen: Mutex::new(Marks::default()),
+            restored_epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Notes a high-water mark and counter totals seen written.
+    pub(crate) fn saw(&self, high_water: u64, counters: &[(Counter, i64)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.high_water = seen.high_water.max(high_water);
+        if counters.is_empty() {
+            return;
+        }
+        let mut totals: BTreeMap<Counter, i64> = seen.counters.iter().copied().collect();
+        for (c, total) in counters {
+            let t = totals.entry(*c).or_insert(*total);
+            *t = (*t).max(*total);
+        }
+        seen.counters = totals.into_iter().collect();
+    }
+
+    /// What this dispatcher saw written.
+    pub(crate) fn seen(&self) -> Marks {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Whether the store lost writes in `epoch` and this dispatcher has not yet put back what it
+    /// knows for it; marks it as done.
+    pub(crate) fn needs_restore(&self, epoch: Epoch) -> bool {
+        epoch.began_after_restart_at.is_some()
+            && self.restored_epoch.fetch_max(epoch.number, Ordering::SeqCst) < epoch.number
+    }
+
+    /// Started in `epoch` (a fresh dispatcher has nothing to put back for it).
+    pub(crate) fn started_in(&self, epoch: Epoch) {
+        self.restored_epoch.fetch_max(epoch.number, Ordering::SeqCst);
     }
 
     /// A receiver that changes whenever the fence closes or opens.
@@ -177,6 +216,22 @@ mod tests {
         assert!(quiet.is_err(), "an unavailable store is no reason to reconcile");
         let _ = f.note(StoreError::Fenced("restarted".into()));
         tokio::time::timeout(std::time::Duration::from_secs(5), f.woken()).await.expect("woken");
+    }
+
+    #[test]
+    fn the_marks_seen_only_grow_and_a_restore_is_owed_once_per_lossy_epoch() {
+        let f = Fence::new(0);
+        f.saw(10, &[(Counter::Submitted, 5)]);
+        f.saw(7, &[(Counter::Submitted, 3), (Counter::Completed, 1)]);
+        assert_eq!(
+            f.seen(),
+            Marks { high_water: 10, counters: vec![(Counter::Submitted, 5), (Counter::Completed, 1)] }
+        );
+        f.started_in(Epoch { number: 1, began_after_restart_at: None });
+        assert!(!f.needs_restore(Epoch { number: 2, began_after_restart_at: None }), "nothing was lost");
+        let lossy = Epoch { number: 3, began_after_restart_at: Some(5) };
+        assert!(f.needs_restore(lossy));
+        assert!(!f.needs_restore(lossy), "once");
     }
 
     #[test]

@@ -46,8 +46,9 @@ impl Engine {
     async fn follow(&self, cursor: &str) -> Result<(String, bool), EngineError> {
         let batch = self.inner.store.changes(cursor, BATCH).await?;
         if batch.fenced {
-            return Ok((self.reconcile().await?, false));
+            return Ok((self.reconcile(cursor).await?, false));
         }
+        self.inner.fence.saw(batch.high_water, &[]);
         if batch.gap {
             warn!("change log has a gap; rebuilding the index");
             let cursor = self.inner.store.change_cursor().await?;

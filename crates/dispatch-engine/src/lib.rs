@@ -53,6 +53,6 @@ pub use lifecycle::ShutdownReport;
 pub use memory::MemoryStore;
 pub use sessions::{AgentNotice, StreamEnd};
 pub use store::{
-    ChangeBatch, ChangeRef, Commit, Committed, Counter, Epoch, Read, Restore, Snapshot, Store, StoreError,
+    ChangeBatch, ChangeRef, Commit, Committed, Counter, Epoch, Marks, Read, Restore, Snapshot, Store, StoreError,
 };
 pub use watchers::{CaseEvent, CaseEventKind};

@@ -39,8 +39,9 @@ impl Engine {
         policy.validate().map_err(|e| EngineError::Config(e.to_string()))?;
         config.validate().map_err(EngineError::Config)?;
         let engine = Engine::new(store, clock, policy, config);
-        let epoch = engine.inner.store.join_epoch().await?;
+        let epoch = engine.inner.store.join_epoch(0).await?;
         engine.inner.fence.joined(epoch);
+        engine.inner.fence.started_in(epoch);
         // The cursor first, then the snapshot: a change made in between is read twice (harmless:
         // older versions are ignored), never missed.
         let cursor = engine.inner.store.change_cursor().await?;

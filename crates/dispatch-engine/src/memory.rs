@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
 
 use crate::clock::Clock;
-use crate::store::{ChangeBatch, Commit, Committed, Counter, Restore, Snapshot, Store, StoreError};
+use crate::store::{
+    ChangeBatch, Commit, Committed, Counter, Marks, Restore, Snapshot, Store, StoreError, next_version,
+};
 
 /// In-memory [`Store`].
 pub struct MemoryStore {
@@ -89,7 +91,7 @@ impl Store for MemoryStore {
     }
 
     async fn changes(&self, cursor: &str, _limit: usize) -> Result<ChangeBatch, StoreError> {
-        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false, fenced: false })
+        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false, fenced: false, high_water: 0 })
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
@@ -134,8 +136,9 @@ impl Store for MemoryStore {
             check(mem.agents.get(a.id()), |x| x.version, a.version, &format!("agent {}", a.id()))?;
         }
         let mut out = Committed::default();
+        // The embedded store lives as long as its dispatcher: one epoch, never a loss.
         if let Some(mut c) = commit.case {
-            c.version += 1;
+            c.version = next_version(c.version, 1);
             if let CaseState::Offered { offer_id, .. } = &c.state {
                 mem.offers.insert(offer_id.clone(), c.id().clone());
             }
@@ -143,7 +146,7 @@ impl Store for MemoryStore {
             out.case = Some(c);
         }
         if let Some(mut a) = commit.agent {
-            a.version += 1;
+            a.version = next_version(a.version, 1);
             mem.agents.insert(a.id().clone(), a.clone());
             out.agent = Some(a);
         }
@@ -151,7 +154,9 @@ impl Store for MemoryStore {
             mem.arm(key, due);
         }
         for (counter, delta) in commit.counters {
-            *mem.counters.entry(counter).or_default() += delta;
+            let total = mem.counters.entry(counter).or_default();
+            *total += delta;
+            out.counters.push((counter, *total));
         }
         Ok(out)
     }
@@ -174,8 +179,12 @@ impl Store for MemoryStore {
         Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
     }
 
-    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError> {
+    async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError> {
         let mut mem = self.lock();
+        for (counter, total) in &marks.counters {
+            let stored = mem.counters.entry(*counter).or_default();
+            *stored = (*stored).max(*total);
+        }
         let mut written = 0;
         for r in records {
             let timers = match r {

@@ -26,21 +26,23 @@ pub enum StoreError {
     Fenced(String),
 }
 
-/// A period of the store's life between two restarts that may have lost writes. Every write
-/// carries the epoch its writer joined; a write from an older epoch is refused.
+/// A period of the store's life on one server process. Every write carries the epoch its
+/// writer joined; a write from an older epoch is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Epoch {
-    /// Increases by one at each restart.
+    /// Increases by one each time the store changes under the dispatchers (a restart, a
+    /// failover, a slot moved to another node).
     pub number: u64,
-    /// When a restart began it (store clock); `None` for the store's first epoch (nothing to
-    /// reconcile).
+    /// When the epoch began because the store had lost writes (store clock): the dispatchers
+    /// put back what they know, and writes wait a reconcile window from then. `None` when
+    /// nothing was lost (the store's first epoch, a clean restart, a slot moved intact).
     pub began_after_restart_at: Option<Millis>,
 }
 
 pub use dispatch_domain::stats::Counter;
 
 /// One atomic write. Each record is written only if the stored version equals the record's
-/// `version` (0: the record must not exist); the store then stores it with `version + 1`.
+/// `version` (0: the record must not exist); the store then stores it at [`next_version`].
 /// Timers are armed (moved if armed already) and counters added in the same step.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -61,6 +63,32 @@ pub struct Committed {
     pub case: Option<Case>,
     /// The agent as stored.
     pub agent: Option<Agent>,
+    /// The store's high-water mark after the commit (every write bumps it; 0: the store keeps
+    /// none, as one that never loses writes need not).
+    pub seq: u64,
+    /// The counters the commit moved, with their new totals.
+    pub counters: Vec<(Counter, i64)>,
+}
+
+/// How far the store's versions of one epoch start above the previous epoch's: the epoch is
+/// carried in the version's upper bits.
+pub const EPOCH_SHIFT: u32 = 32;
+
+/// The version a record is written at over the version `read`, by a writer of `epoch`: one
+/// more, and at least the first version of the epoch. So versions written after a loss never
+/// equal versions written before it: a dispatcher holding a record from before cannot win a
+/// compare-and-set over one rewritten since at the same number.
+pub fn next_version(read: u64, epoch: u64) -> u64 {
+    (read + 1).max((epoch.saturating_sub(1) << EPOCH_SHIFT) | 1)
+}
+
+/// What a dispatcher saw written, put back with its records after the store lost writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The highest high-water mark it saw.
+    pub high_water: u64,
+    /// The highest total of each counter it saw.
+    pub counters: Vec<(Counter, i64)>,
 }
 
 /// Everything the live index is built from.
@@ -104,6 +132,8 @@ pub struct ChangeBatch {
     pub gap: bool,
     /// The store restarted or its epoch moved since this dispatcher joined: reconcile.
     pub fenced: bool,
+    /// The highest high-water mark among the changes read (0: none).
+    pub high_water: u64,
 }
 
 /// A record to put back after the store lost writes, with the timers it implies.
@@ -160,9 +190,12 @@ pub trait Store: Send + Sync + 'static {
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError>;
     /// Every agent and live case, to build the index.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
-    /// Joins the store's current epoch, beginning a new one first if the store restarted since
-    /// the last one began. Later writes carry it.
-    async fn join_epoch(&self) -> Result<Epoch, StoreError> {
+    /// Joins the store's current epoch, beginning a new one first if the store is not the
+    /// process the last one began on, or if it is behind `high_water` (the highest mark the
+    /// caller saw written: it lost writes, and the new epoch opens a reconcile window). Later
+    /// writes carry it.
+    async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
+        let _ = high_water;
         Ok(Epoch { number: 1, began_after_restart_at: None })
     }
     /// [`StoreError::Fenced`] if the store restarted or its epoch moved since this handle
@@ -172,7 +205,26 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Puts records back after a loss: each is written (with its version, its index entries and
     /// its timers) only where the stored version is older or the record is missing, so that
-    /// restores from several dispatchers converge on the newest version any of them knew.
-    /// Returns how many were written.
-    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError>;
+    /// restores from several dispatchers converge on the newest version any of them knew; the
+    /// high-water mark and the counters are raised to what the caller saw. Returns how many
+    /// records were written.
+    async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_after_a_new_epoch_never_equal_versions_before_it() {
+        assert_eq!(next_version(0, 1), 1);
+        assert_eq!(next_version(41, 1), 42);
+        let first_of_2 = next_version(41, 2);
+        assert_eq!(first_of_2, (1 << EPOCH_SHIFT) | 1);
+        assert!(first_of_2 > 41 && next_version(first_of_2, 2) == first_of_2 + 1);
+        // A record restored from epoch 1 at a higher number than epoch 2 began with is still
+        // written above it.
+        assert_eq!(next_version((1 << EPOCH_SHIFT) + 7, 2), (1 << EPOCH_SHIFT) + 8);
+        assert_eq!(next_version(5, 3), (2 << EPOCH_SHIFT) | 1);
+    }
 }

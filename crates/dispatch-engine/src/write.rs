@@ -132,6 +132,7 @@ impl Engine {
         let counters: Vec<(Counter, i64)> = events.iter().flat_map(Event::counters).collect();
         let commit = Commit { case, agent, timers, counters };
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;
+        self.inner.fence.saw(committed.seq, &committed.counters);
         self.observe(committed.case.clone(), committed.agent.clone(), now);
         Ok(Written { committed, events, now })
     }

@@ -12,15 +12,21 @@
 --   offers   hash  offer id -> case id
 --   timers   zset  timer key -> due time (ms, store clock)
 --   counters hash  counter name -> total
---   log      stream change log: k = a|c, id = record id, v = version written (0: deleted)
+--   log      stream change log: k = a|c, id = record id, v = version written (0: deleted),
+--                   s = the high-water mark after the write
 --   epoch    string "<epoch>:<run id>:<began at ms>": the store's epoch (see `fence`)
+--   seq      string the high-water mark: bumped by every write, so a Redis that comes back
+--                   behind what a dispatcher saw written is known to have lost writes
 --
 -- Epochs. Redis with AOF `everysec` may come back from a crash without its last second of
 -- writes; after a failover a replica may lack the newest ones. Either way the serving
 -- process has a new run id. Every write names the epoch its dispatcher joined and is refused
 -- (error FENCED) when the server's run id is not the one the epoch began on, or the epoch
--- moved: the dispatcher then joins the new epoch and puts back what it knows
--- (`dispatch_restore`) before writing again.
+-- moved: the dispatcher then joins the new epoch (`dispatch_join_epoch`). The epoch opens a
+-- reconcile window only when writes were lost: when the high-water mark is behind the one a
+-- dispatcher saw. Then the dispatchers put back what they know (`dispatch_restore`) before
+-- anything new is written. A clean restart or a slot moved to another node loses nothing and
+-- costs no window.
 
 local function version_of(key)
   local raw = redis.call('GET', key)
@@ -54,14 +60,18 @@ local function fence(epoch_key, epoch)
   end
 end
 
-local function log(key, maxlen, kind, id, version)
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id, 'v', version)
+local function log(key, maxlen, kind, id, version, seq)
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'k', kind, 'id', id, 'v', version, 's', seq)
+end
+
+local function high_water(key)
+  return tonumber(redis.call('GET', key) or '0')
 end
 
 -- Writes one record at version `v` with the index entries of its kind (`m`: k = a|c, id, v,
--- live and offers for a case) and logs it. Shared by commits and restores.
--- `idx`: {agents, live, offers, log}.
-local function write_record(key, m, body, idx, maxlen)
+-- live and offers for a case) and logs it with the high-water mark `seq`. Shared by commits
+-- and restores. `idx`: {agents, live, offers, log}.
+local function write_record(key, m, body, idx, maxlen, seq)
   redis.call('SET', key, m['v'] .. ':' .. body)
   if m['k'] == 'c' then
     if m['live'] then
@@ -75,17 +85,18 @@ local function write_record(key, m, body, idx, maxlen)
   else
     redis.call('ZADD', idx.agents, 0, m['id'])
   end
-  log(idx.log, maxlen, m['k'], m['id'], m['v'])
+  log(idx.log, maxlen, m['k'], m['id'], m['v'], seq)
 end
 
--- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch
+-- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch, seq
 -- ARGV[1]: JSON {c = record meta | absent, a = record meta | absent, t = [[member, due]],
 --                n = [[name, delta]], max = log length}; a record's meta is
 --                {k, id, exp = the version it must have now, v = the version it is written at,
 --                 live and offers for a case} (the writer decides both; nothing is computed here)
 -- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON
 -- ARGV[4]: the writer's epoch
--- Returns {1} when written, {0, 'case' | 'agent'} when a version did not match (nothing written).
+-- Returns {1, high-water mark, counter name, total, ...} when written (the counters it moved,
+-- with their new totals), {0, 'case' | 'agent'} when a version did not match (nothing written).
 local function commit(keys, args)
   fence(keys[9], args[4])
   local m = cjson.decode(args[1])
@@ -98,22 +109,25 @@ local function commit(keys, args)
     return {0, 'agent'}
   end
   local idx = {agents = keys[3], live = keys[4], offers = keys[5], log = keys[8]}
+  local seq = redis.call('INCR', keys[10])
   if c then
-    write_record(keys[1], c, args[2], idx, m['max'])
+    write_record(keys[1], c, args[2], idx, m['max'], seq)
   end
   if a then
-    write_record(keys[2], a, args[3], idx, m['max'])
+    write_record(keys[2], a, args[3], idx, m['max'], seq)
   end
   for _, t in ipairs(m['t']) do
     redis.call('ZADD', keys[6], t[2], t[1])
   end
+  local out = {1, seq}
   for _, n in ipairs(m['n']) do
-    redis.call('HINCRBY', keys[7], n[1], n[2])
+    table.insert(out, n[1])
+    table.insert(out, redis.call('HINCRBY', keys[7], n[1], n[2]))
   end
-  return {1}
+  return out
 end
 
--- KEYS: agent, agents, log, epoch   ARGV: expected version, id, log length, epoch
+-- KEYS: agent, agents, log, epoch, seq   ARGV: expected version, id, log length, epoch
 local function remove_agent(keys, args)
   fence(keys[4], args[4])
   if version_of(keys[1]) ~= tonumber(args[1]) then
@@ -121,7 +135,7 @@ local function remove_agent(keys, args)
   end
   redis.call('DEL', keys[1])
   redis.call('ZREM', keys[2], args[2])
-  log(keys[3], args[3], 'a', args[2], 0)
+  log(keys[3], args[3], 'a', args[2], 0, redis.call('INCR', keys[5]))
   return 1
 end
 
@@ -136,8 +150,8 @@ local function clear_timer(keys, args)
   return 0
 end
 
--- KEYS: case, live, offers, log, epoch   ARGV: case id, JSON list of offer ids, log length, epoch.
--- Deletes the case only if it is no longer live.
+-- KEYS: case, live, offers, log, epoch, seq   ARGV: case id, JSON list of offer ids, log length,
+-- epoch. Deletes the case only if it is no longer live.
 local function purge_case(keys, args)
   fence(keys[5], args[4])
   if redis.call('SISMEMBER', keys[2], args[1]) == 1 or redis.call('EXISTS', keys[1]) == 0 then
@@ -147,23 +161,25 @@ local function purge_case(keys, args)
   for _, o in ipairs(cjson.decode(args[2])) do
     redis.call('HDEL', keys[3], o)
   end
-  log(keys[4], args[3], 'c', args[1], 0)
+  log(keys[4], args[3], 'c', args[1], 0, redis.call('INCR', keys[6]))
   return 1
 end
 
--- KEYS: epoch   ARGV: the epoch the caller knew (0: none), now (ms, store clock)
--- Joins the current epoch, beginning a new one if the server restarted since it began.
--- Returns {epoch, began at (0: the store's first epoch, nothing to reconcile)}.
+-- KEYS: epoch, seq   ARGV: the epoch the caller knew (0: none), now (ms, store clock), the
+-- highest high-water mark the caller saw written.
+-- Joins the current epoch, beginning a new one if the server is not the one it began on, or if
+-- this caller saw writes the server no longer has (its mark is behind the caller's). Only the
+-- latter opens a reconcile window. Returns {epoch, began at (0: no window: nothing was lost)}.
 local function join_epoch(keys, args)
   local rid = run_id()
   local g = read_epoch(keys[1])
-  if g and g.rid == rid then
+  local lost = tonumber(args[3]) > high_water(keys[2])
+  if g and g.rid == rid and not lost then
     return {g.epoch, g.at}
   end
-  local known = tonumber(args[1])
-  local epoch = math.max(g and g.epoch or 0, known) + 1
+  local epoch = math.max(g and g.epoch or 0, tonumber(args[1])) + 1
   local at = 0
-  if g or known > 0 then
+  if lost then
     at = tonumber(args[2])
   end
   redis.call('SET', keys[1], epoch .. ':' .. rid .. ':' .. at)
@@ -182,18 +198,28 @@ local function epoch_status(keys, args)
   return {g.epoch, 0}
 end
 
--- KEYS: epoch, agents, live, offers, timers, log, then one record key per record
--- ARGV: epoch, log length, then per record: meta JSON (as for commit, no `exp`; `t` = its
--- timers), body. Writes each record only where the stored one is older or missing. Returns how
--- many.
+-- KEYS: epoch, agents, live, offers, timers, log, seq, counters, then one record key per record
+-- ARGV: epoch, log length, the caller's high-water mark, JSON [[counter, total]] it saw, then
+-- per record: meta JSON (as for commit, no `exp`; `t` = its timers), body. Writes each record
+-- only where the stored one is older or missing, raises the mark and each counter to what the
+-- caller saw. Returns how many records it wrote.
 local function restore(keys, args)
   fence(keys[1], args[1])
+  if high_water(keys[7]) < tonumber(args[3]) then
+    redis.call('SET', keys[7], args[3])
+  end
+  for _, n in ipairs(cjson.decode(args[4])) do
+    if tonumber(redis.call('HGET', keys[8], n[1]) or '0') < tonumber(n[2]) then
+      redis.call('HSET', keys[8], n[1], n[2])
+    end
+  end
+  local seq = high_water(keys[7])
   local idx = {agents = keys[2], live = keys[3], offers = keys[4], log = keys[6]}
   local written = 0
-  for i = 7, #keys do
-    local m = cjson.decode(args[(i - 7) * 2 + 3])
+  for i = 9, #keys do
+    local m = cjson.decode(args[(i - 9) * 2 + 5])
     if version_of(keys[i]) < tonumber(m['v']) then
-      write_record(keys[i], m, args[(i - 7) * 2 + 4], idx, args[2])
+      write_record(keys[i], m, args[(i - 9) * 2 + 6], idx, args[2], seq)
       for _, t in ipairs(m['t']) do
         redis.call('ZADD', keys[5], t[2], t[1])
       end

@@ -15,10 +15,13 @@ pub struct Keys {
     pub timers: String,
     /// Hash counter → total.
     pub counters: String,
-    /// Stream: the change log (`k` = `a` agent / `c` case, `id`).
+    /// Stream: the change log (`k` = `a` agent / `c` case, `id`, `v` the version written, `s`
+    /// the high-water mark after the write).
     pub log: String,
     /// String: the store's epoch (`<epoch>:<run id>:<began at>`).
     pub epoch: String,
+    /// String: the high-water mark, bumped by every write.
+    pub seq: String,
 }
 
 impl Keys {
@@ -33,6 +36,7 @@ impl Keys {
             counters: format!("{prefix}counters"),
             log: format!("{prefix}log"),
             epoch: format!("{prefix}epoch"),
+            seq: format!("{prefix}seq"),
             prefix,
         }
     }
@@ -55,9 +59,18 @@ mod tests {
     #[test]
     fn every_key_carries_the_pool_tag() {
         let k = Keys::new("eu-1");
-        for key in
-            [&k.agents, &k.live, &k.offers, &k.timers, &k.counters, &k.log, &k.epoch, &k.agent("a"), &k.case("c")]
-        {
+        for key in [
+            &k.agents,
+            &k.live,
+            &k.offers,
+            &k.timers,
+            &k.counters,
+            &k.log,
+            &k.epoch,
+            &k.seq,
+            &k.agent("a"),
+            &k.case("c"),
+        ] {
             assert!(key.starts_with("dispatch:{eu-1}:"), "{key}");
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
+use dispatch_engine::store::{Marks, next_version};
 use dispatch_engine::{
     ChangeBatch, ChangeRef, Clock, Commit, Committed, Counter, Epoch, Read, Restore, Snapshot, Store, StoreError,
 };
@@ -262,9 +263,9 @@ impl<'a> RecordMeta<'a> {
         Self { k: "a", id: a.id().as_str(), exp: None, v, live: None, offers: Vec::new(), t: Vec::new() }
     }
 
-    /// Written over the version before this one.
-    fn over_previous(mut self, version: u64) -> Self {
-        self.exp = Some(version.saturating_sub(1).to_string());
+    /// Written over version `read` (what the writer read).
+    fn over(mut self, read: u64) -> Self {
+        self.exp = Some(read.to_string());
         self
     }
 }
@@ -294,6 +295,10 @@ fn parse_timer(member: &str) -> Option<TimerKey> {
         "purge" => TimerKey::Purge(case()?),
         _ => return None,
     })
+}
+
+fn counter_named(name: &str) -> Option<Counter> {
+    Counter::ALL.into_iter().find(|c| counter_name(*c) == name)
 }
 
 fn counter_name(c: Counter) -> &'static str {
@@ -373,7 +378,7 @@ impl RedisStore {
         info!(redis = %target, mode, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
         let store =
             Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default(), time: Arc::default() };
-        store.join_epoch().await.map_err(|e| OpenError::Connect { url: target.clone(), reason: e.to_string() })?;
+        store.join_epoch(0).await.map_err(|e| OpenError::Connect { url: target.clone(), reason: e.to_string() })?;
         Ok(store)
     }
 
@@ -521,7 +526,7 @@ impl Store for RedisStore {
         let v = self
             .fcall(
                 "dispatch_remove_agent",
-                &[&key, &self.keys.agents, &self.keys.log, &self.keys.epoch],
+                &[&key, &self.keys.agents, &self.keys.log, &self.keys.epoch, &self.keys.seq],
                 &[&version.to_string(), id.as_str(), &self.max_len.to_string(), &self.epoch()],
             )
             .await?;
@@ -543,13 +548,17 @@ impl Store for RedisStore {
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
         let Commit { case, agent, timers, counters } = commit;
-        // The store sets the version (the one place that does): one above the one read.
+        // The store sets the version (the one place that does): above the one read, in this
+        // handle's epoch (see `next_version`). `exp` is the version read.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let case_read = case.as_ref().map_or(0, |c| c.version);
+        let agent_read = agent.as_ref().map_or(0, |a| a.version);
         let case = case.map(|mut c| {
-            c.version += 1;
+            c.version = next_version(c.version, epoch);
             c
         });
         let agent = agent.map(|mut a| {
-            a.version += 1;
+            a.version = next_version(a.version, epoch);
             a
         });
         let meta = CommitMeta {
@@ -558,9 +567,9 @@ impl Store for RedisStore {
                     CaseState::Offered { offer_id, .. } => vec![offer_id.as_str()],
                     _ => Vec::new(),
                 };
-                RecordMeta::case(c, live_offer).over_previous(c.version)
+                RecordMeta::case(c, live_offer).over(case_read)
             }),
-            a: agent.as_ref().map(|a| RecordMeta::agent(a).over_previous(a.version)),
+            a: agent.as_ref().map(|a| RecordMeta::agent(a).over(agent_read)),
             t: timers_meta(&timers),
             n: counters.iter().map(|(c, d)| (counter_name(*c), d.to_string())).collect(),
             max: self.max_len.to_string(),
@@ -582,10 +591,24 @@ impl Store for RedisStore {
             &self.keys.counters,
             &self.keys.log,
             &self.keys.epoch,
+            &self.keys.seq,
         ];
         let v = self.fcall("dispatch_commit", &keys, &[&meta, &case_json, &agent_json, &self.epoch()]).await?;
         match v {
-            Value::Array(items) if items.first() == Some(&Value::Int(1)) => Ok(Committed { case, agent }),
+            Value::Array(items) if items.first() == Some(&Value::Int(1)) => {
+                let int = |v: &Value| redis::from_redis_value::<i64>(v.clone()).map_err(|e| corrupt("commit reply", e));
+                let seq = items.get(1).map(int).transpose()?.unwrap_or(0);
+                let mut totals = Vec::new();
+                for pair in items.get(2..).unwrap_or_default().chunks(2) {
+                    if let [name, total] = pair {
+                        let name: String = redis::from_redis_value(name.clone()).map_err(|e| corrupt("counter", e))?;
+                        if let Some(c) = counter_named(&name) {
+                            totals.push((c, int(total)?));
+                        }
+                    }
+                }
+                Ok(Committed { case, agent, seq: u64::try_from(seq).unwrap_or(0), counters: totals })
+            }
             Value::Array(items) => {
                 let which = match items.get(1) {
                     Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -642,7 +665,7 @@ impl Store for RedisStore {
         let key = self.keys.case(id.as_str());
         self.fcall(
             "dispatch_purge_case",
-            &[&key, &self.keys.live, &self.keys.offers, &self.keys.log, &self.keys.epoch],
+            &[&key, &self.keys.live, &self.keys.offers, &self.keys.log, &self.keys.epoch, &self.keys.seq],
             &[
                 id.as_str(),
                 &serde_json::to_string(&offers).map_err(|e| corrupt("offers", e))?,
@@ -654,10 +677,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn join_epoch(&self) -> Result<Epoch, StoreError> {
+    async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
         let now = self.now().await?;
         let known = self.epoch.load(Ordering::SeqCst);
-        let v = self.fcall("dispatch_join_epoch", &[&self.keys.epoch], &[&known.to_string(), &now.to_string()]).await?;
+        let keys = [self.keys.epoch.as_str(), self.keys.seq.as_str()];
+        let args = [known.to_string(), now.to_string(), high_water.to_string()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = self.fcall("dispatch_join_epoch", &keys, &args).await?;
         let (number, at): (u64, Millis) = redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
         self.epoch.store(number, Ordering::SeqCst);
         Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at) })
@@ -681,9 +707,14 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn restore(&self, records: Vec<Restore>) -> Result<usize, StoreError> {
+    async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError> {
+        let counters: Vec<(&str, String)> =
+            marks.counters.iter().map(|(c, total)| (counter_name(*c), total.to_string())).collect();
+        let counters = serde_json::to_string(&counters).map_err(|e| corrupt("counters", e))?;
         let mut written = 0;
-        for chunk in records.chunks(100) {
+        // At least one call, so that the marks are put back even with no record to restore.
+        let chunks: Vec<&[Restore]> = if records.is_empty() { vec![&[]] } else { records.chunks(100).collect() };
+        for chunk in chunks {
             let mut keys = vec![
                 self.keys.epoch.clone(),
                 self.keys.agents.clone(),
@@ -691,8 +722,10 @@ impl Store for RedisStore {
                 self.keys.offers.clone(),
                 self.keys.timers.clone(),
                 self.keys.log.clone(),
+                self.keys.seq.clone(),
+                self.keys.counters.clone(),
             ];
-            let mut args = vec![self.epoch(), self.max_len.to_string()];
+            let mut args = vec![self.epoch(), self.max_len.to_string(), marks.high_water.to_string(), counters.clone()];
             for r in chunk {
                 let (key, meta, body) = match r {
                     Restore::Case(c, t) => (
@@ -741,7 +774,13 @@ impl Store for RedisStore {
                 if functions_missing(&e) {
                     let _ = self.functions_lost().await;
                 }
-                return Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: true, fenced: true });
+                return Ok(ChangeBatch {
+                    changes: Vec::new(),
+                    cursor: cursor.to_owned(),
+                    gap: true,
+                    fenced: true,
+                    high_water: 0,
+                });
             }
             Err(e) => return Err(unavailable(e)),
         };
@@ -762,13 +801,16 @@ impl Store for RedisStore {
             _ => None,
         };
         let gap = max_deleted.is_some_and(|d| stream_id(&d) > stream_id(cursor));
-        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap, fenced };
+        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap, fenced, high_water: 0 };
         for entry in range.ids {
             let field = |name: &str| match entry.map.get(name) {
                 Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                 _ => None,
             };
             let version = field("v").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
+            if let Some(seq) = field("s").and_then(|s| s.parse::<u64>().ok()) {
+                out.high_water = out.high_water.max(seq);
+            }
             match (field("k").as_deref(), field("id")) {
                 (Some("a"), Some(id)) => {
                     let id = AgentId::parse("log", &id).map_err(|e| corrupt("change log", e))?;
