@@ -192,11 +192,33 @@ impl TestServer {
         server: ServerConfig,
         auth: Arc<Authenticator>,
     ) -> Self {
+        Self::serve_engine(store, clock, redis, policy, EngineConfig::default(), server, auth).await
+    }
+
+    /// Starts a server on Redis with engine settings of the test's.
+    pub async fn start_redis_with_engine(policy: Policy, engine: EngineConfig) -> Self {
+        let clock = Clock::manual(T0);
+        let r = RedisServer::start();
+        let config = RedisConfig { url: r.url(), ..RedisConfig::default() };
+        let store = RedisStore::open(&config, Some(clock.clone())).await.expect("open the redis store");
+        let dev = ServerConfig { plaintext: true, ..ServerConfig::default() };
+        Self::serve_engine(Arc::new(store), clock, Some(r), policy, engine, dev, Arc::new(Authenticator::dev())).await
+    }
+
+    async fn serve_engine(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        redis: Option<RedisServer>,
+        policy: Policy,
+        engine: EngineConfig,
+        server: ServerConfig,
+        auth: Arc<Authenticator>,
+    ) -> Self {
         // Seeded ids repeat from run to run, but differ between the servers of one test (two
         // replicas minting the same session id would take each other's sessions).
         static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
         let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config = EngineConfig { id_seed: Some(seed), ..EngineConfig::default() };
+        let config = EngineConfig { id_seed: Some(seed), ..engine };
         let engine = Engine::start(store, clock.clone(), policy, config).await.expect("engine starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));

@@ -260,13 +260,30 @@ async fn writes_redis_lost_in_a_crash_are_put_back_by_the_dispatchers() {
         (a.engine.reconciles() > 0 && b.engine.reconciles() > 0).then_some(())
     })
     .await;
-    a.advance(EngineConfig::default().reconcile_window_ms);
-    let mut w2 = b.available("w2").await;
+    // The dispatcher that joins first may not have read the newest writes yet and see no loss;
+    // the one that did then begins a lossy epoch, and both put back what they know. Writes wait
+    // out its window (UNAVAILABLE meanwhile: a client retries).
+    let mut w2 = bounded("w2 to sign in once the window has passed", async {
+        loop {
+            a.advance(EngineConfig::default().reconcile_window_ms);
+            match AgentConn::open(b.device_channel(), "w2").await {
+                Ok(mut c) => {
+                    if c.go_available().await.code == 0 {
+                        return c;
+                    }
+                }
+                Err(e) => assert_eq!(e.code(), Code::Unavailable, "{}", e.message()),
+            }
+        }
+    })
+    .await;
     // Nothing lost, nothing given twice: the case is w1's, with its one offer.
     let late = b.case("late").await;
     assert_eq!(late.state, pb::CaseState::Assigned as i32);
     assert_eq!(late.current_agent_id, "w1");
     assert_eq!(late.offers.len(), 1);
+    assert_eq!(a.engine.losses_beyond_memory(), (0, vec![]), "a loss within memory is put back, not reported");
+    assert_eq!(b.engine.losses_beyond_memory(), (0, vec![]));
     // The planner's counters are back where the dispatchers saw them.
     let q = a.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
     assert_eq!((q.submitted_total, q.offers_made, q.offers_accepted), (1, 1, 1), "{q:?}");
@@ -367,4 +384,29 @@ async fn a_redis_out_of_memory_is_not_ready_until_it_has_room() {
     assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
     eventually("health SERVING again", || async { (serving(&s).await == SERVING).then_some(()) }).await;
     s.register(profile("m2", &[("en", 5)], &[], false)).await;
+}
+
+/// A loss reaching back past what the dispatcher remembers of closed cases (here: a memory of
+/// one second, and Redis back to its state of ten seconds ago) cannot be put back; it is
+/// detected and reported with the ids it can name, instead of passing silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_beyond_what_is_remembered_is_reported() {
+    let engine = EngineConfig { reconcile_memory_ms: 1_000, ..EngineConfig::default() };
+    let mut s = TestServer::start_redis_with_engine(Policy::default(), engine).await;
+    s.register(profile("l1", &[("en", 5)], &[], false)).await;
+    let mut l1 = s.available("l1").await;
+    let saved = s.redis.as_ref().unwrap().copy_aof();
+    s.submit(case("old-1", "en", &[], pb::Tier::Standard)).await;
+    let o = l1.offer().await;
+    assert_eq!(l1.accept(&o.offer_id).await.code, 0);
+    assert_eq!(l1.complete("old-1").await.code, 0);
+    s.advance(10_000); // old-1 closed long before what is remembered
+    assert_eq!(s.engine.losses_beyond_memory().0, 0);
+    s.redis.as_mut().unwrap().crash_back_to(&saved);
+    eventually("the reconcile", || async { (s.engine.reconciles() > 0).then_some(()) }).await;
+    let (losses, _) = eventually("the loss to be reported", || async {
+        Some(s.engine.losses_beyond_memory()).filter(|(n, _)| *n > 0)
+    })
+    .await;
+    assert_eq!(losses, 1);
 }

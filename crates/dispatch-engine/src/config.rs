@@ -27,9 +27,13 @@ pub struct EngineConfig {
     /// dispatchers' restores are refused (UNAVAILABLE, retry) for this long, so that every
     /// dispatcher puts back what it knows before anything new is decided.
     pub reconcile_window_ms: u64,
-    /// Closed cases are remembered this long (store clock) to be put back after such a loss;
-    /// at least the store's own loss window (about 1 s with AOF `everysec`).
+    /// Closed cases are remembered this long (store clock) to be put back after such a loss:
+    /// at least the most a failover may lose (see `deploy/redis.conf`: writes stop when no
+    /// replica is within 10 s; about 1 s with AOF `everysec` alone), with margin.
     pub reconcile_memory_ms: u64,
+    /// ... and at most about this many bytes of them (slim copies); a loss reaching back past
+    /// what the bound kept is reported.
+    pub reconcile_memory_bytes: usize,
     /// Case watches open at once in this process; more are refused (RESOURCE_EXHAUSTED).
     pub max_watches: usize,
 }
@@ -46,7 +50,8 @@ impl Default for EngineConfig {
             health_interval_ms: 1_000,
             matcher_workers: 4,
             reconcile_window_ms: 2_000,
-            reconcile_memory_ms: 10_000,
+            reconcile_memory_ms: 60_000,
+            reconcile_memory_bytes: 64 * 1024 * 1024,
             max_watches: 100_000,
         }
     }

@@ -85,7 +85,7 @@ impl Engine {
             work: WorkQueue::new(),
             ids: IdMint::new(config.id_seed),
             fence: Fence::new(config.reconcile_window_ms),
-            closed: ClosedMemory::new(config.reconcile_memory_ms),
+            closed: ClosedMemory::new(config.reconcile_memory_ms, config.reconcile_memory_bytes),
             life: Lifecycle {
                 healthy: watch::channel(true).0,
                 draining: AtomicBool::new(false),
@@ -115,5 +115,12 @@ impl Engine {
     /// How many times this dispatcher reconciled after a store restart.
     pub fn reconciles(&self) -> u64 {
         self.inner.fence.reconciles()
+    }
+
+    /// How many times the store lost writes from before what this dispatcher remembers (or
+    /// left a case and its agent disagreeing after a restore), and the case ids the last such
+    /// report could name: cases that may be missing, reopened or stuck, for an operator to check.
+    pub fn losses_beyond_memory(&self) -> (u64, Vec<dispatch_domain::CaseId>) {
+        self.inner.fence.losses_beyond_memory()
     }
 }

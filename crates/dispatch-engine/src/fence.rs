@@ -31,7 +31,15 @@ pub(crate) struct Fence {
     seen: Mutex<Marks>,
     /// The last epoch this dispatcher put back what it knows for (or started in).
     restored_epoch: AtomicU64,
+    /// When marks were seen (mark, store time), oldest first, one a tenth of a second at most:
+    /// maps the mark a lossy store still had to the time its loss began.
+    timeline: Mutex<VecDeque<(u64, Millis)>>,
+    /// Losses that reached beyond what this dispatcher remembers, and the ids it can name.
+    beyond: Mutex<(u64, Vec<dispatch_domain::CaseId>)>,
 }
+
+/// How many (mark, time) samples the timeline keeps: ten minutes at one every 100 ms.
+const TIMELINE: usize = 6_000;
 
 impl Fence {
     pub(crate) fn new(window_ms: u64) -> Self {
@@ -44,7 +52,48 @@ impl Fence {
             changed: tokio::sync::watch::channel(0).0,
             seen: Mutex::new(Marks::default()),
             restored_epoch: AtomicU64::new(0),
+            timeline: Mutex::new(VecDeque::new()),
+            beyond: Mutex::new((0, Vec::new())),
         }
+    }
+
+    /// Notes when a mark was seen (store time).
+    pub(crate) fn saw_at(&self, high_water: u64, now: Millis) {
+        if high_water == 0 {
+            return;
+        }
+        let mut t = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if t.back().is_some_and(|(m, at)| *m >= high_water || now - *at < 100) {
+            return;
+        }
+        if t.len() == TIMELINE {
+            t.pop_front();
+        }
+        t.push_back((high_water, now));
+    }
+
+    /// Since when writes are missing from a store that still had mark `found`: the time of the
+    /// last sample at or below it (the first write above it came after); the beginning of time
+    /// if even the oldest sample is above it (the loss reaches past the timeline).
+    pub(crate) fn lost_since(&self, found: u64) -> Millis {
+        let t = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match t.iter().position(|(m, _)| *m > found) {
+            Some(0) => Millis::MIN,
+            Some(i) => t[i - 1].1,
+            None => t.back().map_or(Millis::MIN, |(_, at)| *at),
+        }
+    }
+
+    /// Records a loss beyond memory, with the case ids it can name.
+    pub(crate) fn lost_beyond_memory(&self, ids: Vec<dispatch_domain::CaseId>) {
+        let mut b = self.beyond.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.0 += 1;
+        b.1 = ids;
+    }
+
+    /// Losses beyond memory so far, and the ids named by the last one.
+    pub(crate) fn losses_beyond_memory(&self) -> (u64, Vec<dispatch_domain::CaseId>) {
+        self.beyond.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Notes a high-water mark and counter totals seen written.
@@ -132,36 +181,90 @@ pub(crate) fn reconciling() -> StoreError {
     StoreError::Unavailable("reconciling after a store restart; retry shortly".into())
 }
 
-/// Cases that closed lately (store time, case), oldest first, to put back after a loss.
+/// Cases that closed lately, oldest first, to put back after a loss: kept for `keep_ms` (store
+/// clock) and at most `max_bytes` (approximately). Copies are slim: offers without their
+/// explanations (what a restore needs is the state and the history, not why each offer went
+/// where it went). Cases pushed out by the byte bound before their time are listed as
+/// forgotten, so that a loss reaching back to them can be reported by id.
 pub(crate) struct ClosedMemory {
-    /// How long a closed case is kept (store clock).
     keep_ms: u64,
-    recent: Mutex<VecDeque<(Millis, Case)>>,
+    max_bytes: usize,
+    inner: Mutex<Closed>,
+}
+
+#[derive(Default)]
+struct Closed {
+    /// (closed at, slim copy, approximate bytes).
+    recent: VecDeque<(Millis, Case, usize)>,
+    bytes: usize,
+    /// Cases pushed out by the byte bound before `keep_ms` had passed: (closed at, id).
+    forgotten: VecDeque<(Millis, dispatch_domain::CaseId)>,
+}
+
+/// How many forgotten ids are kept for a report.
+const FORGOTTEN: usize = 10_000;
+
+fn approx_bytes(c: &Case) -> usize {
+    256 + c.spec.summary.len() + c.close_reason.len() + 128 * c.offers.len() + 64 * c.excluded.len()
 }
 
 impl ClosedMemory {
-    pub(crate) fn new(keep_ms: u64) -> Self {
-        Self { keep_ms, recent: Mutex::new(VecDeque::new()) }
+    pub(crate) fn new(keep_ms: u64, max_bytes: usize) -> Self {
+        Self { keep_ms, max_bytes, inner: Mutex::new(Closed::default()) }
     }
 
     /// Remembers a case that closed at `now`.
     pub(crate) fn remember(&self, case: &Case, now: Millis) {
-        self.pruned(now).push_back((now, case.clone()));
-    }
-
-    /// Cases closed within `keep_ms` of `now`.
-    pub(crate) fn recent(&self, now: Millis) -> Vec<Case> {
-        self.pruned(now).iter().map(|(_, c)| c.clone()).collect()
-    }
-
-    fn pruned(&self, now: Millis) -> std::sync::MutexGuard<'_, VecDeque<(Millis, Case)>> {
-        // A poisoned lock still holds a consistent queue: every mutation is one push or pop.
-        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let horizon = now - self.keep_ms as i64;
-        while recent.front().is_some_and(|(at, _)| *at < horizon) {
-            recent.pop_front();
+        let mut slim = case.clone();
+        for o in &mut slim.offers {
+            o.explanation = dispatch_domain::state::Explanation::default();
         }
-        recent
+        let bytes = approx_bytes(&slim);
+        let mut m = self.pruned(now);
+        m.bytes += bytes;
+        m.recent.push_back((now, slim, bytes));
+        while m.bytes > self.max_bytes {
+            let Some((at, gone, b)) = m.recent.pop_front() else { break };
+            m.bytes -= b;
+            if m.forgotten.len() == FORGOTTEN {
+                m.forgotten.pop_front();
+            }
+            m.forgotten.push_back((at, gone.id().clone()));
+        }
+    }
+
+    /// Cases closed within `keep_ms` of `now` (those the byte bound left).
+    pub(crate) fn recent(&self, now: Millis) -> Vec<Case> {
+        self.pruned(now).recent.iter().map(|(_, c, _)| c.clone()).collect()
+    }
+
+    /// From when on this memory holds every case that closed (store clock): `keep_ms` before
+    /// `now`, or later if the byte bound pushed younger cases out.
+    pub(crate) fn covered_from(&self, now: Millis) -> Millis {
+        let m = self.pruned(now);
+        let by_time = now - self.keep_ms as i64;
+        m.forgotten.back().map_or(by_time, |(at, _)| by_time.max(*at + 1))
+    }
+
+    /// Ids of cases closed at or after `since` that the byte bound pushed out.
+    pub(crate) fn forgotten_since(&self, since: Millis) -> Vec<dispatch_domain::CaseId> {
+        let m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.forgotten.iter().filter(|(at, _)| *at >= since).map(|(_, id)| id.clone()).collect()
+    }
+
+    fn pruned(&self, now: Millis) -> std::sync::MutexGuard<'_, Closed> {
+        // A poisoned lock still holds a consistent queue: every mutation keeps `bytes` in step.
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let horizon = now - self.keep_ms as i64;
+        while m.recent.front().is_some_and(|(at, _, _)| *at < horizon) {
+            if let Some((_, _, b)) = m.recent.pop_front() {
+                m.bytes -= b;
+            }
+        }
+        while m.forgotten.front().is_some_and(|(at, _)| *at < horizon) {
+            m.forgotten.pop_front();
+        }
+        m
     }
 }
 
@@ -187,13 +290,13 @@ mod tests {
     #[test]
     fn writes_wait_out_the_window_after_a_restart_only() {
         let f = Fence::new(2_000);
-        f.joined(Epoch { number: 1, began_after_restart_at: None });
+        f.joined(Epoch { number: 1, ..Epoch::default() });
         assert!(!f.closed(0), "a first epoch opens no window");
-        f.joined(Epoch { number: 2, began_after_restart_at: Some(10_000) });
+        f.joined(Epoch { number: 2, began_after_restart_at: Some(10_000), lost_after: Some(0) });
         assert!(f.closed(11_999));
         assert!(!f.closed(12_000));
         // An older epoch's news never shortens the window.
-        f.joined(Epoch { number: 2, began_after_restart_at: Some(5_000) });
+        f.joined(Epoch { number: 2, began_after_restart_at: Some(5_000), lost_after: Some(0) });
         assert!(f.closed(11_999));
     }
 
@@ -227,20 +330,46 @@ mod tests {
             f.seen(),
             Marks { high_water: 10, counters: vec![(Counter::Submitted, 5), (Counter::Completed, 1)] }
         );
-        f.started_in(Epoch { number: 1, began_after_restart_at: None });
-        assert!(!f.needs_restore(Epoch { number: 2, began_after_restart_at: None }), "nothing was lost");
-        let lossy = Epoch { number: 3, began_after_restart_at: Some(5) };
+        f.started_in(Epoch { number: 1, ..Epoch::default() });
+        assert!(!f.needs_restore(Epoch { number: 2, ..Epoch::default() }), "nothing was lost");
+        let lossy = Epoch { number: 3, began_after_restart_at: Some(5), lost_after: Some(0) };
         assert!(f.needs_restore(lossy));
         assert!(!f.needs_restore(lossy), "once");
     }
 
     #[test]
     fn closed_cases_are_kept_for_the_configured_time() {
-        let m = ClosedMemory::new(1_000);
+        let m = ClosedMemory::new(1_000, usize::MAX);
         m.remember(&case("a"), 0);
         m.remember(&case("b"), 600);
         assert_eq!(m.recent(1_000).len(), 2);
         let left: Vec<String> = m.recent(1_500).iter().map(|c| c.id().to_string()).collect();
         assert_eq!(left, ["b"]);
+        assert_eq!(m.covered_from(1_500), 500);
+    }
+
+    #[test]
+    fn the_byte_bound_forgets_the_oldest_and_says_so() {
+        let one = approx_bytes(&case("a"));
+        let m = ClosedMemory::new(60_000, 2 * one);
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            m.remember(&case(id), 1_000 * i as i64);
+        }
+        let kept: Vec<String> = m.recent(3_000).iter().map(|c| c.id().to_string()).collect();
+        assert_eq!(kept, ["b", "c"]);
+        assert_eq!(m.covered_from(3_000), 1, "complete only after the forgotten case closed");
+        assert_eq!(m.forgotten_since(0).iter().map(ToString::to_string).collect::<Vec<_>>(), ["a"]);
+        assert!(m.forgotten_since(1).is_empty());
+    }
+
+    #[test]
+    fn a_loss_is_dated_by_the_first_mark_seen_above_what_the_store_kept() {
+        let f = Fence::new(0);
+        for (mark, at) in [(10, 1_000), (20, 2_000), (30, 3_000)] {
+            f.saw_at(mark, at);
+        }
+        assert_eq!(f.lost_since(25), 2_000, "writes after mark 25 were seen from after 2 s on");
+        assert_eq!(f.lost_since(5), Millis::MIN, "before what the timeline reaches: unknown");
+        assert_eq!(f.lost_since(30), 3_000, "after the last sample");
     }
 }

@@ -49,6 +49,9 @@ impl Engine {
             return Ok((self.reconcile(cursor).await?, false));
         }
         self.inner.fence.saw(batch.high_water, &[]);
+        if batch.high_water > 0 {
+            self.inner.fence.saw_at(batch.high_water, self.now().await?);
+        }
         if batch.gap {
             warn!("change log has a gap; rebuilding the index");
             let cursor = self.inner.store.change_cursor().await?;

@@ -54,6 +54,7 @@ impl Engine {
         let written = self.inner.store.restore(records, &self.inner.fence.seen()).await?;
         let cursor = self.inner.store.change_cursor().await?;
         self.rebuild_index().await?;
+        self.check_loss(epoch, now);
         self.inner.fence.reconciled();
         warn!(
             epoch = epoch.number,
@@ -70,5 +71,48 @@ impl Engine {
             }
         });
         Ok(cursor)
+    }
+
+    /// After a restore: whether the loss reached back past what this dispatcher remembers of
+    /// closed cases (the cases closed in that time may be missing or reopened, and a router's
+    /// retry could serve a customer twice), and whether any case and its agent disagree (an
+    /// assignment one of them no longer has). Such a loss is shouted about, with the ids it can
+    /// name, rather than served silently.
+    fn check_loss(&self, epoch: crate::store::Epoch, now: dispatch_domain::Millis) {
+        let mut ids = Vec::new();
+        let lost_since = epoch.lost_after.map_or(dispatch_domain::Millis::MIN, |m| self.inner.fence.lost_since(m));
+        let covered_from = self.inner.closed.covered_from(now);
+        let beyond = lost_since < covered_from;
+        if beyond {
+            ids.extend(self.inner.closed.forgotten_since(lost_since));
+        }
+        let index = &self.inner.index;
+        for case in index.live_cases() {
+            if let dispatch_domain::CaseState::Assigned { agent_id, .. } = &case.state
+                && !index.agent(agent_id).is_some_and(|a| a.assignments.contains_key(case.id()))
+            {
+                ids.push(case.id().clone());
+            }
+        }
+        for agent in index.agents() {
+            for held in agent.assignments.keys() {
+                if index.case(held).is_none_or(|c| c.current_agent() != Some(agent.id())) && !ids.contains(held) {
+                    ids.push(held.clone());
+                }
+            }
+        }
+        if !beyond && ids.is_empty() {
+            return;
+        }
+        tracing::error!(
+            epoch = epoch.number,
+            lost_since,
+            remembered_from = covered_from,
+            cases = ids.len(),
+            ids = ?ids.iter().take(100).collect::<Vec<_>>(),
+            "the store lost writes this dispatcher could not put back: cases closed since then may be \
+             missing or reopened, and the cases named may be stuck; check them before routers re-submit"
+        );
+        self.inner.fence.lost_beyond_memory(ids);
     }
 }

@@ -37,6 +37,9 @@ pub struct Epoch {
     /// put back what they know, and writes wait a reconcile window from then. `None` when
     /// nothing was lost (the store's first epoch, a clean restart, a slot moved intact).
     pub began_after_restart_at: Option<Millis>,
+    /// With a loss: the store's high-water mark when it was found (what it still had; the
+    /// writes after it are lost).
+    pub lost_after: Option<u64>,
 }
 
 pub use dispatch_domain::stats::Counter;
@@ -196,7 +199,7 @@ pub trait Store: Send + Sync + 'static {
     /// writes carry it.
     async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
         let _ = high_water;
-        Ok(Epoch { number: 1, began_after_restart_at: None })
+        Ok(Epoch { number: 1, began_after_restart_at: None, lost_after: None })
     }
     /// [`StoreError::Fenced`] if the store restarted or its epoch moved since this handle
     /// joined: what was just read may predate writes the store lost.

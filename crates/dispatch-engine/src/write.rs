@@ -133,6 +133,7 @@ impl Engine {
         let commit = Commit { case, agent, timers, counters };
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;
         self.inner.fence.saw(committed.seq, &committed.counters);
+        self.inner.fence.saw_at(committed.seq, now);
         self.observe(committed.case.clone(), committed.agent.clone(), now);
         Ok(Written { committed, events, now })
     }

@@ -14,7 +14,9 @@
 --   counters hash  counter name -> total
 --   log      stream change log: k = a|c, id = record id, v = version written (0: deleted),
 --                   s = the high-water mark after the write
---   epoch    string "<epoch>:<run id>:<began at ms>": the store's epoch (see `fence`)
+--   epoch    string "<epoch>:<run id>:<began at ms>:<mark found>": the store's epoch (see
+--                   `fence`); the last part is the high-water mark the server had when the
+--                   epoch began because it had lost writes
 --   seq      string the high-water mark: bumped by every write, so a Redis that comes back
 --                   behind what a dispatcher saw written is known to have lost writes
 --
@@ -45,8 +47,8 @@ local function read_epoch(key)
   if not raw then
     return nil
   end
-  local e, rid, at = string.match(raw, '^(%d+):(%x+):(%d+)$')
-  return {epoch = tonumber(e), rid = rid, at = tonumber(at)}
+  local e, rid, at, found = string.match(raw, '^(%d+):(%x+):(%d+):?(%d*)$')
+  return {epoch = tonumber(e), rid = rid, at = tonumber(at), found = tonumber(found) or 0}
 end
 
 -- Raises FENCED unless a writer of `epoch` may write now.
@@ -169,21 +171,25 @@ end
 -- highest high-water mark the caller saw written.
 -- Joins the current epoch, beginning a new one if the server is not the one it began on, or if
 -- this caller saw writes the server no longer has (its mark is behind the caller's). Only the
--- latter opens a reconcile window. Returns {epoch, began at (0: no window: nothing was lost)}.
+-- latter opens a reconcile window. Returns {epoch, began at (0: no window: nothing was lost),
+-- the mark the server had when the loss was found}.
 local function join_epoch(keys, args)
   local rid = run_id()
   local g = read_epoch(keys[1])
-  local lost = tonumber(args[3]) > high_water(keys[2])
+  local found = high_water(keys[2])
+  local lost = tonumber(args[3]) > found
   if g and g.rid == rid and not lost then
-    return {g.epoch, g.at}
+    return {g.epoch, g.at, g.found}
   end
   local epoch = math.max(g and g.epoch or 0, tonumber(args[1])) + 1
   local at = 0
   if lost then
     at = tonumber(args[2])
+  else
+    found = 0
   end
-  redis.call('SET', keys[1], epoch .. ':' .. rid .. ':' .. at)
-  return {epoch, at}
+  redis.call('SET', keys[1], epoch .. ':' .. rid .. ':' .. at .. ':' .. found)
+  return {epoch, at, found}
 end
 
 -- KEYS: epoch   Returns {epoch (0: none), 1 if the server restarted since it began}.

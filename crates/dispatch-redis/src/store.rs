@@ -684,9 +684,9 @@ impl Store for RedisStore {
         let args = [known.to_string(), now.to_string(), high_water.to_string()];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = self.fcall("dispatch_join_epoch", &keys, &args).await?;
-        let (number, at): (u64, Millis) = redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
+        let (number, at, found): (u64, Millis, u64) = redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
         self.epoch.store(number, Ordering::SeqCst);
-        Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at) })
+        Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at), lost_after: (at > 0).then_some(found) })
     }
 
     async fn check_epoch(&self) -> Result<(), StoreError> {
