@@ -1,6 +1,7 @@
 //! The API surface: idempotency, validation, identity, planner, health and reflection.
 
 use dispatch_domain::Policy;
+use dispatch_grpc::ServerConfig;
 use dispatch_proto::v1 as pb;
 use dispatch_tests::*;
 use tokio_stream::StreamExt;
@@ -414,6 +415,8 @@ async fn every_offer_made_is_accounted_for(b: Backend) {
 }
 
 on_both_stores!(
+    a_watch_of_a_finished_case_gets_its_snapshot_and_ends,
+    watches_are_bounded_per_connection,
     an_out_of_range_enum_is_named_as_such,
     a_bad_agent_id_metadata_value_is_named_as_metadata,
     an_unknown_method_or_service_is_unimplemented,
@@ -429,3 +432,33 @@ on_both_stores!(
     health_and_reflection_work_for_generic_tools,
     messages_larger_than_the_codec_buffer_travel_intact,
 );
+
+async fn a_watch_of_a_finished_case_gets_its_snapshot_and_ends(b: Backend) {
+    let s = TestServer::start(b, Policy::default()).await;
+    s.submit(case("fin-1", "en", &[], pb::Tier::Standard)).await;
+    let cancel = pb::CancelCaseRequest { case_id: "fin-1".into(), reason: "left".into() };
+    s.escalation().cancel_case(cancel).await.unwrap();
+    let mut w = s.watch("fin-1").await;
+    let first = bounded("the snapshot", w.next()).await.expect("a snapshot").unwrap();
+    assert_eq!((first.kind(), first.state()), (pb::CaseEventKind::Snapshot, pb::CaseState::Cancelled));
+    assert!(bounded("the end", w.next()).await.is_none(), "the watch ends after the snapshot");
+}
+
+async fn watches_are_bounded_per_connection(b: Backend) {
+    let server = ServerConfig { plaintext: true, max_watches_per_connection: 3, ..ServerConfig::default() };
+    let s = TestServer::start_with(b, Policy::default(), server).await;
+    for i in 0..4 {
+        s.submit(case(&format!("w-{i}"), "zz", &[], pb::Tier::Standard)).await;
+    }
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(s.watch(&format!("w-{i}")).await);
+    }
+    let err = s.escalation().watch_case(pb::WatchCaseRequest { case_id: "w-3".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    drop(open.pop());
+    eventually("a slot to free", || async {
+        s.escalation().watch_case(pb::WatchCaseRequest { case_id: "w-3".into() }).await.ok()
+    })
+    .await;
+}

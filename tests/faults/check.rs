@@ -26,6 +26,10 @@ pub struct Verdict {
     pub double: Vec<String>,
     pub over_capacity: usize,
     pub stale_accepts: Vec<String>,
+    /// Cases an agent was told it completed that the store does not hold completed.
+    pub erased: Vec<String>,
+    /// Cases completed by two different agents.
+    pub completed_twice: Vec<String>,
     pub submit_retries: usize,
     pub accepts_refused: usize,
 }
@@ -34,7 +38,7 @@ impl Verdict {
     pub fn line(&self, scenario: &str, faults: usize, extra: &str) -> String {
         format!(
             "scenario={scenario} cases={} confirmed={} assigned={} completed={} lost={} double={} over_capacity={} \
-             stale_accepts={} faults={faults} submit_retries={} accepts_refused={}{extra}",
+             stale_accepts={} erased={} completed_twice={} faults={faults} submit_retries={} accepts_refused={}{extra}",
             self.cases,
             self.confirmed,
             self.assigned,
@@ -43,13 +47,20 @@ impl Verdict {
             self.double.len(),
             self.over_capacity,
             self.stale_accepts.len(),
+            self.erased.len(),
+            self.completed_twice.len(),
             self.submit_retries,
             self.accepts_refused,
         )
     }
 
     pub fn holds(&self) -> bool {
-        self.lost.is_empty() && self.double.is_empty() && self.over_capacity == 0 && self.stale_accepts.is_empty()
+        self.lost.is_empty()
+            && self.double.is_empty()
+            && self.over_capacity == 0
+            && self.stale_accepts.is_empty()
+            && self.erased.is_empty()
+            && self.completed_twice.is_empty()
     }
 }
 
@@ -58,6 +69,7 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
     let mut confirmed: HashSet<&str> = HashSet::new();
     let mut holders: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut revoked_seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut completers: HashMap<&str, HashSet<&str>> = HashMap::new();
     for e in history {
         match &e.op {
             Op::SubmitOk { case } => {
@@ -94,6 +106,9 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
                 holders.entry(case).or_default().insert(&e.actor);
             }
             Op::OverCapacity { .. } => v.over_capacity += 1,
+            Op::CompleteOk { case } => {
+                completers.entry(case).or_default().insert(&e.actor);
+            }
             _ => {}
         }
     }
@@ -118,6 +133,14 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
             && h.len() > 1
         {
             v.double.push(format!("{id}: assigned to {h:?}"));
+        }
+        if let Some(by) = completers.get(id.as_str()) {
+            if by.len() > 1 {
+                v.completed_twice.push(format!("{id}: completed by {by:?}"));
+            }
+            if !matches!(fin.map(|c| &c.state), Some(CaseState::Completed)) {
+                v.erased.push(format!("{id}: completed by {by:?}, the store holds {:?}", fin.map(|c| c.state.name())));
+            }
         }
     }
     v

@@ -100,6 +100,15 @@ impl Cluster {
         }
     }
 
+    /// Whether replica `i` reports SERVING now.
+    async fn serving(&self, i: usize) -> bool {
+        let Ok(ch) = dispatch_grpc::client::channel(&self.replicas[i].addr()).await else { return false };
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok_and(|r| {
+            r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        })
+    }
+
     fn addrs(&self) -> Vec<String> {
         self.replicas.iter().map(Replica::addr).collect()
     }
@@ -313,6 +322,48 @@ async fn redis_loses_its_last_second_twice() {
         cluster.redis.crash_back_to(&copy);
     }
     let v = run.finish(&cluster, 2, String::new()).await;
+    assert_eq!(v.completed, v.cases);
+}
+
+/// Redis comes back with nothing at all (no persistence, a new volume), twice, while cases
+/// flow: the Functions are loaded again, the dispatchers put back what they hold, and nothing is
+/// lost, given twice or erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_comes_back_empty_twice_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start("empty", 2, false, &[]).await;
+    let run = Run::begin("redis-empty", &cluster, agents("e", 100, 2, |_| Behavior::default()), 1_500, 150).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.redis.crash_empty();
+    }
+    let v = run.finish(&cluster, 2, String::new()).await;
+    assert_eq!(v.completed, v.cases);
+}
+
+/// Redis out of memory (noeviction) for three seconds, under load: writes are refused
+/// (UNAVAILABLE, retried by everyone), readiness says so, and everything completes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_for_three_seconds() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("oom", 2, false, &[]).await;
+    let run = Run::begin("redis-oom", &cluster, agents("o", 100, 2, |_| Behavior::default()), 1_500, 150).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cluster.redis.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let not_ready = loop {
+        if !cluster.serving(0).await {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let v = run.finish(&cluster, 1, format!(" not_ready_while_full={not_ready}")).await;
+    assert!(not_ready, "readiness reported the full Redis");
     assert_eq!(v.completed, v.cases);
 }
 

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Buffer of events per watch stream.
     pub watch_buffer: usize,
+    /// Case watches one connection may hold open at once; more are RESOURCE_EXHAUSTED (the
+    /// process-wide bound is `engine.max_watches`).
+    pub max_watches_per_connection: usize,
     /// On shutdown, how long handing offers back may take before the rest is left to the
     /// presence lease; the process exits within about twice this.
     pub shutdown_grace_ms: u64,
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: 10_000,
             heartbeat_timeout_ms: 45_000,
             watch_buffer: 64,
+            max_watches_per_connection: 256,
             shutdown_grace_ms: 5_000,
             plaintext: false,
             health_listen: String::new(),
@@ -183,6 +187,7 @@ pub async fn serve(
     let edge = EdgeConfig {
         heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
         watch_buffer: config.watch_buffer,
+        max_watches_per_connection: config.max_watches_per_connection,
         max_stream_age: auth.max_stream_age_s().map(Duration::from_secs),
     };
     let services = Services::new(engine.clone(), edge, stop_rx);

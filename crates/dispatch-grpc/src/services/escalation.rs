@@ -56,10 +56,12 @@ impl pb::escalation_service_server::EscalationService for Services {
         let scope = principal.case_scope()?;
         let age = self.stream_age(&principal);
         let case_id = requests::watch_case(request.get_ref()).map_err(invalid)?;
+        let slot = self.watch_slot(request.remote_addr())?;
         let mut watch = self.engine.watch_case(&case_id, scope.as_ref()).await.map_err(status)?;
         let (tx, rx) = mpsc::channel(self.edge.watch_buffer);
         let shutdown = self.shutting_down();
         tokio::spawn(async move {
+            let _slot = slot;
             let expiry = tokio::time::sleep(age);
             tokio::pin!(expiry, shutdown);
             loop {

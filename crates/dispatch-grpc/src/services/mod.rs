@@ -3,7 +3,10 @@
 //! objects ([`dispatch_engine::AgentCommands`], [`dispatch_engine::CaseWatch`]) forwarded as
 //! protobuf.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dispatch_engine::Engine;
@@ -29,6 +32,8 @@ pub struct EdgeConfig {
     pub watch_buffer: usize,
     /// Long-lived streams end after this long (`None`: no bound, development mode).
     pub max_stream_age: Option<Duration>,
+    /// Case watches one connection may hold open at once.
+    pub max_watches_per_connection: usize,
 }
 
 /// Shared by every service: the engine, edge settings, and the shutdown signal that ends
@@ -38,12 +43,50 @@ pub struct Services {
     engine: Engine,
     edge: EdgeConfig,
     shutdown: watch::Receiver<bool>,
+    /// Open watches per connection (by the peer's address).
+    watches: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+}
+
+/// One open watch of one connection; counted until dropped.
+struct WatchSlot {
+    watches: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    peer: Option<SocketAddr>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut w = self.watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = w.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&peer);
+            }
+        }
+    }
 }
 
 impl Services {
     /// Services over `engine`; long-lived streams end when `shutdown` turns true.
     pub fn new(engine: Engine, edge: EdgeConfig, shutdown: watch::Receiver<bool>) -> Self {
-        Self { engine, edge, shutdown }
+        Self { engine, edge, shutdown, watches: Arc::default() }
+    }
+
+    /// Counts a watch for the connection `peer`; RESOURCE_EXHAUSTED beyond the bound.
+    fn watch_slot(&self, peer: Option<SocketAddr>) -> Result<WatchSlot, Status> {
+        if let Some(p) = peer {
+            // A poisoned lock still holds consistent counts: each update is one entry.
+            let mut w = self.watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = w.entry(p).or_insert(0);
+            if *n >= self.edge.max_watches_per_connection {
+                return Err(Status::resource_exhausted(format!(
+                    "{} case watches are open on this connection; close some or use another connection",
+                    self.edge.max_watches_per_connection
+                )));
+            }
+            *n += 1;
+        }
+        Ok(WatchSlot { watches: Arc::clone(&self.watches), peer })
     }
 
     /// How long a stream of `principal` may stay open: until its credentials expire, and at most
