@@ -395,12 +395,18 @@ async fn a_loss_beyond_what_is_remembered_is_reported() {
     let mut s = TestServer::start_redis_with_engine(Policy::default(), engine).await;
     s.register(profile("l1", &[("en", 5)], &[], false)).await;
     let mut l1 = s.available("l1").await;
+    // old-0 is offered before Redis's state "of back then" is taken; it is completed after.
+    s.submit(case("old-0", "en", &[], pb::Tier::Standard)).await;
+    let first = l1.offer().await;
     let saved = s.redis.as_ref().unwrap().copy_aof();
+    assert_eq!(l1.accept(&first.offer_id).await.code, 0);
+    assert_eq!(l1.complete("old-0").await.code, 0);
+    s.advance(10_000); // the wrap-up ends
     s.submit(case("old-1", "en", &[], pb::Tier::Standard)).await;
     let o = l1.offer().await;
     assert_eq!(l1.accept(&o.offer_id).await.code, 0);
     assert_eq!(l1.complete("old-1").await.code, 0);
-    s.advance(10_000); // old-1 closed long before what is remembered
+    s.advance(10_000); // both closed long before what is remembered
     assert_eq!(s.engine.losses_beyond_memory().0, 0);
     s.redis.as_mut().unwrap().crash_back_to(&saved);
     eventually("the reconcile", || async { (s.engine.reconciles() > 0).then_some(()) }).await;
@@ -409,4 +415,15 @@ async fn a_loss_beyond_what_is_remembered_is_reported() {
     })
     .await;
     assert_eq!(losses, 1);
+    // Redis brought old-0 back as offered; the dispatcher knew it was completed and closed it
+    // again instead of serving it twice, and names it.
+    let (_, ids) = s.engine.losses_beyond_memory();
+    assert!(ids.iter().any(|id| id.as_str() == "old-0"), "{ids:?}");
+    let old = s.case("old-0").await;
+    assert_eq!(old.state, pb::CaseState::Completed as i32);
+    assert_eq!(old.outcome, dispatch_domain::transition::CLOSED_BEFORE_LOSS);
+    s.advance(EngineConfig::default().reconcile_window_ms);
+    s.submit(case("after-loss", "en", &[], pb::Tier::Standard)).await;
+    let next = l1.offer().await;
+    assert_eq!(next.case.unwrap().case_id, "after-loss", "the revived offer of old-0 is never offered again");
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dispatch_domain::CaseId;
 use dispatch_engine::Store;
-use dispatch_redis::testing::RedisServer;
+use dispatch_redis::testing::{RedisCluster, RedisServer};
 use dispatch_redis::{RedisConfig, RedisStore};
 use procs::{Proxy, Replica};
 use rand::rngs::SmallRng;
@@ -50,7 +50,10 @@ fn settings(extra: &[&str]) -> Vec<String> {
 }
 
 struct Cluster {
+    /// The Redis (a lone server, or one node of a Redis Cluster: see `redis_cluster`).
     redis: RedisServer,
+    /// With a Redis Cluster: its nodes (`redis` is then a spare, unused server).
+    redis_cluster: Option<RedisCluster>,
     proxy: Option<Proxy>,
     replicas: Vec<Replica>,
     /// A direct handle on Redis to read the final state.
@@ -76,11 +79,54 @@ impl Cluster {
         for r in &mut replicas {
             r.start();
         }
-        let c = Self { redis, proxy, replicas, store, logs };
+        let c = Self { redis, redis_cluster: None, proxy, replicas, store, logs };
         for i in 0..c.replicas.len() {
             c.wait_serving(i).await;
         }
         c
+    }
+
+    /// Replicas on a Redis Cluster of three primaries with a replica each (a node timeout of
+    /// 2 s, so that failovers play out in seconds).
+    async fn start_on_cluster(name: &str, replicas: usize, extra: &[&str]) -> Self {
+        let rc = RedisCluster::start_with(1, 2_000);
+        let nodes = rc.urls();
+        let store = RedisStore::open(&RedisConfig { cluster_nodes: nodes.clone(), ..RedisConfig::default() }, None)
+            .await
+            .expect("open the store on the cluster");
+        let logs = std::env::temp_dir().join(format!("dispatch-faults-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&logs).expect("log directory");
+        let seeds = nodes.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(",");
+        let mut all: Vec<&str> = extra.to_vec();
+        let cluster_nodes = format!("redis.cluster_nodes=[{seeds}]");
+        all.push(&cluster_nodes);
+        let mut replicas: Vec<Replica> =
+            (0..replicas).map(|i| Replica::new(i, &nodes[0], &settings(&all), &logs)).collect();
+        for r in &mut replicas {
+            r.start();
+        }
+        let c = Self { redis: RedisServer::start(), redis_cluster: Some(rc), proxy: None, replicas, store, logs };
+        for i in 0..c.replicas.len() {
+            c.wait_serving(i).await;
+        }
+        c
+    }
+
+    fn rc(&self) -> &RedisCluster {
+        self.redis_cluster.as_ref().expect("a Redis Cluster")
+    }
+
+    /// How many times the replicas' logs say the store lost writes they put back, and lost
+    /// writes they could not.
+    fn losses_logged(&self) -> (usize, usize) {
+        let mut put_back = 0;
+        let mut beyond = 0;
+        for r in &self.replicas {
+            let log = r.log_text();
+            put_back += log.matches("put back what it had lost").count();
+            beyond += log.matches("could not put back").count();
+        }
+        (put_back, beyond)
     }
 
     async fn wait_serving(&self, i: usize) {
@@ -146,7 +192,14 @@ impl Run {
 
     /// Waits for the routers and for the work to drain, stops the clients, reads the final
     /// state, checks the invariants, prints the scenario's line and fails on any violation.
-    async fn finish(mut self, cluster: &Cluster, faults: usize, extra: String) -> check::Verdict {
+    async fn finish(self, cluster: &Cluster, faults: usize, extra: String) -> check::Verdict {
+        self.finish_with(cluster, faults, extra, true).await
+    }
+
+    /// As [`Run::finish`]; with `strict` false only no double assignment, no case completed
+    /// twice and no stale accept are required (a loss the deployment's bound does not cover
+    /// may lose cases, but must never serve one twice).
+    async fn finish_with(mut self, cluster: &Cluster, faults: usize, extra: String, strict: bool) -> check::Verdict {
         let bound = Duration::from_secs(120);
         let routed = tokio::time::timeout(bound, &mut self.routing).await;
         let deadline = Instant::now() + bound;
@@ -185,8 +238,17 @@ impl Run {
         println!("{line}");
         let dump: Vec<String> = history.iter().map(|e| format!("{} {} {:?}", e.at_ms, e.actor, e.op)).collect();
         let _ = std::fs::write(cluster.logs.join("history.txt"), dump.join("\n"));
+        // Beyond the bound an accept the store lost reads as "told accepted, the store says
+        // otherwise"; what must still never happen is an accept honoured after a revocation or
+        // past its deadline.
+        let honoured_stale = verdict.stale_accepts.iter().filter(|s| s.contains("after")).count();
+        let holds = if strict {
+            verdict.holds()
+        } else {
+            verdict.double.is_empty() && verdict.completed_twice.is_empty() && honoured_stale == 0
+        };
         assert!(
-            verdict.holds(),
+            holds,
             "{line}\nlost: {:?}\ndouble: {:?}\nstale: {:?}\nhistory and logs in {}\nreplica 0:\n{}",
             &verdict.lost[..verdict.lost.len().min(10)],
             &verdict.double[..verdict.double.len().min(10)],
@@ -365,6 +427,111 @@ async fn redis_out_of_memory_for_three_seconds() {
     let v = run.finish(&cluster, 1, format!(" not_ready_while_full={not_ready}")).await;
     assert!(not_ready, "readiness reported the full Redis");
     assert_eq!(v.completed, v.cases);
+}
+
+/// Redis Cluster, a replica per primary: a manual failover of the pool's primary, then the
+/// pool's slot moved to another primary, while cases flow. Neither loses a write, so neither
+/// costs a restore: the dispatchers join the new epoch and go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_manual_failover_then_slot_migration() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start_on_cluster("cluster-move", 2, &[]).await;
+    let run =
+        Run::begin("cluster-failover-migrate", &cluster, agents("c", 60, 2, |_| Behavior::default()), 900, 100).await;
+    let key = cluster.store.keys().epoch.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let moved_to = tokio::task::block_in_place(|| {
+        let rc = cluster.rc();
+        let primary = rc.primary_of(&key);
+        let replica = rc.replica_of(primary);
+        assert_eq!(rc.nodes[replica].cli(&["CLUSTER", "FAILOVER"]), "OK");
+        rc.wait_primary(replica);
+        replica
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        let rc = cluster.rc();
+        let other = (0..rc.nodes.len())
+            .find(|i| *i != moved_to && rc.nodes[*i].cli(&["ROLE"]).starts_with("master"))
+            .expect("another primary");
+        rc.migrate_slot_of(&key, other);
+    });
+    let v = run.finish(&cluster, 2, String::new()).await;
+    let (put_back, beyond) = cluster.losses_logged();
+    println!("scenario=cluster-failover-migrate restores={put_back} losses_beyond_memory={beyond}");
+    assert_eq!((put_back, beyond), (0, 0), "nothing was lost, so nothing was restored");
+    assert_eq!(v.completed, v.cases);
+}
+
+/// Redis Cluster: the pool's primary is killed (`kill -9`) and its replica promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_primary_killed_and_its_replica_promoted() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_on_cluster("cluster-kill", 2, &[]).await;
+    let run = Run::begin("cluster-primary-kill", &cluster, agents("q", 60, 2, |_| Behavior::default()), 900, 100).await;
+    let key = cluster.store.keys().epoch.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (primary, replica) = tokio::task::block_in_place(|| {
+        let rc = cluster.rc();
+        let p = rc.primary_of(&key);
+        (p, rc.replica_of(p))
+    });
+    cluster.redis_cluster.as_mut().expect("cluster").nodes[primary].kill();
+    tokio::task::block_in_place(|| cluster.rc().wait_primary(replica));
+    let v = run.finish(&cluster, 1, String::new()).await;
+    let (put_back, beyond) = cluster.losses_logged();
+    println!("scenario=cluster-primary-kill restores={put_back} losses_beyond_memory={beyond}");
+    assert_eq!(beyond, 0);
+    assert_eq!(v.completed, v.cases);
+}
+
+/// Redis Cluster: the pool's replica misses three seconds of writes (stopped), then the primary
+/// dies and the lagging replica is promoted. With the shipped memory (60 s) the dispatchers put
+/// back what it lacked; with a memory shorter than the lag (`beyond`), the loss is detected and
+/// reported, and nothing is served twice.
+async fn lagging_replica_promoted(name: &'static str, memory_ms: u64) -> (check::Verdict, usize, usize) {
+    let memory = format!("engine.reconcile_memory_ms={memory_ms}");
+    let mut cluster = Cluster::start_on_cluster(name, 2, &[&memory]).await;
+    let run = Run::begin(name, &cluster, agents("z", 60, 2, |_| Behavior::default()), 900, 100).await;
+    let key = cluster.store.keys().epoch.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (primary, replica) = tokio::task::block_in_place(|| {
+        let rc = cluster.rc();
+        let p = rc.primary_of(&key);
+        (p, rc.replica_of(p))
+    });
+    // Stopped, and cut off: the primary drops its replication link (what the kernel had
+    // buffered on it would otherwise reach the replica when it wakes), so it misses what follows.
+    cluster.rc().nodes[replica].pause();
+    let killed =
+        tokio::task::block_in_place(|| cluster.rc().nodes[primary].cli(&["CLIENT", "KILL", "TYPE", "replica"]));
+    assert_eq!(killed, "1", "the replica's link was dropped");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rc = cluster.redis_cluster.as_mut().expect("cluster");
+    rc.nodes[primary].kill();
+    rc.nodes[replica].resume();
+    tokio::task::block_in_place(|| cluster.rc().wait_primary(replica));
+    let v = run.finish_with(&cluster, 1, format!(" replica_lag_s=3 memory_ms={memory_ms}"), memory_ms > 3_000).await;
+    let (put_back, beyond) = cluster.losses_logged();
+    println!("scenario={name} restores={put_back} losses_beyond_memory={beyond}");
+    (v, put_back, beyond)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_lagging_replica_promoted_within_the_bound() {
+    let _serial = SERIAL.lock().await;
+    let (v, put_back, beyond) = lagging_replica_promoted("cluster-lag-within", 60_000).await;
+    assert!(put_back > 0, "the promoted replica lacked writes, and they were put back");
+    assert_eq!(beyond, 0);
+    assert_eq!(v.completed, v.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_lagging_replica_promoted_beyond_the_bound() {
+    let _serial = SERIAL.lock().await;
+    let (v, _, beyond) = lagging_replica_promoted("cluster-lag-beyond", 1_000).await;
+    assert!(beyond > 0, "a loss beyond what the dispatchers remember is reported");
+    assert!(v.double.is_empty() && v.completed_twice.is_empty(), "and nothing is served twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

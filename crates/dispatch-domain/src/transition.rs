@@ -53,6 +53,9 @@ impl Rejection {
 /// Why a waiting case expired (its close reason).
 pub const EXPIRED_REASON: &str = "time-to-live reached while waiting";
 
+/// The close reason of a case closed again after the store lost its closing.
+pub const CLOSED_BEFORE_LOSS: &str = "closed before the store lost writes; its last details are lost";
+
 /// Why a live offer ended without an answer from its agent (what the device and watchers are
 /// told, and the offer record's reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,12 +69,19 @@ pub enum RevokeReason {
     AgentUnavailable,
     /// The router cancelled the case.
     Cancelled,
+    /// The case had been closed already; the store lost that and brought the offer back.
+    CaseClosed,
 }
 
 impl RevokeReason {
     /// Every reason.
-    pub const ALL: [RevokeReason; 4] =
-        [RevokeReason::TimedOut, RevokeReason::Disconnected, RevokeReason::AgentUnavailable, RevokeReason::Cancelled];
+    pub const ALL: [RevokeReason; 5] = [
+        RevokeReason::TimedOut,
+        RevokeReason::Disconnected,
+        RevokeReason::AgentUnavailable,
+        RevokeReason::Cancelled,
+        RevokeReason::CaseClosed,
+    ];
 
     /// Lower-case name, sent to agents and watchers.
     pub fn as_str(self) -> &'static str {
@@ -80,6 +90,7 @@ impl RevokeReason {
             RevokeReason::Disconnected => "disconnected",
             RevokeReason::AgentUnavailable => "agent_unavailable",
             RevokeReason::Cancelled => "cancelled",
+            RevokeReason::CaseClosed => "case_closed",
         }
     }
 
@@ -697,6 +708,44 @@ pub fn cancel(
     change.purge_later(&case, policy, now);
     change.case = Some(case);
     Ok(change)
+}
+
+/// The store lost writes and brought back `case` in an older, open state, but it had been
+/// closed (`closed`: completed, cancelled or expired) before: close it again, so that it is not
+/// served a second time. A live offer is withdrawn from `agent` (reason
+/// [`RevokeReason::CaseClosed`]), an assignment released. No events: what happened was counted
+/// when it happened.
+pub fn close_after_loss(case: &Case, agent: Option<&Agent>, closed: CaseState, now: Millis, policy: &Policy) -> Change {
+    if case.state.is_terminal() || !closed.is_terminal() {
+        return Change::default();
+    }
+    let mut case = case.clone();
+    let mut change = Change::default();
+    match case.state.clone() {
+        CaseState::Offered { offer_id, .. } => {
+            close_offer(&mut case, &offer_id, OfferOutcome::Revoked, RevokeReason::CaseClosed.as_str(), now);
+            if let Some(a) = agent.filter(|a| a.pending_offer.as_ref().is_some_and(|p| p.offer_id == offer_id)) {
+                let mut a = a.clone();
+                release_offer(&mut a, now);
+                change.agent = Some(a);
+            }
+        }
+        CaseState::Assigned { .. } => {
+            if let Some(a) = agent.filter(|a| a.assignments.contains_key(case.id())) {
+                let mut a = a.clone();
+                a.assignments.remove(case.id());
+                a.idle_if_free(now);
+                change.agent = Some(a);
+            }
+        }
+        CaseState::Queued | CaseState::Completed | CaseState::Cancelled | CaseState::Expired => {}
+    }
+    case.state = closed;
+    CLOSED_BEFORE_LOSS.clone_into(&mut case.close_reason);
+    case.closed_at = now;
+    change.purge_later(&case, policy, now);
+    change.case = Some(case);
+    change
 }
 
 /// The case review timer fired: expire a waiting case past its time-to-live, otherwise arm the

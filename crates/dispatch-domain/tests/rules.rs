@@ -564,3 +564,30 @@ fn implied_timers_match_the_armed_ones() {
         .collect();
     assert_eq!(implied, grace);
 }
+
+/// A case the store brought back open after it had been closed is closed again: its revived
+/// offer is withdrawn from the agent, its assignment released, and nothing is counted twice.
+#[test]
+fn a_case_revived_by_a_store_loss_is_closed_again() {
+    let p = Policy::default();
+    let case = transition::submit(spec("rv-1", "en", &[], Tier::Standard), None, T0, &p).case.unwrap();
+    let agent = ready("rv-a", &[("en", 5)], &[], false);
+    let offer = transition::offer(&case, &agent, oid(1), Explanation::default(), T0, &p).unwrap();
+    let (offered, holding) = apply(&case, &agent, &offer);
+    let change = transition::close_after_loss(&offered, Some(&holding), CaseState::Completed, T0 + 9, &p);
+    assert!(change.events.is_empty(), "counted when it happened");
+    let closed = change.case.clone().unwrap();
+    assert_eq!(closed.state, CaseState::Completed);
+    assert_eq!(closed.close_reason, transition::CLOSED_BEFORE_LOSS);
+    assert_eq!(closed.offers[0].outcome, OfferOutcome::Revoked);
+    assert_eq!(closed.offers[0].reason, RevokeReason::CaseClosed.as_str());
+    assert!(change.agent.unwrap().pending_offer.is_none(), "the revived offer is withdrawn from the agent");
+    assert!(matches!(change.timers.as_slice(), [(TimerKey::Purge(_), _)]));
+    // An assignment is released; a closed case or a non-terminal target changes nothing.
+    let accepted = transition::accept(&offered, &holding, &oid(1), T0 + 1).unwrap();
+    let (assigned, working) = apply(&offered, &holding, &accepted);
+    let change = transition::close_after_loss(&assigned, Some(&working), CaseState::Cancelled, T0 + 9, &p);
+    assert!(change.agent.unwrap().assignments.is_empty());
+    assert!(transition::close_after_loss(&closed, None, CaseState::Completed, T0, &p).is_noop());
+    assert!(transition::close_after_loss(&offered, None, CaseState::Queued, T0, &p).is_noop());
+}

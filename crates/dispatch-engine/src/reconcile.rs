@@ -52,9 +52,10 @@ impl Engine {
         }
         let known = records.len();
         let written = self.inner.store.restore(records, &self.inner.fence.seen()).await?;
+        let revived = self.close_revived(now).await?;
         let cursor = self.inner.store.change_cursor().await?;
         self.rebuild_index().await?;
-        self.check_loss(epoch, now);
+        self.check_loss(epoch, now, revived);
         self.inner.fence.reconciled();
         warn!(
             epoch = epoch.number,
@@ -73,13 +74,52 @@ impl Engine {
         Ok(cursor)
     }
 
+    /// Cases the store brought back open that this dispatcher knows were closed (beyond what its
+    /// closed-case memory could put back, but not beyond the index's record of closings): each
+    /// is closed again by the domain (`transition::close_after_loss`) and put back with its
+    /// agent, so that no revived offer is accepted and no customer served twice. Returns them.
+    async fn close_revived(&self, now: dispatch_domain::Millis) -> Result<Vec<dispatch_domain::CaseId>, EngineError> {
+        let snapshot = self.inner.store.snapshot().await?;
+        let mut records = Vec::new();
+        let mut ids = Vec::new();
+        for case in snapshot.live_cases {
+            let Some((closed_at_version, closed)) = self.inner.index.closed(case.id()) else { continue };
+            if closed_at_version <= case.version {
+                continue;
+            }
+            let agent = case.current_agent().and_then(|a| snapshot.agents.iter().find(|x| x.id() == a)).cloned();
+            let change = transition::close_after_loss(&case, agent.as_ref(), closed, now, &self.inner.policy);
+            let timers = change.timers.clone();
+            if let Some(mut c) = change.case {
+                // Above what the store holds and what this dispatcher knew.
+                c.version = closed_at_version.max(case.version) + 1;
+                records.push(Restore::Case(c, timers));
+            }
+            if let Some(mut a) = change.agent {
+                a.version += 1;
+                let timers = transition::agent_timers(&a, now, &self.inner.policy);
+                records.push(Restore::Agent(a, timers));
+            }
+            ids.push(case.id().clone());
+        }
+        if !records.is_empty() {
+            self.inner.store.restore(records, &self.inner.fence.seen()).await?;
+        }
+        Ok(ids)
+    }
+
     /// After a restore: whether the loss reached back past what this dispatcher remembers of
     /// closed cases (the cases closed in that time may be missing or reopened, and a router's
     /// retry could serve a customer twice), and whether any case and its agent disagree (an
     /// assignment one of them no longer has). Such a loss is shouted about, with the ids it can
     /// name, rather than served silently.
-    fn check_loss(&self, epoch: crate::store::Epoch, now: dispatch_domain::Millis) {
-        let mut ids = Vec::new();
+    fn check_loss(
+        &self,
+        epoch: crate::store::Epoch,
+        now: dispatch_domain::Millis,
+        revived: Vec<dispatch_domain::CaseId>,
+    ) {
+        let mut ids = revived;
         let lost_since = epoch.lost_after.map_or(dispatch_domain::Millis::MIN, |m| self.inner.fence.lost_since(m));
         let covered_from = self.inner.closed.covered_from(now);
         let beyond = lost_since < covered_from;
@@ -104,6 +144,7 @@ impl Engine {
         if !beyond && ids.is_empty() {
             return;
         }
+        ids.dedup();
         tracing::error!(
             epoch = epoch.number,
             lost_since,

@@ -204,18 +204,25 @@ impl Drop for RedisServer {
     }
 }
 
-/// A three-primary Redis Cluster on free loopback ports (no replicas), each node a
-/// [`RedisServer`] with AOF; stopped when dropped.
+/// A Redis Cluster of three primaries (and optionally a replica each) on free loopback ports,
+/// each node a [`RedisServer`] with AOF; stopped when dropped.
 pub struct RedisCluster {
-    /// The nodes.
+    /// The nodes: primaries first as `redis-cli --cluster create` assigns them.
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts three nodes and joins them with `redis-cli --cluster create`; returns once every
+    /// Starts three primaries and joins them with `redis-cli --cluster create`; returns once every
     /// node reports `cluster_state:ok`.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(0, 5_000)
+    }
+
+    /// Three primaries with `replicas` replicas each and the given `cluster-node-timeout`;
+    /// returns once every node reports `cluster_state:ok` and every replica is in sync.
+    pub fn start_with(replicas: usize, node_timeout_ms: u64) -> Self {
+        let timeout = node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_on(
                     free_cluster_port(),
@@ -225,7 +232,7 @@ impl RedisCluster {
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        "5000",
+                        &timeout,
                     ],
                 )
             })
@@ -235,25 +242,98 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli runs (Debian package redis-tools)");
         assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for n in &nodes {
+        let c = Self { nodes };
+        c.wait_ok();
+        c
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and every replica's link to its
+    /// primary is up.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in self.nodes.iter().filter(|n| n.ping()) {
             loop {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &n.port.to_string(), "CLUSTER", "INFO"])
-                    .output()
-                    .expect("redis-cli runs");
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                let ok = n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok");
+                let role = n.cli(&["ROLE"]);
+                let synced =
+                    role.starts_with("master") || n.cli(&["INFO", "replication"]).contains("master_link_status:up");
+                if ok && synced {
                     break;
                 }
                 assert!(Instant::now() < deadline, "cluster not ok on port {}", n.port);
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Self { nodes }
+    }
+
+    /// The index of the node with `port`.
+    fn index_of(&self, port: u16) -> usize {
+        self.nodes.iter().position(|n| n.port == port).expect("a node of this cluster")
+    }
+
+    /// This node's cluster id.
+    pub fn node_id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"])
+    }
+
+    /// The index of the primary serving `key`'s slot.
+    pub fn primary_of(&self, key: &str) -> usize {
+        self.index_of(self.owner_of(key))
+    }
+
+    /// The index of a replica of primary `i`.
+    pub fn replica_of(&self, i: usize) -> usize {
+        let id = self.node_id(i);
+        (0..self.nodes.len())
+            .find(|j| {
+                *j != i
+                    && self.nodes[*j].ping()
+                    && self.nodes[*j]
+                        .cli(&["CLUSTER", "NODES"])
+                        .lines()
+                        .any(|l| l.contains("myself") && l.contains("slave") && l.contains(&id))
+            })
+            .expect("primary has a replica")
+    }
+
+    /// Waits (20 s at most) until node `i` is a primary.
+    pub fn wait_primary(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.nodes[i].cli(&["ROLE"]).starts_with("master") {
+            assert!(Instant::now() < deadline, "node {i} did not become a primary");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Moves `key`'s slot to primary `to` (the way `redis-cli --cluster reshard` moves one):
+    /// importing and migrating marks, every key moved with MIGRATE, then the slot assigned.
+    pub fn migrate_slot_of(&self, key: &str, to: usize) {
+        let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]);
+        let from = self.primary_of(key);
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        assert_eq!(self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]), "OK");
+        assert_eq!(self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]), "OK");
+        let port = self.nodes[to].port.to_string();
+        loop {
+            let keys = self.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "REPLACE", "KEYS"];
+            args.extend(keys);
+            let out = self.nodes[from].cli(&args);
+            assert!(out == "OK" || out == "NOKEY", "MIGRATE: {out}");
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].ping() && self.nodes[i].cli(&["ROLE"]).starts_with("master") {
+                self.nodes[i].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            }
+        }
     }
 
     /// The seed node URLs.
