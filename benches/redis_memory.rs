@@ -35,6 +35,7 @@ async fn main() {
     // A realistic change log: trimmed to the default length.
     let config = RedisConfig { url: server.url(), ..RedisConfig::default() };
     let store = Arc::new(RedisStore::open(&config, None).await.unwrap());
+    store.join_epoch(0).await.unwrap();
     let policy = Policy::default();
     let before = used_memory(&server.url()).await;
     let started = std::time::Instant::now();

@@ -255,6 +255,26 @@ async fn messages_larger_than_the_codec_buffer_travel_intact(b: Backend) {
     assert_eq!(agent.assigned().await.case.unwrap().summary, summary);
 }
 
+/// The services a reflection client of package `$refl` (v1 or v1alpha: the same messages in
+/// two generated packages) lists.
+macro_rules! list_services {
+    ($refl:path, $channel:expr) => {{
+        use $refl as refl;
+        let mut client = refl::server_reflection_client::ServerReflectionClient::new($channel);
+        let req = refl::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(refl::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let msg = bounded("reflection answer", resp.next()).await.unwrap().unwrap();
+        let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response
+        else {
+            panic!("unexpected reflection answer");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+    }};
+}
+
 async fn health_and_reflection_work_for_generic_tools(b: Backend) {
     let s = TestServer::start(b, Policy::default()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
@@ -263,19 +283,7 @@ async fn health_and_reflection_work_for_generic_tools(b: Backend) {
             health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
     }
-    use tonic_reflection::pb::v1 as refl;
-    let mut client = refl::server_reflection_client::ServerReflectionClient::new(s.channel());
-    let req = refl::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(refl::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    let msg = bounded("reflection answer", resp.next()).await.unwrap().unwrap();
-    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response
-    else {
-        panic!("unexpected reflection answer");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = list_services!(tonic_reflection::pb::v1, s.channel());
     for want in [
         "dispatch.v1.AgentService",
         "dispatch.v1.EscalationService",
@@ -335,19 +343,8 @@ async fn an_unknown_method_or_service_is_unimplemented(b: Backend) {
 
 async fn reflection_v1alpha_is_served_for_older_tools(b: Backend) {
     let s = TestServer::start(b, Policy::default()).await;
-    use tonic_reflection::pb::v1alpha as refl;
-    let mut client = refl::server_reflection_client::ServerReflectionClient::new(s.channel());
-    let req = refl::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(refl::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    let msg = bounded("reflection answer", resp.next()).await.unwrap().unwrap();
-    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response
-    else {
-        panic!("unexpected reflection answer");
-    };
-    assert!(list.service.iter().any(|s| s.name == "dispatch.v1.EscalationService"), "{:?}", list.service);
+    let names = list_services!(tonic_reflection::pb::v1alpha, s.channel());
+    assert!(names.iter().any(|n| n == "dispatch.v1.EscalationService"), "{names:?}");
 }
 
 /// Offers made = accepted + declined + timed out + revoked + live, after any mix of

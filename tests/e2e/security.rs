@@ -225,6 +225,14 @@ async fn every_method_has_a_rule_and_every_bad_credential_is_refused() {
     for (path, _, _) in &methods {
         assert!(RULES.iter().any(|(p, _)| p == path), "{path} has no access rule");
     }
+    // A method or service the server does not have is UNIMPLEMENTED, with a token or without.
+    let admin = s.role("admin", "ops", None);
+    for path in ["/dispatch.v1.EscalationService/NoSuchMethod", "/no.such.Service/Call"] {
+        for token in [None, Some(admin.as_str())] {
+            let code = raw_call(ch.clone(), path, false, false, token).await;
+            assert_eq!(code, Code::Unimplemented, "{path} with a token: {}", token.is_some());
+        }
+    }
     let good = claims("admin", "ops", None, 3600);
     let mut wrong_aud = good.clone();
     wrong_aud["aud"] = "someone-else".into();

@@ -285,6 +285,21 @@ fn reclaim_times(history: &[sim::Entry], at: u64, held: &[(String, String, Strin
         .collect()
 }
 
+/// The longest time (ms) without any successful operation (a submit, accept or completion
+/// answered OK) between `from` and `to`: how long a fault held writes up.
+fn longest_pause(history: &[sim::Entry], from: u64, to: u64) -> u64 {
+    let mut oks: Vec<u64> = history
+        .iter()
+        .filter(|e| matches!(e.op, Op::SubmitOk { .. } | Op::AcceptOk { .. } | Op::CompleteOk { .. }))
+        .map(|e| e.at_ms)
+        .filter(|t| (from..=to).contains(t))
+        .collect();
+    oks.sort_unstable();
+    oks.insert(0, from);
+    oks.push(to);
+    oks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
 fn summary(mut v: Vec<u64>) -> String {
     if v.is_empty() {
         return "n=0".to_owned();
@@ -372,6 +387,28 @@ async fn redis_killed_and_restarted_five_times() {
     assert_eq!(v.completed, v.cases);
 }
 
+/// A clean Redis restart (SIGTERM: the AOF is flushed) under load loses nothing: the
+/// dispatchers join the new epoch without a reconcile window or a restore. Reports how long
+/// writes paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_redis_restart_costs_no_reconcile() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start("clean-restart", 2, false, &[]).await;
+    let run =
+        Run::begin("redis-clean-restart", &cluster, agents("s", 100, 2, |_| Behavior::default()), 1_200, 150).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at = run.world.now_ms();
+    cluster.redis.stop();
+    cluster.redis.restart();
+    let world = Arc::clone(&run.world);
+    let v = run.finish(&cluster, 1, String::new()).await;
+    let (put_back, beyond) = cluster.losses_logged();
+    let pause = longest_pause(&world.history(), at, at + 5_000);
+    println!("scenario=redis-clean-restart restores={put_back} losses_beyond_memory={beyond} longest_pause_ms={pause}");
+    assert_eq!((put_back, beyond), (0, 0), "a clean restart loses nothing and restores nothing");
+    assert_eq!(v.completed, v.cases);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_loses_its_last_second_twice() {
     let _serial = SERIAL.lock().await;
@@ -440,6 +477,7 @@ async fn cluster_manual_failover_then_slot_migration() {
         Run::begin("cluster-failover-migrate", &cluster, agents("c", 60, 2, |_| Behavior::default()), 900, 100).await;
     let key = cluster.store.keys().epoch.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let failover_at = run.world.now_ms();
     let moved_to = tokio::task::block_in_place(|| {
         let rc = cluster.rc();
         let primary = rc.primary_of(&key);
@@ -449,6 +487,7 @@ async fn cluster_manual_failover_then_slot_migration() {
         replica
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let migrate_at = run.world.now_ms();
     tokio::task::block_in_place(|| {
         let rc = cluster.rc();
         let other = (0..rc.nodes.len())
@@ -456,9 +495,16 @@ async fn cluster_manual_failover_then_slot_migration() {
             .expect("another primary");
         rc.migrate_slot_of(&key, other);
     });
+    let world = Arc::clone(&run.world);
     let v = run.finish(&cluster, 2, String::new()).await;
     let (put_back, beyond) = cluster.losses_logged();
-    println!("scenario=cluster-failover-migrate restores={put_back} losses_beyond_memory={beyond}");
+    let h = world.history();
+    println!(
+        "scenario=cluster-failover-migrate restores={put_back} losses_beyond_memory={beyond} \
+         longest_pause_ms failover={} migration={}",
+        longest_pause(&h, failover_at, failover_at + 2_000),
+        longest_pause(&h, migrate_at, migrate_at + 2_000)
+    );
     assert_eq!((put_back, beyond), (0, 0), "nothing was lost, so nothing was restored");
     assert_eq!(v.completed, v.cases);
 }

@@ -328,7 +328,8 @@ async fn load_functions(conn: &mut Conn) -> Result<(), redis::RedisError> {
 }
 
 impl RedisStore {
-    /// Connects, refuses an evicting `maxmemory-policy`, and loads the Functions.
+    /// Connects, refuses an evicting `maxmemory-policy`, and loads the Functions. Writes need an
+    /// epoch: call [`Store::join_epoch`] first (the engine does at start).
     pub async fn open(config: &RedisConfig, clock: Option<Clock>) -> Result<Self, OpenError> {
         let target = if config.cluster_nodes.is_empty() { config.url.clone() } else { config.cluster_nodes.join(",") };
         let connect = |e: redis::RedisError| OpenError::Connect { url: target.clone(), reason: e.to_string() };
@@ -376,10 +377,8 @@ impl RedisStore {
             .map_err(connect)?;
         let mode = if config.cluster_nodes.is_empty() { "single" } else { "cluster" };
         info!(redis = %target, mode, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
-        let store =
-            Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default(), time: Arc::default() };
-        store.join_epoch(0).await.map_err(|e| OpenError::Connect { url: target.clone(), reason: e.to_string() })?;
-        Ok(store)
+        // No epoch joined yet: its user (the engine at start) joins before writing.
+        Ok(Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default(), time: Arc::default() })
     }
 
     fn conn(&self) -> Conn {

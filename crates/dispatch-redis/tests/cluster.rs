@@ -16,7 +16,9 @@ use dispatch_redis::{RedisConfig, RedisStore};
 
 async fn store(cluster: &RedisCluster, pool: &str) -> RedisStore {
     let config = RedisConfig { cluster_nodes: cluster.urls(), pool: pool.to_owned(), ..RedisConfig::default() };
-    RedisStore::open(&config, None).await.expect("open the store on the cluster")
+    let s = RedisStore::open(&config, None).await.expect("open the store on the cluster");
+    s.join_epoch(0).await.expect("join the epoch");
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,5 +19,6 @@ dispatch_engine::store_conformance_tests!(redis, async {
     let config = RedisConfig { url: server.url(), ..RedisConfig::default() };
     // Redis's own clock (TIME): the suite compares it with the system clock.
     let store: Arc<dyn Store> = Arc::new(RedisStore::open(&config, None).await.expect("open the redis store"));
+    store.join_epoch(0).await.expect("join the epoch");
     (store, Clock::system(), Box::new(server) as Box<dyn std::any::Any + Send>) as Fixture
 });
