@@ -23,6 +23,8 @@ pub struct Verdict {
     pub assigned: usize,
     pub completed: usize,
     pub lost: Vec<String>,
+    /// Cases left open (waiting, offered or assigned) when the work had drained.
+    pub stuck: Vec<String>,
     pub double: Vec<String>,
     pub over_capacity: usize,
     pub stale_accepts: Vec<String>,
@@ -37,13 +39,14 @@ pub struct Verdict {
 impl Verdict {
     pub fn line(&self, scenario: &str, faults: usize, extra: &str) -> String {
         format!(
-            "scenario={scenario} cases={} confirmed={} assigned={} completed={} lost={} double={} over_capacity={} \
+            "scenario={scenario} cases={} confirmed={} assigned={} completed={} lost={} stuck={} double={} over_capacity={} \
              stale_accepts={} erased={} completed_twice={} faults={faults} submit_retries={} accepts_refused={}{extra}",
             self.cases,
             self.confirmed,
             self.assigned,
             self.completed,
             self.lost.len(),
+            self.stuck.len(),
             self.double.len(),
             self.over_capacity,
             self.stale_accepts.len(),
@@ -56,6 +59,7 @@ impl Verdict {
 
     pub fn holds(&self) -> bool {
         self.lost.is_empty()
+            && self.stuck.is_empty()
             && self.double.is_empty()
             && self.over_capacity == 0
             && self.stale_accepts.is_empty()
@@ -125,7 +129,7 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
         }
         match fin.map(|c| &c.state) {
             Some(CaseState::Completed) => v.completed += 1,
-            Some(other) => v.lost.push(format!("{id}: stuck {}", other.name())),
+            Some(other) => v.stuck.push(format!("{id}: stuck {}", other.name())),
             None if confirmed.contains(id.as_str()) => v.lost.push(format!("{id}: confirmed, then missing")),
             None => {}
         }

@@ -249,8 +249,9 @@ impl Run {
         };
         assert!(
             holds,
-            "{line}\nlost: {:?}\ndouble: {:?}\nstale: {:?}\nhistory and logs in {}\nreplica 0:\n{}",
+            "{line}\nlost: {:?}\nstuck: {:?}\ndouble: {:?}\nstale: {:?}\nhistory and logs in {}\nreplica 0:\n{}",
             &verdict.lost[..verdict.lost.len().min(10)],
+            &verdict.stuck[..verdict.stuck.len().min(10)],
             &verdict.double[..verdict.double.len().min(10)],
             &verdict.stale_accepts[..verdict.stale_accepts.len().min(10)],
             cluster.logs.display(),

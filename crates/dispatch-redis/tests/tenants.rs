@@ -90,3 +90,33 @@ async fn two_tenants_racing_for_the_same_case_ids() {
     a.stop();
     b.stop();
 }
+
+/// A case stored before case ids were scoped by tenant (under the router's plain id, naming the
+/// tenant) is read as it is: its tenant finds it, a retry of its submit is idempotent, and another
+/// tenant may still use the id for a case of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stored_before_tenant_scoping_are_read_as_they_are() {
+    use dispatch_engine::{Commit, Store};
+    let redis = RedisServer::start();
+    let clock = Clock::manual(1_800_000_000_000);
+    let config = RedisConfig { url: redis.url(), ..RedisConfig::default() };
+    let old = RedisStore::open(&config, Some(clock.clone())).await.unwrap();
+    old.join_epoch(0).await.unwrap();
+    let acme = TenantId::parse("t", "acme").unwrap();
+    let legacy = dispatch_domain::Case {
+        tenant: Some(acme.clone()),
+        ..dispatch_domain::Case::new(spec("old-1", "acme"), clock.now())
+    };
+    old.commit(Commit { case: Some(legacy), ..Commit::default() }).await.expect("a record as stored before");
+    let e = dispatcher(&redis, &clock).await;
+    let id = CaseId::parse("c", "old-1").unwrap();
+    let (found, _) = e.get_case(&id, Some(&acme)).await.expect("acme finds its case");
+    assert_eq!(found.id().as_str(), "old-1", "under its old key");
+    assert!(!submit(&e, &acme, "old-1").await, "a retry of the old submit is idempotent");
+    let globex = TenantId::parse("t", "globex").unwrap();
+    assert!(e.get_case(&id, Some(&globex)).await.is_err(), "another tenant does not see it");
+    assert!(submit(&e, &globex, "old-1").await, "and may use the id itself");
+    let (cancelled, _) = e.cancel(&id, "left", Some(&acme)).await.expect("acme cancels its old case");
+    assert_eq!(cancelled.state, CaseState::Cancelled);
+    e.stop();
+}
