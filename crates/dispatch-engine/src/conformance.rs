@@ -254,7 +254,14 @@ pub async fn restore_keeps_the_newest_version(s: &dyn Store) {
     let timer = (TimerKey::CaseReview(cid("r-lost")), 99);
     let before = s.counters().await.unwrap();
     let submitted = before.iter().find(|(c, _)| *c == Counter::Submitted).map_or(0, |(_, v)| *v);
-    let marks = Marks { high_water: 1_000, counters: vec![(Counter::Submitted, submitted + 40)] };
+    // A case some dispatcher saw closed at version 9 is never brought back open in an older one.
+    let mut revived = case("r-closed", 3);
+    revived.version = 6;
+    let marks = Marks {
+        high_water: 1_000,
+        counters: vec![(Counter::Submitted, submitted + 40)],
+        closed: vec![(cid("r-closed"), 9)],
+    };
     let written = s
         .restore(
             vec![
@@ -262,6 +269,7 @@ pub async fn restore_keeps_the_newest_version(s: &dyn Store) {
                 Restore::Agent(stale, vec![]),
                 Restore::Case(c.clone(), vec![]),
                 Restore::Case(lost.clone(), vec![timer.clone()]),
+                Restore::Case(revived, vec![]),
             ],
             &marks,
         )
@@ -269,10 +277,11 @@ pub async fn restore_keeps_the_newest_version(s: &dyn Store) {
         .expect("restore");
     let after = s.counters().await.unwrap();
     assert!(after.contains(&(Counter::Submitted, submitted + 40)), "counters raised to what was seen: {after:?}");
-    let lower = Marks { high_water: 0, counters: vec![(Counter::Submitted, 1)] };
+    let lower = Marks { high_water: 0, counters: vec![(Counter::Submitted, 1)], closed: vec![] };
     s.restore(Vec::new(), &lower).await.expect("restore of marks alone");
     assert!(s.counters().await.unwrap().contains(&(Counter::Submitted, submitted + 40)), "never lowered");
-    assert_eq!(written, 2, "the newer agent and the missing case");
+    assert_eq!(written, 2, "the newer agent and the missing case, not the case seen closed");
+    assert_eq!(s.get_case(&cid("r-closed")).await.unwrap(), None, "not revived");
     assert_eq!(s.get_agent(&aid("r-a")).await.unwrap(), Some(newer));
     assert_eq!(s.get_case(&cid("r-c1")).await.unwrap(), Some(ahead), "never moved back");
     assert_eq!(s.get_case(&cid("r-lost")).await.unwrap(), Some(lost.clone()));

@@ -328,7 +328,7 @@ mod tests {
         f.saw(7, &[(Counter::Submitted, 3), (Counter::Completed, 1)]);
         assert_eq!(
             f.seen(),
-            Marks { high_water: 10, counters: vec![(Counter::Submitted, 5), (Counter::Completed, 1)] }
+            Marks { high_water: 10, counters: vec![(Counter::Submitted, 5), (Counter::Completed, 1)], closed: vec![] }
         );
         f.started_in(Epoch { number: 1, ..Epoch::default() });
         assert!(!f.needs_restore(Epoch { number: 2, ..Epoch::default() }), "nothing was lost");

@@ -41,7 +41,7 @@ struct CaseIndex {
     /// The version at which lately closed cases closed, so that reading one again (from the
     /// change log, a rebuild, a refresh) is known to be old news. Oldest first in `closed_order`;
     /// at most [`CLOSED_VERSIONS`].
-    closed: HashMap<CaseId, (u64, CaseState)>,
+    closed: HashMap<CaseId, (u64, CaseState, Millis)>,
     closed_order: VecDeque<CaseId>,
 }
 
@@ -122,7 +122,7 @@ impl PoolIndex {
     pub fn apply_case(&self, case: Case, policy: &Policy) -> Applied<Case> {
         let mut idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = case.id().clone();
-        if idx.closed.get(&id).is_some_and(|(v, _)| *v >= case.version) {
+        if idx.closed.get(&id).is_some_and(|(v, _, _)| *v >= case.version) {
             return Applied::Stale;
         }
         let old = idx.live.get(&id).cloned();
@@ -139,7 +139,7 @@ impl PoolIndex {
         }
         if case.state.is_terminal() {
             idx.live.remove(&id);
-            if idx.closed.insert(id.clone(), (case.version, case.state.clone())).is_none() {
+            if idx.closed.insert(id.clone(), (case.version, case.state.clone(), case.closed_at)).is_none() {
                 idx.closed_order.push_back(id);
                 if idx.closed_order.len() > CLOSED_VERSIONS
                     && let Some(gone) = idx.closed_order.pop_front()
@@ -183,12 +183,20 @@ impl PoolIndex {
     /// The latest version of a case the index knows, live or lately closed.
     pub fn case_version(&self, id: &CaseId) -> Option<u64> {
         let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        idx.live.get(id).map(|c| c.version).or_else(|| idx.closed.get(id).map(|(v, _)| *v))
+        idx.live.get(id).map(|c| c.version).or_else(|| idx.closed.get(id).map(|(v, _, _)| *v))
     }
 
     /// How and at which version a lately closed case closed, if the index remembers it.
     pub fn closed(&self, id: &CaseId) -> Option<(u64, CaseState)> {
-        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed.get(id).cloned()
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.closed.get(id).map(|(v, state, _)| (*v, state.clone()))
+    }
+
+    /// The cases the index remembers closing at or after `since` (store clock), with the
+    /// version they closed at.
+    pub fn closed_since(&self, since: Millis) -> Vec<(CaseId, u64)> {
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idx.closed.iter().filter(|(_, (_, _, at))| *at >= since).map(|(id, (v, _, _))| (id.clone(), *v)).collect()
     }
 
     /// Every agent (a copy of the handles, so no lock is held by the caller).

@@ -29,6 +29,8 @@ struct Mem {
     /// Each armed timer's due time.
     timer_due: HashMap<TimerKey, Millis>,
     counters: BTreeMap<Counter, i64>,
+    /// Closings restores reported (see [`Marks::closed`]): never revived.
+    closed: HashMap<CaseId, u64>,
 }
 
 impl Mem {
@@ -185,11 +187,18 @@ impl Store for MemoryStore {
             let stored = mem.counters.entry(*counter).or_default();
             *stored = (*stored).max(*total);
         }
+        for (id, v) in &marks.closed {
+            let stored = mem.closed.entry(id.clone()).or_default();
+            *stored = (*stored).max(*v);
+        }
         let mut written = 0;
         for r in records {
             let timers = match r {
                 Restore::Case(c, timers) => {
-                    if mem.cases.get(c.id()).is_some_and(|s| s.version >= c.version) {
+                    let closed_at = mem.closed.get(c.id()).copied().unwrap_or(0);
+                    if mem.cases.get(c.id()).is_some_and(|s| s.version >= c.version)
+                        || (closed_at >= c.version && !c.state.is_terminal())
+                    {
                         continue;
                     }
                     for o in &c.offers {

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::store::Restore;
+use crate::store::{Marks, Restore};
 use crate::work::Work;
 
 impl Engine {
@@ -51,7 +51,11 @@ impl Engine {
             records.push(Restore::Case(c, timers));
         }
         let known = records.len();
-        let written = self.inner.store.restore(records, &self.inner.fence.seen()).await?;
+        // The closings this dispatcher saw since the loss began go with its restore, so that no
+        // dispatcher's restore (made from an index that had not yet seen them) revives them.
+        let lost_since = epoch.lost_after.map_or(dispatch_domain::Millis::MIN, |m| self.inner.fence.lost_since(m));
+        let marks = Marks { closed: index.closed_since(lost_since.saturating_sub(1_000)), ..self.inner.fence.seen() };
+        let written = self.inner.store.restore(records, &marks).await?;
         let revived = self.close_revived(now).await?;
         let cursor = self.inner.store.change_cursor().await?;
         self.rebuild_index().await?;

@@ -92,6 +92,9 @@ pub struct Marks {
     pub high_water: u64,
     /// The highest total of each counter it saw.
     pub counters: Vec<(Counter, i64)>,
+    /// Cases it saw closed since the loss began, with the version they closed at: no restore
+    /// (by any dispatcher) may bring one of them back open in an older version.
+    pub closed: Vec<(CaseId, u64)>,
 }
 
 /// Everything the live index is built from.

@@ -204,11 +204,15 @@ local function epoch_status(keys, args)
   return {g.epoch, 0}
 end
 
--- KEYS: epoch, agents, live, offers, timers, log, seq, counters, then one record key per record
--- ARGV: epoch, log length, the caller's high-water mark, JSON [[counter, total]] it saw, then
--- per record: meta JSON (as for commit, no `exp`; `t` = its timers), body. Writes each record
--- only where the stored one is older or missing, raises the mark and each counter to what the
--- caller saw. Returns how many records it wrote.
+-- KEYS: epoch, agents, live, offers, timers, log, seq, counters, closed, then one record key
+-- per record
+-- ARGV: epoch, log length, the caller's high-water mark, JSON [[counter, total]] it saw, JSON
+-- [[case id, version]] of the cases it saw closed since the loss began, then per record: meta
+-- JSON (as for commit, no `exp`; `t` = its timers), body. Raises the mark and each counter to
+-- what the caller saw, and records its closings (kept for ten minutes: long enough for every
+-- dispatcher's restore); then writes each record only where the stored one is older or missing,
+-- and never a case in a version older than one some dispatcher saw it closed at. Returns how
+-- many records it wrote.
 local function restore(keys, args)
   fence(keys[1], args[1])
   if high_water(keys[7]) < tonumber(args[3]) then
@@ -219,13 +223,27 @@ local function restore(keys, args)
       redis.call('HSET', keys[8], n[1], n[2])
     end
   end
+  local closings = cjson.decode(args[5])
+  for _, c in ipairs(closings) do
+    if tonumber(redis.call('HGET', keys[9], c[1]) or '0') < tonumber(c[2]) then
+      redis.call('HSET', keys[9], c[1], c[2])
+    end
+  end
+  if #closings > 0 then
+    redis.call('PEXPIRE', keys[9], 600000)
+  end
   local seq = high_water(keys[7])
   local idx = {agents = keys[2], live = keys[3], offers = keys[4], log = keys[6]}
   local written = 0
-  for i = 9, #keys do
-    local m = cjson.decode(args[(i - 9) * 2 + 5])
-    if version_of(keys[i]) < tonumber(m['v']) then
-      write_record(keys[i], m, args[(i - 9) * 2 + 6], idx, args[2], seq)
+  for i = 10, #keys do
+    local m = cjson.decode(args[(i - 10) * 2 + 6])
+    local v = tonumber(m['v'])
+    local closed_at = 0
+    if m['k'] == 'c' then
+      closed_at = tonumber(redis.call('HGET', keys[9], m['id']) or '0')
+    end
+    if version_of(keys[i]) < v and (closed_at < v or not m['live']) then
+      write_record(keys[i], m, args[(i - 10) * 2 + 7], idx, args[2], seq)
       for _, t in ipairs(m['t']) do
         redis.call('ZADD', keys[5], t[2], t[1])
       end

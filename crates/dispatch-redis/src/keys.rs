@@ -22,6 +22,9 @@ pub struct Keys {
     pub epoch: String,
     /// String: the high-water mark, bumped by every write.
     pub seq: String,
+    /// Hash case id → the version some dispatcher saw it closed at, during a reconcile after a
+    /// loss (expires after ten minutes): restores never revive those cases.
+    pub closed: String,
 }
 
 impl Keys {
@@ -37,6 +40,7 @@ impl Keys {
             log: format!("{prefix}log"),
             epoch: format!("{prefix}epoch"),
             seq: format!("{prefix}seq"),
+            closed: format!("{prefix}closed"),
             prefix,
         }
     }

@@ -710,6 +710,8 @@ impl Store for RedisStore {
         let counters: Vec<(&str, String)> =
             marks.counters.iter().map(|(c, total)| (counter_name(*c), total.to_string())).collect();
         let counters = serde_json::to_string(&counters).map_err(|e| corrupt("counters", e))?;
+        let closed: Vec<(&str, String)> = marks.closed.iter().map(|(id, v)| (id.as_str(), v.to_string())).collect();
+        let closed = serde_json::to_string(&closed).map_err(|e| corrupt("closings", e))?;
         let mut written = 0;
         // At least one call, so that the marks are put back even with no record to restore.
         let chunks: Vec<&[Restore]> = if records.is_empty() { vec![&[]] } else { records.chunks(100).collect() };
@@ -723,8 +725,15 @@ impl Store for RedisStore {
                 self.keys.log.clone(),
                 self.keys.seq.clone(),
                 self.keys.counters.clone(),
+                self.keys.closed.clone(),
             ];
-            let mut args = vec![self.epoch(), self.max_len.to_string(), marks.high_water.to_string(), counters.clone()];
+            let mut args = vec![
+                self.epoch(),
+                self.max_len.to_string(),
+                marks.high_water.to_string(),
+                counters.clone(),
+                closed.clone(),
+            ];
             for r in chunk {
                 let (key, meta, body) = match r {
                     Restore::Case(c, t) => (
