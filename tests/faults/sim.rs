@@ -331,6 +331,10 @@ struct Agent {
     /// Cases the agent finished: never held again (a late, idempotent answer to an accept of
     /// a case already worked on says OK once more, as it should).
     finished: BTreeSet<String>,
+    /// Held cases whose completion was answered UNAVAILABLE: it may well have gone through
+    /// (outcome unknown), so the server may rightly see the agent free; they do not count
+    /// against capacity until the retry settles them.
+    in_doubt: BTreeSet<String>,
     /// An accept whose reply was dropped, to send again after reconnecting.
     resend: Option<(String, String)>,
     /// The first offer of the first connection may be held (`Behavior::first_offer_hold_ms`).
@@ -354,8 +358,9 @@ impl Agent {
             return;
         }
         if self.held.insert(case.clone()) {
-            if self.held.len() > 1 {
-                self.record(Op::OverCapacity { held: self.held.len() });
+            let counted = self.held.difference(&self.in_doubt).count();
+            if counted > 1 {
+                self.record(Op::OverCapacity { held: counted });
             }
             let h = self.handle_ms();
             s.schedule(h, Action::Complete { case, tries: 0 });
@@ -408,6 +413,7 @@ impl Agent {
                     let h = self.handle_ms();
                     s.schedule(h, Action::Complete { case: case.clone(), tries: 0 });
                 }
+                self.in_doubt.retain(|c| now_held.contains(c));
                 self.held = now_held;
             }
             Event::Result(r) => self.on_result(s, r),
@@ -462,16 +468,21 @@ impl Agent {
             Action::Complete { case, .. } if ok => {
                 self.record(Op::CompleteOk { case: case.clone() });
                 self.held.remove(&case);
+                self.in_doubt.remove(&case);
                 self.finished.insert(case);
             }
             Action::Complete { case, tries } => {
                 self.record(Op::CompleteFail { case: case.clone(), code: r.code });
+                if retry {
+                    self.in_doubt.insert(case.clone());
+                }
                 let final_refusal =
                     r.code == tonic::Code::PermissionDenied as i32 || r.code == tonic::Code::NotFound as i32;
                 if retry || (tries < 20 && !final_refusal) {
                     s.schedule(200, Action::Complete { case, tries: tries + 1 });
                 } else {
                     self.held.remove(&case);
+                    self.in_doubt.remove(&case);
                 }
             }
         }
@@ -520,6 +531,7 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
         rng: SmallRng::seed_from_u64(seed),
         held: BTreeSet::new(),
         finished: BTreeSet::new(),
+        in_doubt: BTreeSet::new(),
         resend: None,
         first_offer: true,
     };
