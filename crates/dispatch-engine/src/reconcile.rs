@@ -65,11 +65,13 @@ impl Engine {
             epoch = epoch.number,
             known, written, "the store lost writes: joined its new epoch and put back what it had lost"
         );
-        // Matching resumes when the window closes.
+        // Matching resumes when the window closes; by then every dispatcher's restore is in (and
+        // read from the change log), so cases and agents that still disagree are for real.
         let engine = self.clone();
         let wait = Duration::from_millis(self.inner.config.reconcile_window_ms);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            engine.check_pairs(epoch.number);
             engine.rescan();
             for a in engine.inner.index.agents() {
                 engine.inner.work.push(Work::Agent(a.id().clone()));
@@ -112,25 +114,11 @@ impl Engine {
         Ok(ids)
     }
 
-    /// After a restore: whether the loss reached back past what this dispatcher remembers of
-    /// closed cases (the cases closed in that time may be missing or reopened, and a router's
-    /// retry could serve a customer twice), and whether any case and its agent disagree (an
-    /// assignment one of them no longer has). Such a loss is shouted about, with the ids it can
-    /// name, rather than served silently.
-    fn check_loss(
-        &self,
-        epoch: crate::store::Epoch,
-        now: dispatch_domain::Millis,
-        revived: Vec<dispatch_domain::CaseId>,
-    ) {
-        let mut ids = revived;
-        let lost_since = epoch.lost_after.map_or(dispatch_domain::Millis::MIN, |m| self.inner.fence.lost_since(m));
-        let covered_from = self.inner.closed.covered_from(now);
-        let beyond = lost_since < covered_from;
-        if beyond {
-            ids.extend(self.inner.closed.forgotten_since(lost_since));
-        }
+    /// After every dispatcher's restore: cases and agents that disagree about an assignment (one
+    /// holds it, the other does not), which the loss left and no restore could mend: reported.
+    fn check_pairs(&self, epoch: u64) {
         let index = &self.inner.index;
+        let mut ids = Vec::new();
         for case in index.live_cases() {
             if let dispatch_domain::CaseState::Assigned { agent_id, .. } = &case.state
                 && !index.agent(agent_id).is_some_and(|a| a.assignments.contains_key(case.id()))
@@ -144,6 +132,36 @@ impl Engine {
                     ids.push(held.clone());
                 }
             }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        tracing::error!(
+            epoch,
+            cases = ids.len(),
+            ids = ?ids.iter().take(100).collect::<Vec<_>>(),
+            "after the store lost writes, cases and their agents disagree and could not be put back: \
+             check these cases, they may be stuck"
+        );
+        self.inner.fence.lost_beyond_memory(ids);
+    }
+
+    /// After a restore: whether the loss reached back past what this dispatcher remembers of
+    /// closed cases (the cases closed in that time may be missing or reopened, and a router's
+    /// retry could serve a customer twice), or revived cases it had to close again. Such a loss
+    /// is shouted about, with the ids it can name, rather than served silently.
+    fn check_loss(
+        &self,
+        epoch: crate::store::Epoch,
+        now: dispatch_domain::Millis,
+        revived: Vec<dispatch_domain::CaseId>,
+    ) {
+        let mut ids = revived;
+        let lost_since = epoch.lost_after.map_or(dispatch_domain::Millis::MIN, |m| self.inner.fence.lost_since(m));
+        let covered_from = self.inner.closed.covered_from(now);
+        let beyond = lost_since < covered_from;
+        if beyond {
+            ids.extend(self.inner.closed.forgotten_since(lost_since));
         }
         if !beyond && ids.is_empty() {
             return;
