@@ -87,12 +87,16 @@ async fn an_agent_who_misses_n_offers_is_set_away_and_told(b: Backend) {
     for i in 0..3 {
         s.submit(case(&format!("m{i}"), "en", &[], pb::Tier::Standard)).await;
     }
-    for i in 0..3 {
+    // Each waiting case is offered once and missed (in queue order on one dispatcher; with two,
+    // a newer case's own matching may reach the freed agent first: greedy, see the note on #17).
+    let mut offered = std::collections::BTreeSet::new();
+    for _ in 0..3 {
         let o = a.offer().await;
-        assert_eq!(o.case.unwrap().case_id, format!("m{i}"));
+        offered.insert(o.case.unwrap().case_id);
         s.advance(20_000);
         a.revoked().await;
     }
+    assert_eq!(offered, ["m0", "m1", "m2"].map(String::from).into_iter().collect());
     let st = a.expect_status(pb::AgentStatus::Away).await;
     assert_eq!(st.reason, "missed_offers");
     let agent = s.agent("sleepy").await;
