@@ -26,6 +26,12 @@ pub const MAX_CAPACITY: u32 = 50;
 pub const MAX_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Default: largest page of `ListAgents`.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// A page of agents when the request asks for no size.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// How often a live availability stream may and must report, in milliseconds.
+pub const WATCH_INTERVAL_MS: std::ops::RangeInclusive<u32> = 250..=60_000;
+/// A live availability stream's interval when the request sets none.
+pub const DEFAULT_WATCH_INTERVAL_MS: u32 = 1_000;
 
 /// The configurable caps, with safe defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -179,6 +179,12 @@ impl Agent {
         &self.profile.id
     }
 
+    /// Whether the agent and `case` (one it holds, as read; `None`: gone) agree that it holds
+    /// it: the case names this agent as its current one.
+    pub fn holding_agrees(&self, case: Option<&Case>) -> bool {
+        case.is_some_and(|c| c.current_agent() == Some(self.id()))
+    }
+
     /// The device stream is open.
     pub fn connected(&self) -> bool {
         self.session.as_ref().is_some_and(|s| s.connected)
@@ -497,6 +503,22 @@ impl Case {
         match &self.state {
             CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } => Some(agent_id),
             _ => None,
+        }
+    }
+
+    /// Whether this case and `agent` (the agent it names, as read) agree about its assignment:
+    /// an assigned case is held by its agent. A loss the dispatchers could not put back may
+    /// leave them disagreeing.
+    pub fn assignment_agrees(&self, agent: Option<&Agent>) -> bool {
+        match &self.state {
+            CaseState::Assigned { agent_id, .. } => {
+                agent.is_some_and(|a| a.id() == agent_id && a.assignments.contains_key(self.id()))
+            }
+            CaseState::Queued
+            | CaseState::Offered { .. }
+            | CaseState::Completed
+            | CaseState::Cancelled
+            | CaseState::Expired => true,
         }
     }
 

@@ -591,3 +591,22 @@ fn a_case_revived_by_a_store_loss_is_closed_again() {
     assert!(transition::close_after_loss(&closed, None, CaseState::Completed, T0, &p).is_noop());
     assert!(transition::close_after_loss(&offered, None, CaseState::Queued, T0, &p).is_noop());
 }
+
+/// A case and its agent agree about an assignment after an accept; a record of either from
+/// before it (what a loss may leave) disagrees.
+#[test]
+fn a_case_and_its_agent_agree_about_an_assignment() {
+    let p = Policy::default();
+    let case = transition::submit(spec("ag-1", "en", &[], Tier::Standard), None, T0, &p).case.unwrap();
+    let agent = ready("ag-a", &[("en", 5)], &[], false);
+    assert!(case.assignment_agrees(None), "a waiting case has nobody to agree with");
+    let offer = transition::offer(&case, &agent, oid(1), Explanation::default(), T0, &p).unwrap();
+    let (offered, holding) = apply(&case, &agent, &offer);
+    let accept = transition::accept(&offered, &holding, &oid(1), T0 + 1).unwrap();
+    let (assigned, working) = apply(&offered, &holding, &accept);
+    assert!(assigned.assignment_agrees(Some(&working)) && working.holding_agrees(Some(&assigned)));
+    assert!(!assigned.assignment_agrees(Some(&holding)), "the agent's record from before the accept");
+    assert!(!assigned.assignment_agrees(None), "its agent is gone");
+    assert!(!working.holding_agrees(Some(&case)), "the case's record from before the offer");
+    assert!(!working.holding_agrees(None), "the case is gone");
+}

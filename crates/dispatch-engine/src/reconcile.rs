@@ -120,15 +120,14 @@ impl Engine {
         let index = &self.inner.index;
         let mut ids = Vec::new();
         for case in index.live_cases() {
-            if let dispatch_domain::CaseState::Assigned { agent_id, .. } = &case.state
-                && !index.agent(agent_id).is_some_and(|a| a.assignments.contains_key(case.id()))
-            {
+            let agent = case.current_agent().and_then(|a| index.agent(a));
+            if !case.assignment_agrees(agent.as_deref()) {
                 ids.push(case.id().clone());
             }
         }
         for agent in index.agents() {
             for held in agent.assignments.keys() {
-                if index.case(held).is_none_or(|c| c.current_agent() != Some(agent.id())) && !ids.contains(held) {
+                if !agent.holding_agrees(index.case(held).as_deref()) && !ids.contains(held) {
                     ids.push(held.clone());
                 }
             }

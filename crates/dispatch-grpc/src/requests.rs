@@ -2,7 +2,7 @@
 //! first field that is wrong. Used by the handlers and by the fuzz target, so both run the same
 //! rules.
 
-use dispatch_domain::limits::Limits;
+use dispatch_domain::limits::{DEFAULT_PAGE_SIZE, DEFAULT_WATCH_INTERVAL_MS, Limits, WATCH_INTERVAL_MS};
 use dispatch_domain::model::{AgentProfile, CaseSpec, bounded_text};
 use dispatch_domain::stats::{AvailabilityFilter, GroupBy};
 use dispatch_domain::{AgentId, CaseId, FieldError, Policy};
@@ -10,14 +10,6 @@ use dispatch_engine::{AgentCommand, Inbound};
 use dispatch_proto::v1 as pb;
 
 use crate::convert;
-
-/// Page size of `ListAgents` when the request sets none.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-
-/// Bounds of `WatchAvailability`'s interval, and its default.
-pub const WATCH_INTERVAL_MS: std::ops::RangeInclusive<u32> = 250..=60_000;
-/// `WatchAvailability`'s interval when the request sets none.
-pub const DEFAULT_WATCH_INTERVAL_MS: u32 = 1_000;
 
 fn required(field: &str) -> FieldError {
     FieldError::new(field, "is required")

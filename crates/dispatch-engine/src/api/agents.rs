@@ -89,11 +89,6 @@ pub struct AgentCommands {
 }
 
 impl AgentCommands {
-    /// The session's agent.
-    pub fn agent_id(&self) -> &AgentId {
-        &self.agent_id
-    }
-
     /// This session's id.
     pub fn session_id(&self) -> &SessionId {
         &self.session_id
