@@ -146,6 +146,25 @@ impl TestServer {
         Self::serve(Arc::new(store), clock, None, policy, dev, Arc::new(Authenticator::dev())).await
     }
 
+    /// Starts a second dispatcher on the Redis of `other` (same pool, same manual clock) with
+    /// engine settings of the test's.
+    pub async fn start_beside_with_engine(other: &TestServer, policy: Policy, engine: EngineConfig) -> Self {
+        let url = other.redis.as_ref().expect("a redis backend").url();
+        let config = RedisConfig { url, ..RedisConfig::default() };
+        let store = RedisStore::open(&config, Some(other.clock.clone())).await.expect("open the redis store");
+        let dev = ServerConfig { plaintext: true, ..ServerConfig::default() };
+        Self::serve_engine(
+            Arc::new(store),
+            other.clock.clone(),
+            None,
+            policy,
+            engine,
+            dev,
+            Arc::new(Authenticator::dev()),
+        )
+        .await
+    }
+
     /// Opens a watch of a case.
     pub async fn watch(&self, id: &str) -> Streaming<pb::CaseEvent> {
         self.escalation().watch_case(pb::WatchCaseRequest { case_id: id.to_owned() }).await.expect("watch").into_inner()

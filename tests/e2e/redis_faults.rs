@@ -427,3 +427,106 @@ async fn a_loss_beyond_what_is_remembered_is_reported() {
     let next = l1.offer().await;
     assert_eq!(next.case.unwrap().case_id, "after-loss", "the revived offer of old-0 is never offered again");
 }
+
+/// Engine settings for a dispatcher that learns of others' writes and of store restarts only
+/// when a write of its own is fenced (no change-log polling, no probe unless the clock moves).
+fn quiet() -> EngineConfig {
+    EngineConfig { change_feed_interval_ms: 3_600_000, health_interval_ms: 3_600_000, ..EngineConfig::default() }
+}
+
+/// Registers `id` through `s` once: `Err` with the message of an UNAVAILABLE refusal (any other
+/// refusal fails the test).
+async fn try_register(s: &TestServer, id: &str) -> Result<(), String> {
+    let profile = Some(profile(id, &[("en", 5)], &[], false));
+    match s.roster().upsert_agent(pb::UpsertAgentRequest { profile }).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+            Err(e.message().to_owned())
+        }
+    }
+}
+
+/// Waits until a write through `s` is refused because the store waits for dispatchers to
+/// rejoin (a write that succeeds fails the test); the refusal's message.
+async fn refused_while_waiting(s: &TestServer, id: &str) -> String {
+    eventually("a write to be refused while the store waits for dispatchers", || async {
+        match try_register(s, id).await {
+            Ok(()) => panic!("{id} was written while the store should wait for a dispatcher"),
+            Err(m) => m.contains("to rejoin").then_some(m),
+        }
+    })
+    .await
+}
+
+/// Registers `id` through `s` once the store takes writes again.
+async fn written_once_open(s: &TestServer, id: &str) {
+    bounded("the write to go through", async {
+        while try_register(s, id).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Redis crashes and comes back without the last writes, which only dispatcher A saw (B had not
+/// read them yet): B rejoins first and sees nothing missing. B must not write on the store until
+/// A has rejoined (A's mark shows the loss, and A puts back what it knows); otherwise B would
+/// time out the offer A's agent accepted and give the case to a second agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_only_one_dispatcher_saw_waits_for_it() {
+    let policy = Policy { presence_lease_ms: 120_000, ..Policy::default() };
+    let mut a = TestServer::start_redis_with_engine(policy.clone(), quiet()).await;
+    let b = TestServer::start_beside_with_engine(&a, policy, quiet()).await;
+    a.register(profile("w1", &[("en", 5)], &[], false)).await;
+    let mut w1 = AgentConn::open(a.channel(), "w1").await.expect("w1 connects");
+    assert_eq!(w1.go_available().await.code, 0);
+    let saved = a.redis.as_ref().unwrap().copy_aof();
+    // Through A only: a case offered to w1 and accepted.
+    a.submit(case("late", "en", &[], pb::Tier::Standard)).await;
+    let offer = w1.offer().await;
+    assert_eq!(w1.accept(&offer.offer_id).await.code, 0);
+    w1.assigned().await;
+    a.redis.as_mut().unwrap().crash_back_to(&saved);
+
+    // B's next write is fenced; B rejoins, sees no loss, and waits for A.
+    let refusal = refused_while_waiting(&b, "w2").await;
+    assert!(refusal.contains("waiting for 1 dispatcher(s) to rejoin"), "{refusal}");
+
+    // A's next write is fenced too (the first may meet the connection Redis broke): it rejoins,
+    // finds the loss and puts the assignment back; B is fenced again, rejoins the lossy epoch
+    // and puts back what it knows.
+    eventually("both dispatchers to reconcile the loss", || async {
+        let _ = try_register(&a, "w3").await;
+        let _ = try_register(&b, "w2").await;
+        (a.engine.reconciles() > 0 && b.engine.reconciles() > 1).then_some(())
+    })
+    .await;
+    a.advance(EngineConfig::default().reconcile_window_ms);
+    written_once_open(&b, "w2").await;
+    let late = b.case("late").await;
+    assert_eq!(late.state, pb::CaseState::Assigned as i32);
+    assert_eq!(late.current_agent_id, "w1");
+    assert_eq!(late.offers.len(), 1, "offered once, to w1");
+    assert_eq!(b.engine.losses_beyond_memory(), (0, vec![]));
+}
+
+/// A dispatcher that does not rejoin after a store restart (it died) is waited for only until
+/// the deadline (store clock); one that shut down gracefully is not waited for at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_dispatchers_that_do_not_rejoin_is_bounded() {
+    let policy = Policy::default();
+    let mut a = TestServer::start_redis_with_engine(policy.clone(), quiet()).await;
+    let mut gone = TestServer::start_beside_with_engine(&a, policy.clone(), quiet()).await;
+    let dead = TestServer::start_beside_with_engine(&a, policy, quiet()).await;
+    gone.shutdown().await;
+    // `dead` never writes again: it stands for a process that died with the store.
+    dead.engine.stop();
+    let redis = a.redis.as_mut().unwrap();
+    redis.stop();
+    redis.restart();
+    let refusal = refused_while_waiting(&a, "w1").await;
+    assert!(refusal.contains("waiting for 1 dispatcher(s) to rejoin"), "not for the one that left: {refusal}");
+    a.advance(dispatch_redis::RedisConfig::default().rejoin_wait_ms);
+    written_once_open(&a, "w1").await;
+}

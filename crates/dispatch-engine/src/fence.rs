@@ -117,10 +117,14 @@ impl Fence {
     }
 
     /// Whether the store lost writes in `epoch` and this dispatcher has not yet put back what it
-    /// knows for it; marks it as done.
+    /// knows for it (a restore that failed is made again).
     pub(crate) fn needs_restore(&self, epoch: Epoch) -> bool {
-        epoch.began_after_restart_at.is_some()
-            && self.restored_epoch.fetch_max(epoch.number, Ordering::SeqCst) < epoch.number
+        epoch.began_after_restart_at.is_some() && self.restored_epoch.load(Ordering::SeqCst) < epoch.number
+    }
+
+    /// This dispatcher's restore for `epoch` is in.
+    pub(crate) fn restored(&self, epoch: Epoch) {
+        self.restored_epoch.fetch_max(epoch.number, Ordering::SeqCst);
     }
 
     /// Started in `epoch` (a fresh dispatcher has nothing to put back for it).
@@ -334,6 +338,8 @@ mod tests {
         assert!(!f.needs_restore(Epoch { number: 2, ..Epoch::default() }), "nothing was lost");
         let lossy = Epoch { number: 3, began_after_restart_at: Some(5), lost_after: Some(0) };
         assert!(f.needs_restore(lossy));
+        assert!(f.needs_restore(lossy), "until it is done");
+        f.restored(lossy);
         assert!(!f.needs_restore(lossy), "once");
     }
 

@@ -142,6 +142,9 @@ impl Engine {
                 }
             }
         }
+        if let Err(e) = self.inner.store.leave().await {
+            warn!(error = %e, "could not leave the store's members; a store restart will wait for this dispatcher");
+        }
         self.stop();
         info!(?report, "engine shut down");
         report

@@ -57,6 +57,8 @@ impl Engine {
         let marks = Marks { closed: index.closed_since(lost_since.saturating_sub(1_000)), ..self.inner.fence.seen() };
         let written = self.inner.store.restore(records, &marks).await?;
         let revived = self.close_revived(now).await?;
+        self.inner.store.restored().await?;
+        self.inner.fence.restored(epoch);
         let cursor = self.inner.store.change_cursor().await?;
         self.rebuild_index().await?;
         self.check_loss(epoch, now, revived);

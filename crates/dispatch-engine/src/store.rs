@@ -199,7 +199,9 @@ pub trait Store: Send + Sync + 'static {
     /// Joins the store's current epoch, beginning a new one first if the store is not the
     /// process the last one began on, or if it is behind `high_water` (the highest mark the
     /// caller saw written: it lost writes, and the new epoch opens a reconcile window). Later
-    /// writes carry it.
+    /// writes carry it. A new epoch takes writes only once every dispatcher seen lately has
+    /// joined it (and, after a loss, checked in with [`Store::restored`]), or a deadline passed:
+    /// a write only one of them saw may be what the store lost.
     async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
         let _ = high_water;
         Ok(Epoch { number: 1, began_after_restart_at: None, lost_after: None })
@@ -215,6 +217,16 @@ pub trait Store: Send + Sync + 'static {
     /// high-water mark and the counters are raised to what the caller saw. Returns how many
     /// records were written.
     async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError>;
+    /// After a loss, once this dispatcher's restore is in: the store stops waiting for it
+    /// (writes resume when every dispatcher it waits for has checked in).
+    async fn restored(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A graceful shutdown: the store no longer counts this dispatcher among those it waits
+    /// for after a restart.
+    async fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

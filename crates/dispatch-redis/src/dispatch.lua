@@ -14,9 +14,11 @@
 --   counters hash  counter name -> total
 --   log      stream change log: k = a|c, id = record id, v = version written (0: deleted),
 --                   s = the high-water mark after the write
---   epoch    string "<epoch>:<run id>:<began at ms>:<mark found>": the store's epoch (see
---                   `fence`); the last part is the high-water mark the server had when the
---                   epoch began because it had lost writes
+--   epoch    string "<epoch>:<run id>:<began at ms>:<mark found>:<wait until ms>:<pending>":
+--                   the store's epoch (see `fence`); <mark found> is the high-water mark the
+--                   server had when the epoch began because it had lost writes; <pending> the
+--                   comma-separated dispatchers it still waits for (until <wait until>)
+--   members  hash   dispatcher id -> when it was last seen (ms, its store clock)
 --   seq      string the high-water mark: bumped by every write, so a Redis that comes back
 --                   behind what a dispatcher saw written is known to have lost writes
 --
@@ -28,7 +30,15 @@
 -- reconcile window only when writes were lost: when the high-water mark is behind the one a
 -- dispatcher saw. Then the dispatchers put back what they know (`dispatch_restore`) before
 -- anything new is written. A clean restart or a slot moved to another node loses nothing and
--- costs no window.
+-- costs no reconcile window.
+--
+-- Whether a new server lost writes is known only once every dispatcher that wrote has told its
+-- mark: the writes it lost were acknowledged to one dispatcher, maybe not the first to rejoin.
+-- So a new epoch waits for every dispatcher seen lately (`members`, refreshed by each probe,
+-- and the peers the joiner remembers) to rejoin, and after a loss to have put back what it
+-- knows (`dispatch_checked_in`); writes other than restores are refused meanwhile (error
+-- RECONCILING), and at the latest when the wait's deadline passes (a dispatcher that does not
+-- rejoin by then is presumed gone).
 
 local function version_of(key)
   local raw = redis.call('GET', key)
@@ -47,12 +57,34 @@ local function read_epoch(key)
   if not raw then
     return nil
   end
-  local e, rid, at, found = string.match(raw, '^(%d+):(%x+):(%d+):?(%d*)$')
-  return {epoch = tonumber(e), rid = rid, at = tonumber(at), found = tonumber(found) or 0}
+  local e, rid, at, found, wait_until, pending = string.match(raw, '^(%d+):(%x+):(%d+):?(%d*):?(%d*):?([%w,._-]*)$')
+  local g = {epoch = tonumber(e), rid = rid, at = tonumber(at), found = tonumber(found) or 0,
+             wait_until = tonumber(wait_until) or 0, pending = {}, waiting = 0}
+  for id in string.gmatch(pending or '', '[^,]+') do
+    g.pending[id] = true
+    g.waiting = g.waiting + 1
+  end
+  return g
 end
 
--- Raises FENCED unless a writer of `epoch` may write now.
-local function fence(epoch_key, epoch)
+local function write_epoch(key, g)
+  local ids = {}
+  for id in pairs(g.pending) do
+    table.insert(ids, id)
+  end
+  table.sort(ids)
+  redis.call('SET', key, g.epoch .. ':' .. g.rid .. ':' .. g.at .. ':' .. g.found .. ':' .. g.wait_until .. ':'
+    .. table.concat(ids, ','))
+end
+
+-- Whether writes of epoch `g` still wait for dispatchers to rejoin at `now`.
+local function waits(g, now)
+  return g.waiting > 0 and tonumber(now) < g.wait_until
+end
+
+-- Raises FENCED unless a writer of `epoch` may write; with `now` (a write that is not a
+-- restore), RECONCILING while the epoch waits for dispatchers to rejoin.
+local function fence(epoch_key, epoch, now)
   local g = read_epoch(epoch_key)
   if not g or g.rid ~= run_id() then
     error({err = 'FENCED the store restarted since this dispatcher joined its epoch'})
@@ -60,6 +92,25 @@ local function fence(epoch_key, epoch)
   if g.epoch ~= tonumber(epoch) then
     error({err = 'FENCED the store moved to epoch ' .. g.epoch})
   end
+  if now and waits(g, now) then
+    error({err = 'RECONCILING waiting for ' .. g.waiting .. ' dispatcher(s) to rejoin after the store changed'})
+  end
+  return g
+end
+
+-- Dispatchers seen within `ttl` ms of `now` (`members`); older entries are dropped.
+local function alive(members_key, now, ttl)
+  local out = {}
+  local raw = redis.call('HGETALL', members_key)
+  for i = 1, #raw, 2 do
+    local seen = tonumber(raw[i + 1]) or 0
+    if seen >= now - ttl then
+      table.insert(out, raw[i])
+    elseif seen < now - 100 * ttl then
+      redis.call('HDEL', members_key, raw[i])
+    end
+  end
+  return out
 end
 
 local function log(key, maxlen, kind, id, version, seq)
@@ -96,11 +147,11 @@ end
 --                {k, id, exp = the version it must have now, v = the version it is written at,
 --                 live and offers for a case} (the writer decides both; nothing is computed here)
 -- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON
--- ARGV[4]: the writer's epoch
+-- ARGV[4]: the writer's epoch, ARGV[5]: now (ms, the writer's store clock)
 -- Returns {1, high-water mark, counter name, total, ...} when written (the counters it moved,
 -- with their new totals), {0, 'case' | 'agent'} when a version did not match (nothing written).
 local function commit(keys, args)
-  fence(keys[9], args[4])
+  fence(keys[9], args[4], args[5])
   local m = cjson.decode(args[1])
   local c = m['c']
   local a = m['a']
@@ -129,9 +180,9 @@ local function commit(keys, args)
   return out
 end
 
--- KEYS: agent, agents, log, epoch, seq   ARGV: expected version, id, log length, epoch
+-- KEYS: agent, agents, log, epoch, seq   ARGV: expected version, id, log length, epoch, now
 local function remove_agent(keys, args)
-  fence(keys[4], args[4])
+  fence(keys[4], args[4], args[5])
   if version_of(keys[1]) ~= tonumber(args[1]) then
     return 0
   end
@@ -141,9 +192,10 @@ local function remove_agent(keys, args)
   return 1
 end
 
--- KEYS: timers, epoch   ARGV: member, due, epoch. Disarms the timer only if it is still due at `due`.
+-- KEYS: timers, epoch   ARGV: member, due, epoch, now. Disarms the timer only if it is still due
+-- at `due`.
 local function clear_timer(keys, args)
-  fence(keys[2], args[3])
+  fence(keys[2], args[3], args[4])
   local due = redis.call('ZSCORE', keys[1], args[1])
   if due and tonumber(due) == tonumber(args[2]) then
     redis.call('ZREM', keys[1], args[1])
@@ -153,9 +205,9 @@ local function clear_timer(keys, args)
 end
 
 -- KEYS: case, live, offers, log, epoch, seq   ARGV: case id, JSON list of offer ids, log length,
--- epoch. Deletes the case only if it is no longer live.
+-- epoch, now. Deletes the case only if it is no longer live.
 local function purge_case(keys, args)
-  fence(keys[5], args[4])
+  fence(keys[5], args[4], args[5])
   if redis.call('SISMEMBER', keys[2], args[1]) == 1 or redis.call('EXISTS', keys[1]) == 0 then
     return 0
   end
@@ -167,41 +219,93 @@ local function purge_case(keys, args)
   return 1
 end
 
--- KEYS: epoch, seq   ARGV: the epoch the caller knew (0: none), now (ms, store clock), the
--- highest high-water mark the caller saw written.
+-- KEYS: epoch, seq, members   ARGV: the epoch the caller knew (0: none), now (ms, store clock),
+-- the highest high-water mark the caller saw written, the caller's dispatcher id, how long a new
+-- epoch waits for dispatchers at most (ms), how lately a member must have been seen to be waited
+-- for (ms), the comma-separated peers the caller remembers.
 -- Joins the current epoch, beginning a new one if the server is not the one it began on, or if
 -- this caller saw writes the server no longer has (its mark is behind the caller's). Only the
--- latter opens a reconcile window. Returns {epoch, began at (0: no window: nothing was lost),
--- the mark the server had when the loss was found}.
+-- latter opens a reconcile window. A new epoch waits for the members seen lately and the
+-- caller's peers (see the header); joining an epoch that lost nothing checks the caller in,
+-- after a loss its restore does (`dispatch_checked_in`). Returns {epoch, began at (0: no window:
+-- nothing was lost), the mark the server had when the loss was found, dispatchers waited for}.
 local function join_epoch(keys, args)
   local rid = run_id()
   local g = read_epoch(keys[1])
   local found = high_water(keys[2])
+  local now = tonumber(args[2])
+  local me = args[4]
   local lost = tonumber(args[3]) > found
+  redis.call('HSET', keys[3], me, now)
   if g and g.rid == rid and not lost then
-    return {g.epoch, g.at, g.found}
+    if g.at == 0 and g.pending[me] then
+      g.pending[me] = nil
+      g.waiting = g.waiting - 1
+      write_epoch(keys[1], g)
+    end
+    return {g.epoch, g.at, g.found, waits(g, now) and g.waiting or 0}
   end
-  local epoch = math.max(g and g.epoch or 0, tonumber(args[1])) + 1
-  local at = 0
+  local e = {epoch = math.max(g and g.epoch or 0, tonumber(args[1])) + 1, rid = rid, at = 0, found = 0,
+             wait_until = now + tonumber(args[5]), pending = {}, waiting = 0}
   if lost then
-    at = tonumber(args[2])
-  else
-    found = 0
+    e.at = now
+    e.found = found
   end
-  redis.call('SET', keys[1], epoch .. ':' .. rid .. ':' .. at .. ':' .. found)
-  return {epoch, at, found}
+  local function wait_for(id)
+    if not e.pending[id] then
+      e.pending[id] = true
+      e.waiting = e.waiting + 1
+    end
+  end
+  for _, id in ipairs(alive(keys[3], now, tonumber(args[6]))) do
+    wait_for(id)
+  end
+  for id in string.gmatch(args[7], '[^,]+') do
+    wait_for(id)
+  end
+  if lost then
+    wait_for(me)
+  elseif e.pending[me] then
+    e.pending[me] = nil
+    e.waiting = e.waiting - 1
+  end
+  write_epoch(keys[1], e)
+  return {e.epoch, e.at, e.found, e.waiting}
 end
 
--- KEYS: epoch   Returns {epoch (0: none), 1 if the server restarted since it began}.
+-- KEYS: epoch   ARGV: the caller's epoch, its dispatcher id. After a loss: the caller has put
+-- back what it knows; the epoch stops waiting for it. Returns how many it still waits for.
+local function checked_in(keys, args)
+  local g = fence(keys[1], args[1])
+  if g.pending[args[2]] then
+    g.pending[args[2]] = nil
+    g.waiting = g.waiting - 1
+    write_epoch(keys[1], g)
+  end
+  return g.waiting
+end
+
+-- KEYS: members   ARGV: dispatcher id. The dispatcher leaves (a graceful shutdown): no epoch
+-- waits for it.
+local function leave(keys, args)
+  redis.call('HDEL', keys[1], args[1])
+  return 1
+end
+
+-- KEYS: epoch   ARGV: now (optional). Returns {epoch (0: none), 1 if the server restarted since
+-- it began, how many dispatchers writes still wait for at `now`}.
 local function epoch_status(keys, args)
   local g = read_epoch(keys[1])
   if not g then
-    return {0, 1}
+    return {0, 1, 0}
   end
   if g.rid ~= run_id() then
-    return {g.epoch, 1}
+    return {g.epoch, 1, 0}
   end
-  return {g.epoch, 0}
+  if args[1] and waits(g, args[1]) then
+    return {g.epoch, 0, g.waiting}
+  end
+  return {g.epoch, 0, 0}
 end
 
 -- KEYS: epoch, agents, live, offers, timers, log, seq, counters, closed, then one record key
@@ -253,17 +357,23 @@ local function restore(keys, args)
   return written
 end
 
--- KEYS: epoch   ARGV: the caller's epoch. A write's checks without its writes: the Functions are
--- loaded, the server is the one the epoch began on, and it takes writes (under maxmemory with
--- noeviction Redis refuses a Function that may write: OOM). Readiness probes call it.
+-- KEYS: epoch, members   ARGV: the caller's epoch, now, its dispatcher id, how lately a member
+-- must have been seen to count (ms). A write's checks without its writes: the Functions are
+-- loaded, the server is the one the epoch began on, it waits for no dispatcher, and it takes
+-- writes (under maxmemory with noeviction Redis refuses a Function that may write: OOM).
+-- Readiness probes call it; it also notes the caller as seen, and returns the members seen
+-- lately.
 local function probe(keys, args)
-  fence(keys[1], args[1])
-  return 1
+  fence(keys[1], args[1], args[2])
+  redis.call('HSET', keys[2], args[3], args[2])
+  return alive(keys[2], tonumber(args[2]), tonumber(args[4]))
 end
 
 redis.register_function('dispatch_commit', commit)
 redis.register_function('dispatch_probe', probe)
 redis.register_function('dispatch_join_epoch', join_epoch)
+redis.register_function('dispatch_checked_in', checked_in)
+redis.register_function('dispatch_leave', leave)
 redis.register_function{function_name = 'dispatch_epoch', callback = epoch_status, flags = {'no-writes'}}
 redis.register_function('dispatch_restore', restore)
 redis.register_function('dispatch_remove_agent', remove_agent)

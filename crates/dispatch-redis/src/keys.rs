@@ -18,8 +18,11 @@ pub struct Keys {
     /// Stream: the change log (`k` = `a` agent / `c` case, `id`, `v` the version written, `s`
     /// the high-water mark after the write).
     pub log: String,
-    /// String: the store's epoch (`<epoch>:<run id>:<began at>`).
+    /// String: the store's epoch (`<epoch>:<run id>:<began at>:<mark found>:<wait until>:<pending>`,
+    /// see `dispatch.lua`).
     pub epoch: String,
+    /// Hash dispatcher id → when its probe last saw it (store clock).
+    pub members: String,
     /// String: the high-water mark, bumped by every write.
     pub seq: String,
     /// Hash case id → the version some dispatcher saw it closed at, during a reconcile after a
@@ -39,6 +42,7 @@ impl Keys {
             counters: format!("{prefix}counters"),
             log: format!("{prefix}log"),
             epoch: format!("{prefix}epoch"),
+            members: format!("{prefix}members"),
             seq: format!("{prefix}seq"),
             closed: format!("{prefix}closed"),
             prefix,

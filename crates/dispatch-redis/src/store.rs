@@ -41,6 +41,13 @@ pub struct RedisConfig {
     pub response_timeout_ms: u64,
     /// Approximate length the change log is trimmed to.
     pub change_log_max_len: u64,
+    /// A dispatcher seen (by its probe) within this long counts as a member: when Redis comes
+    /// back or fails over, writes wait for every member to rejoin (a write it alone saw may be
+    /// lost). Several health intervals.
+    pub member_ttl_ms: u64,
+    /// ... but at most this long (store clock): a member that has not rejoined by then is
+    /// presumed gone.
+    pub rejoin_wait_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -52,6 +59,8 @@ impl Default for RedisConfig {
             connection_timeout_ms: 1_000,
             response_timeout_ms: 1_000,
             change_log_max_len: 100_000,
+            member_ttl_ms: 5_000,
+            rejoin_wait_ms: 5_000,
         }
     }
 }
@@ -140,6 +149,21 @@ pub struct RedisStore {
     /// Redis's clock as seen from here: the last `TIME` sample, so that `now` between samples
     /// costs no round trip.
     time: Arc<TimeSample>,
+    /// This handle's dispatcher id in the pool's `members` (unique per process start).
+    member: String,
+    /// The members the last probe saw (waited for when this handle begins a new epoch).
+    peers: Arc<std::sync::Mutex<Vec<String>>>,
+    member_ttl_ms: u64,
+    rejoin_wait_ms: u64,
+}
+
+/// A dispatcher id unique to this store handle: its pid, a random number (the standard
+/// library's per-process hash seed) and a counter, in hex.
+fn new_member_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{:x}-{random:x}-{:x}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Redis time minus local monotonic time (ms) at the last `TIME` answer, and when that was.
@@ -186,6 +210,8 @@ impl TimeSample {
 fn unavailable(e: redis::RedisError) -> StoreError {
     if e.code() == Some("FENCED") {
         StoreError::Fenced(e.detail().unwrap_or("fenced").to_owned())
+    } else if e.code() == Some("RECONCILING") {
+        StoreError::Unavailable(format!("reconciling: {}", e.detail().unwrap_or("after the store changed")))
     } else if e.code() == Some("OOM") {
         StoreError::Unavailable(format!("Redis is out of memory and refuses writes: {e}"))
     } else {
@@ -378,7 +404,18 @@ impl RedisStore {
         let mode = if config.cluster_nodes.is_empty() { "single" } else { "cluster" };
         info!(redis = %target, mode, pool = %config.pool, maxmemory_policy = %policy, "redis store ready");
         // No epoch joined yet: its user (the engine at start) joins before writing.
-        Ok(Self { conn, keys, max_len: config.change_log_max_len, clock, epoch: Arc::default(), time: Arc::default() })
+        Ok(Self {
+            conn,
+            keys,
+            max_len: config.change_log_max_len,
+            clock,
+            epoch: Arc::default(),
+            time: Arc::default(),
+            member: new_member_id(),
+            peers: Arc::default(),
+            member_ttl_ms: config.member_ttl_ms,
+            rejoin_wait_ms: config.rejoin_wait_ms,
+        })
     }
 
     fn conn(&self) -> Conn {
@@ -394,9 +431,14 @@ impl RedisStore {
         self.epoch.load(Ordering::SeqCst).to_string()
     }
 
-    /// Whether `dispatch_epoch`'s answer (epoch, restarted) fences this handle's writes.
-    fn is_fenced_by(&self, (epoch, restarted): (u64, u8)) -> bool {
+    /// Whether `dispatch_epoch`'s answer (epoch, restarted, waiting) fences this handle's writes.
+    fn is_fenced_by(&self, (epoch, restarted, _): (u64, u8, u64)) -> bool {
         restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// This handle's dispatcher id in the pool's members.
+    pub fn member_id(&self) -> &str {
+        &self.member
     }
 
     async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
@@ -496,7 +538,13 @@ impl Store for RedisStore {
     /// A write's checks without its writes (`dispatch_probe`): the Functions are there (loaded
     /// again if not, and fenced), the epoch holds, and Redis takes writes (not out of memory).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.fcall("dispatch_probe", &[&self.keys.epoch], &[&self.epoch()]).await.map(drop)
+        let now = self.now().await?.to_string();
+        let args = [self.epoch(), now, self.member.clone(), self.member_ttl_ms.to_string()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = self.fcall("dispatch_probe", &[&self.keys.epoch, &self.keys.members], &args).await?;
+        let members: Vec<String> = redis::from_redis_value(v).map_err(|e| corrupt("probe reply", e))?;
+        *self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        Ok(())
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
@@ -526,7 +574,13 @@ impl Store for RedisStore {
             .fcall(
                 "dispatch_remove_agent",
                 &[&key, &self.keys.agents, &self.keys.log, &self.keys.epoch, &self.keys.seq],
-                &[&version.to_string(), id.as_str(), &self.max_len.to_string(), &self.epoch()],
+                &[
+                    &version.to_string(),
+                    id.as_str(),
+                    &self.max_len.to_string(),
+                    &self.epoch(),
+                    &self.now().await?.to_string(),
+                ],
             )
             .await?;
         match v {
@@ -592,7 +646,8 @@ impl Store for RedisStore {
             &self.keys.epoch,
             &self.keys.seq,
         ];
-        let v = self.fcall("dispatch_commit", &keys, &[&meta, &case_json, &agent_json, &self.epoch()]).await?;
+        let now = self.now().await?.to_string();
+        let v = self.fcall("dispatch_commit", &keys, &[&meta, &case_json, &agent_json, &self.epoch(), &now]).await?;
         match v {
             Value::Array(items) if items.first() == Some(&Value::Int(1)) => {
                 let int = |v: &Value| redis::from_redis_value::<i64>(v.clone()).map_err(|e| corrupt("commit reply", e));
@@ -639,7 +694,7 @@ impl Store for RedisStore {
         self.fcall(
             "dispatch_clear_timer",
             &[&self.keys.timers, &self.keys.epoch],
-            &[&timer_member(key), &due.to_string(), &self.epoch()],
+            &[&timer_member(key), &due.to_string(), &self.epoch(), &self.now().await?.to_string()],
         )
         .await?;
         Ok(())
@@ -670,28 +725,47 @@ impl Store for RedisStore {
                 &serde_json::to_string(&offers).map_err(|e| corrupt("offers", e))?,
                 &self.max_len.to_string(),
                 &self.epoch(),
+                &self.now().await?.to_string(),
             ],
         )
         .await?;
         Ok(())
     }
 
+    /// Joins with this handle's member id and the peers its last probe saw: a new epoch waits
+    /// for them (see `dispatch.lua`).
     async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
         let now = self.now().await?;
         let known = self.epoch.load(Ordering::SeqCst);
-        let keys = [self.keys.epoch.as_str(), self.keys.seq.as_str()];
-        let args = [known.to_string(), now.to_string(), high_water.to_string()];
+        let peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join(",");
+        let keys = [self.keys.epoch.as_str(), self.keys.seq.as_str(), self.keys.members.as_str()];
+        let args = [
+            known.to_string(),
+            now.to_string(),
+            high_water.to_string(),
+            self.member.clone(),
+            self.rejoin_wait_ms.to_string(),
+            self.member_ttl_ms.to_string(),
+            peers,
+        ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = self.fcall("dispatch_join_epoch", &keys, &args).await?;
-        let (number, at, found): (u64, Millis, u64) = redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
+        let (number, at, found, waiting): (u64, Millis, u64, u64) =
+            redis::from_redis_value(v).map_err(|e| corrupt("epoch", e))?;
         self.epoch.store(number, Ordering::SeqCst);
+        if waiting > 0 {
+            info!(epoch = number, waiting, "joined a new epoch: writes wait for the other dispatchers to rejoin");
+        }
         Ok(Epoch { number, began_after_restart_at: (at > 0).then_some(at), lost_after: (at > 0).then_some(found) })
     }
 
+    /// Fenced if the store restarted or moved epoch; unavailable while the epoch still waits
+    /// for dispatchers to rejoin (one of them may yet put back what a refusal rests on).
     async fn check_epoch(&self) -> Result<(), StoreError> {
+        let now = self.now().await?;
         let mut cmd = redis::cmd("FCALL_RO");
-        cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
-        let status: (u64, u8) = match cmd.query_async(&mut self.conn()).await {
+        cmd.arg("dispatch_epoch").arg(1).arg(&self.keys.epoch).arg(now);
+        let status: (u64, u8, u64) = match cmd.query_async(&mut self.conn()).await {
             Ok(s) => s,
             Err(e) if functions_missing(&e) => return Err(self.functions_lost().await),
             Err(e) => return Err(unavailable(e)),
@@ -703,7 +777,23 @@ impl Store for RedisStore {
                 status.1 == 1
             )));
         }
+        if status.2 > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "reconciling: waiting for {} dispatcher(s) to rejoin after the store changed",
+                status.2
+            )));
+        }
         Ok(())
+    }
+
+    async fn restored(&self) -> Result<(), StoreError> {
+        let args = [self.epoch(), self.member.clone()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.fcall("dispatch_checked_in", &[&self.keys.epoch], &args).await.map(drop)
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        self.fcall("dispatch_leave", &[&self.keys.members], &[&self.member]).await.map(drop)
     }
 
     async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError> {
@@ -773,7 +863,7 @@ impl Store for RedisStore {
         pipe.cmd("XRANGE").arg(&self.keys.log).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(limit);
         pipe.cmd("FCALL_RO").arg("dispatch_epoch").arg(1).arg(&self.keys.epoch);
         pipe.cmd("XINFO").arg("STREAM").arg(&self.keys.log);
-        let result: Result<(redis::streams::StreamRangeReply, (u64, u8), Value), _> =
+        let result: Result<(redis::streams::StreamRangeReply, (u64, u8, u64), Value), _> =
             pipe.query_async(&mut self.conn()).await;
         let (range, epoch_status, info) = match result {
             Ok(r) => r,

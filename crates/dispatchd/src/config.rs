@@ -169,6 +169,15 @@ impl Config {
         if self.redis.pool.is_empty() || self.redis.pool.contains(['{', '}']) {
             bail!("redis.pool: must be non-empty and free of braces (it is the keys' hash tag)");
         }
+        if self.redis.member_ttl_ms < 2 * self.engine.health_interval_ms {
+            bail!(
+                "redis.member_ttl_ms: must be at least twice engine.health_interval_ms (each probe renews \
+                 a dispatcher's membership)"
+            );
+        }
+        if self.redis.rejoin_wait_ms == 0 {
+            bail!("redis.rejoin_wait_ms: must be above 0");
+        }
         if !self.server.plaintext && (self.server.tls.cert.is_empty() || self.server.tls.key.is_empty()) {
             bail!(
                 "server.tls.cert and server.tls.key are required: the dispatcher serves TLS only \
