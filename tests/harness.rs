@@ -612,3 +612,27 @@ pub fn case(id: &str, lang: &str, skills: &[(&str, u32)], tier: pb::Tier) -> pb:
         ..Default::default()
     }
 }
+
+/// Asserts that `err` is an INVALID_ARGUMENT naming `field` in its message and, as its one
+/// `google.rpc.BadRequest` field violation, in its details.
+pub fn assert_field(err: &tonic::Status, field: &str) {
+    use tonic_types::StatusExt;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {}", err.message());
+    assert!(err.message().starts_with(field), "expected {field} in {:?}", err.message());
+    let details = err.get_error_details();
+    let fields: Option<Vec<&str>> =
+        details.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.as_str()).collect());
+    assert_eq!(fields, Some(vec![field]), "the status details name the field");
+}
+
+/// The retry delay an UNAVAILABLE or RESOURCE_EXHAUSTED status carries (`google.rpc.RetryInfo`).
+pub fn retry_delay(err: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    err.get_error_details().retry_info().and_then(|r| r.retry_delay)
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status, if it carries one.
+pub fn error_reason(err: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    err.get_error_details().error_info().map(|i| i.reason.clone())
+}

@@ -12,13 +12,16 @@ if ! need cargo; then
 fi
 
 # The Redis tests start their own redis-server (7.0+ for Redis Functions) on free ports; the
-# TLS tests make their certificates with deploy/dev-certs.sh (openssl).
-if ! need redis-server || ! need redis-cli || ! need openssl; then
-  echo "== installing redis-server and openssl (Debian packages)"
+# TLS tests make their certificates with deploy/dev-certs.sh (openssl); the metrics page and the
+# alert rules are checked by Prometheus's own promtool (Debian package prometheus).
+if ! need redis-server || ! need redis-cli || ! need openssl || ! need promtool; then
+  echo "== installing redis-server, openssl and prometheus (promtool) (Debian packages)"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    redis-server redis-tools openssl prometheus >/dev/null
 fi
+need promtool || { echo "error: promtool is required (Debian package prometheus) and could not be installed" >&2; exit 1; }
 need redis-server || { echo "error: redis-server is required and could not be installed" >&2; exit 1; }
 need redis-cli || { echo "error: redis-cli is required and could not be installed" >&2; exit 1; }
 need openssl || { echo "error: openssl is required and could not be installed" >&2; exit 1; }

@@ -53,25 +53,26 @@ async fn bad_input_names_the_field_and_changes_nothing(b: Backend) {
         let err = s.escalation().submit_case(pb::SubmitCaseRequest { spec: Some(spec) }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {}", err.message());
         assert!(err.message().starts_with(field), "expected {field} in {:?}", err.message());
+        assert_field(&err, field);
     }
     let err = s.escalation().submit_case(pb::SubmitCaseRequest { spec: None }).await.unwrap_err();
-    assert!(err.message().starts_with("spec"), "{}", err.message());
+    assert_field(&err, "spec");
     let stats = s.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.submitted_total, 0, "no rejected request created anything");
 
     let mut p = profile("bad", &[("en", 5)], &[("disputes", 9)], false);
     let err = s.roster().upsert_agent(pb::UpsertAgentRequest { profile: Some(p.clone()) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("profile.skills[0].level"), "{}", err.message());
+    assert_field(&err, "profile.skills[0].level");
     p.skills.clear();
     p.languages.clear();
     let err = s.roster().upsert_agent(pb::UpsertAgentRequest { profile: Some(p) }).await.unwrap_err();
-    assert!(err.message().starts_with("profile.languages"), "{}", err.message());
+    assert_field(&err, "profile.languages");
     let err = s.roster().get_agent(pb::GetAgentRequest { agent_id: "bad".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "the rejected agent was not registered");
     let err =
         s.roster().list_agents(pb::ListAgentsRequest { page_size: 5000, page_token: String::new() }).await.unwrap_err();
-    assert!(err.message().starts_with("page_size"), "{}", err.message());
+    assert_field(&err, "page_size");
     let err = s.escalation().get_case(pb::GetCaseRequest { case_id: "nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = s
@@ -82,7 +83,7 @@ async fn bad_input_names_the_field_and_changes_nothing(b: Backend) {
         })
         .await
         .unwrap_err();
-    assert!(err.message().starts_with("group_by[1]"), "{}", err.message());
+    assert_field(&err, "group_by[1]");
 }
 
 async fn bad_agent_commands_get_a_result_naming_the_field(b: Backend) {
@@ -92,10 +93,12 @@ async fn bad_agent_commands_get_a_result_naming_the_field(b: Backend) {
     let r = a.accept("").await;
     assert_eq!(r.code, Code::InvalidArgument as i32);
     assert!(r.message.starts_with("accept.offer_id"), "{}", r.message);
+    assert_eq!(r.field, "accept.offer_id", "the result names the field");
     let r = a.accept("of-unknown").await;
     assert_eq!(r.code, Code::NotFound as i32);
     let r = a.command(pb::agent_message::Command::SetStatus(pb::SetStatus { status: 0 })).await;
     assert!(r.message.starts_with("set_status.status"), "{}", r.message);
+    assert_eq!(r.field, "set_status.status", "the result names the field");
     let r = a.complete("not-mine").await;
     assert_eq!(r.code, Code::NotFound as i32);
     let r = a.command(pb::agent_message::Command::Heartbeat(pb::Heartbeat {})).await;
@@ -326,7 +329,7 @@ async fn a_bad_agent_id_metadata_value_is_named_as_metadata(b: Backend) {
     let s = TestServer::start(b, Policy::default()).await;
     let err = AgentConn::open(s.channel(), "bad agent id!").await.err().expect("refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
-    assert!(err.message().starts_with("metadata agent-id"), "{}", err.message());
+    assert_field(&err, "metadata agent-id");
     assert!(!err.message().contains("token"), "{}", err.message());
 }
 
@@ -453,6 +456,7 @@ async fn watches_are_bounded_per_connection(b: Backend) {
     }
     let err = s.escalation().watch_case(pb::WatchCaseRequest { case_id: "w-3".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(retry_delay(&err).is_some(), "RESOURCE_EXHAUSTED carries a retry delay");
     drop(open.pop());
     eventually("a slot to free", || async {
         s.escalation().watch_case(pb::WatchCaseRequest { case_id: "w-3".into() }).await.ok()

@@ -3,6 +3,7 @@
 mod api;
 mod matching;
 mod offers;
+mod operability;
 mod presence;
 mod redis_faults;
 mod replicas;

@@ -442,6 +442,7 @@ async fn try_register(s: &TestServer, id: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => {
             assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+            assert!(retry_delay(&e).is_some(), "UNAVAILABLE carries a retry delay: {}", e.message());
             Err(e.message().to_owned())
         }
     }

@@ -27,4 +27,4 @@ pub use model::{
 pub use policy::Policy;
 pub use state::{Activity, Agent, AgentStatus, Case, CaseState, StatusReason};
 pub use stats::Counter;
-pub use transition::{Change, Event, Rejection, TimerKey};
+pub use transition::{Change, Event, Precondition, Rejection, TimerKey};

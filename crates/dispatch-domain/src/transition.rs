@@ -31,9 +31,9 @@ pub enum Rejection {
     /// The caller may not act on it.
     #[error("{0}")]
     PermissionDenied(String),
-    /// It is in the wrong state for this.
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// It is in the wrong state for this: why, in a word a program can switch on, and in words.
+    #[error("{1}")]
+    FailedPrecondition(Precondition, String),
     /// It exists with other content.
     #[error("{0}")]
     AlreadyExists(String),
@@ -43,7 +43,78 @@ pub enum Rejection {
     StaleSession,
 }
 
+/// Why a command met the wrong state (gRPC `ErrorInfo.reason` of a FAILED_PRECONDITION; stable:
+/// clients switch on them, and `proto/dispatch/v1/dispatch.proto` lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precondition {
+    /// An offer was made for a case that is no longer waiting.
+    CaseNotQueued,
+    /// The agent cannot take the case (status, capacity, skills, ...).
+    AgentNotEligible,
+    /// The offer is no longer the case's live offer.
+    OfferNotLive,
+    /// The offer was already accepted (by this agent: a retry that lost its answer gets OK).
+    OfferAlreadyAccepted,
+    /// The offer was already declined.
+    OfferAlreadyDeclined,
+    /// The offer's deadline passed.
+    OfferExpired,
+    /// The offer was taken back (disconnect, away, cancel, shutdown).
+    OfferRevoked,
+    /// The case is not assigned (not yet accepted, or already closed).
+    CaseNotAssigned,
+    /// The case is closed (completed, cancelled or expired).
+    CaseClosed,
+    /// The agent holds an offer or assignments.
+    AgentHoldsWork,
+    /// The command came over a session that another device (or a sign-out) replaced.
+    SessionReplaced,
+}
+
+impl Precondition {
+    /// The stable reason, upper snake case.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Precondition::CaseNotQueued => "CASE_NOT_QUEUED",
+            Precondition::AgentNotEligible => "AGENT_NOT_ELIGIBLE",
+            Precondition::OfferNotLive => "OFFER_NOT_LIVE",
+            Precondition::OfferAlreadyAccepted => "OFFER_ALREADY_ACCEPTED",
+            Precondition::OfferAlreadyDeclined => "OFFER_ALREADY_DECLINED",
+            Precondition::OfferExpired => "OFFER_EXPIRED",
+            Precondition::OfferRevoked => "OFFER_REVOKED",
+            Precondition::CaseNotAssigned => "CASE_NOT_ASSIGNED",
+            Precondition::CaseClosed => "CASE_CLOSED",
+            Precondition::AgentHoldsWork => "AGENT_HOLDS_WORK",
+            Precondition::SessionReplaced => "SESSION_REPLACED",
+        }
+    }
+
+    /// Every reason.
+    pub const ALL: [Precondition; 11] = [
+        Precondition::CaseNotQueued,
+        Precondition::AgentNotEligible,
+        Precondition::OfferNotLive,
+        Precondition::OfferAlreadyAccepted,
+        Precondition::OfferAlreadyDeclined,
+        Precondition::OfferExpired,
+        Precondition::OfferRevoked,
+        Precondition::CaseNotAssigned,
+        Precondition::CaseClosed,
+        Precondition::AgentHoldsWork,
+        Precondition::SessionReplaced,
+    ];
+}
+
 impl Rejection {
+    /// Why a FAILED_PRECONDITION (a stale session counts as one).
+    pub fn precondition(&self) -> Option<Precondition> {
+        match self {
+            Rejection::FailedPrecondition(p, _) => Some(*p),
+            Rejection::StaleSession => Some(Precondition::SessionReplaced),
+            _ => None,
+        }
+    }
+
     /// `<what> <id> not found`.
     pub fn not_found(what: &str, id: &impl std::fmt::Display) -> Rejection {
         Rejection::NotFound(format!("{what} {id} not found"))
@@ -400,10 +471,16 @@ pub fn offer(
     policy: &Policy,
 ) -> Result<Change, Rejection> {
     if case.state != CaseState::Queued {
-        return Err(Rejection::FailedPrecondition(format!("case {} is {}, not queued", case.id(), case.state.name())));
+        return Err(Rejection::FailedPrecondition(
+            Precondition::CaseNotQueued,
+            format!("case {} is {}, not queued", case.id(), case.state.name()),
+        ));
     }
     if let Err(why) = scoring::eligibility(case, agent, now, policy) {
-        return Err(Rejection::FailedPrecondition(format!("agent {} is not eligible: {}", agent.id(), why.describe())));
+        return Err(Rejection::FailedPrecondition(
+            Precondition::AgentNotEligible,
+            format!("agent {} is not eligible: {}", agent.id(), why.describe()),
+        ));
     }
     let deadline = now + policy.offer_timeout(case.spec.channel, case.spec.tier) as i64;
     let mut case = case.clone();
@@ -452,17 +529,17 @@ fn live_offer<'a>(
     }
     let live = matches!(&case.state, CaseState::Offered { offer_id: o, .. } if o == offer_id);
     if !live || record.outcome != OfferOutcome::Pending {
-        let how = match record.outcome {
-            OfferOutcome::Pending => "no longer live",
-            OfferOutcome::Accepted => "already accepted",
-            OfferOutcome::Declined => "already declined",
-            OfferOutcome::TimedOut => "timed out",
-            OfferOutcome::Revoked => "revoked",
+        let (why, how) = match record.outcome {
+            OfferOutcome::Pending => (Precondition::OfferNotLive, "no longer live"),
+            OfferOutcome::Accepted => (Precondition::OfferAlreadyAccepted, "already accepted"),
+            OfferOutcome::Declined => (Precondition::OfferAlreadyDeclined, "already declined"),
+            OfferOutcome::TimedOut => (Precondition::OfferExpired, "timed out"),
+            OfferOutcome::Revoked => (Precondition::OfferRevoked, "revoked"),
         };
-        return Err(Rejection::FailedPrecondition(format!("offer {offer_id} is {how}")));
+        return Err(Rejection::FailedPrecondition(why, format!("offer {offer_id} is {how}")));
     }
     if now >= record.deadline {
-        return Err(Rejection::FailedPrecondition(format!("offer {offer_id} timed out")));
+        return Err(Rejection::FailedPrecondition(Precondition::OfferExpired, format!("offer {offer_id} timed out")));
     }
     Ok(Some(record))
 }
@@ -627,7 +704,10 @@ pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: 
             )));
         }
         other => {
-            return Err(Rejection::FailedPrecondition(format!("case {} is {}, not assigned", case.id(), other.name())));
+            return Err(Rejection::FailedPrecondition(
+                Precondition::CaseNotAssigned,
+                format!("case {} is {}, not assigned", case.id(), other.name()),
+            ));
         }
     }
     let mut case = case.clone();
@@ -668,7 +748,10 @@ pub fn cancel(
         return Ok(Change::default());
     }
     if case.state.is_terminal() {
-        return Err(Rejection::FailedPrecondition(format!("case {} is already {}", case.id(), case.state.name())));
+        return Err(Rejection::FailedPrecondition(
+            Precondition::CaseClosed,
+            format!("case {} is already {}", case.id(), case.state.name()),
+        ));
     }
     let mut case = case.clone();
     let mut change = Change::default();
@@ -815,11 +898,14 @@ pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Mill
 /// An agent may be removed only when it holds no offer and no assignment.
 pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
     if agent.pending_offer.is_some() || !agent.assignments.is_empty() {
-        return Err(Rejection::FailedPrecondition(format!(
-            "agent {} holds an offer or {} assignment(s); finish or cancel them first",
-            agent.id(),
-            agent.assignments.len()
-        )));
+        return Err(Rejection::FailedPrecondition(
+            Precondition::AgentHoldsWork,
+            format!(
+                "agent {} holds an offer or {} assignment(s); finish or cancel them first",
+                agent.id(),
+                agent.assignments.len()
+            ),
+        ));
     }
     Ok(())
 }

@@ -279,13 +279,13 @@ fn stale_foreign_and_late_accepts_are_refused() {
     assert!(matches!(transition::accept(&c, &b, &oid(1), T0), Err(Rejection::PermissionDenied(_))));
     assert!(matches!(transition::accept(&c, &a, &oid(9), T0), Err(Rejection::NotFound(_))));
     assert!(
-        matches!(transition::accept(&c, &a, &oid(1), T0 + 20_000), Err(Rejection::FailedPrecondition(_))),
+        matches!(transition::accept(&c, &a, &oid(1), T0 + 20_000), Err(Rejection::FailedPrecondition(..))),
         "at the deadline"
     );
     let ch = transition::decline(&c, &a, &oid(1), "no", T0 + 5, &p).unwrap();
     let (c2, a2) = apply(&c, &a, &ch);
     assert!(transition::decline(&c2, &a2, &oid(1), "no", T0 + 6, &p).unwrap().is_noop(), "decline is idempotent");
-    assert!(matches!(transition::accept(&c2, &a2, &oid(1), T0 + 7), Err(Rejection::FailedPrecondition(_))));
+    assert!(matches!(transition::accept(&c2, &a2, &oid(1), T0 + 7), Err(Rejection::FailedPrecondition(..))));
     assert_eq!(c2.state, CaseState::Queued);
     assert!(c2.excludes(a.id(), T0 + 7));
     assert_eq!(a2.cool_down_until, T0 + 5 + 5_000);
@@ -350,7 +350,7 @@ fn cancel_from_each_state() {
     assert!(transition::cancel(&cc, None, "again", T0, &p).unwrap().is_noop(), "a retried cancel changes nothing");
     let mut done = cc.clone();
     done.state = CaseState::Completed;
-    assert!(matches!(transition::cancel(&done, None, "late", T0, &p), Err(Rejection::FailedPrecondition(_))));
+    assert!(matches!(transition::cancel(&done, None, "late", T0, &p), Err(Rejection::FailedPrecondition(..))));
     let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0).unwrap());
     let ch = transition::cancel(&ca, Some(&aa), "left", T0, &p).unwrap();
     assert!(ch.agent.unwrap().assignments.is_empty());

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub reconcile_memory_bytes: usize,
     /// Case watches open at once in this process; more are refused (RESOURCE_EXHAUSTED).
     pub max_watches: usize,
+    /// Languages that get a label of their own in the metrics (the rest count as `other`):
+    /// the markets' main ones, a handful, to keep the label set bounded.
+    pub metric_languages: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,9 @@ impl Default for EngineConfig {
             reconcile_memory_ms: 60_000,
             reconcile_memory_bytes: 64 * 1024 * 1024,
             max_watches: 100_000,
+            metric_languages: ["en", "es", "de", "fr", "pt", "it", "nl", "pl", "tr", "ar", "hi", "ja"]
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }
@@ -72,6 +78,9 @@ impl EngineConfig {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be above 0"));
+        }
+        if self.metric_languages.len() > 50 {
+            return Err("engine.metric_languages: at most 50 (each is a label value of several metrics)".to_owned());
         }
         Ok(())
     }

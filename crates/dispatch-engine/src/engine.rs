@@ -15,6 +15,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::fence::{ClosedMemory, Fence};
 use crate::index::PoolIndex;
+use crate::metrics::{MeteredStore, Metrics};
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::watchers::Watchers;
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) closed: ClosedMemory,
     /// Health, shutdown.
     pub(crate) life: Lifecycle,
+    /// What this process measures of itself.
+    pub(crate) metrics: Metrics,
 }
 
 /// Everyone this process tells about changes.
@@ -73,8 +76,11 @@ pub(crate) struct Lifecycle {
 
 impl Engine {
     pub(crate) fn new(store: Arc<dyn Store>, clock: Clock, policy: Policy, config: EngineConfig) -> Engine {
+        let metrics = Metrics::new(&config.metric_languages);
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let inner = Inner {
             store,
+            metrics,
             clock,
             index: PoolIndex::new(),
             delivery: Delivery {

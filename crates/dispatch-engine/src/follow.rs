@@ -60,6 +60,11 @@ impl Engine {
             return Ok((cursor, false));
         }
         let full = batch.changes.len() >= BATCH;
+        if let Some(at) = batch.oldest_at {
+            self.inner.metrics.change_log_read(batch.changes.len(), self.now().await? - at);
+        } else if batch.changes.is_empty() {
+            self.inner.metrics.change_log_read(0, 0);
+        }
         for change in batch.changes {
             // This dispatcher's own commits (and anything already seen) are in the index at that
             // version: no need to read them back.

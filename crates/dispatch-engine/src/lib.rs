@@ -14,7 +14,8 @@
 //! - `follow`, `reconcile`: the change log and index rebuilds; restores after a store restart;
 //! - `fence`, `work`, [`sessions`], [`watchers`]: the epoch fence and closed-case memory, the
 //!   work queue and id mint, device sessions, case watchers;
-//! - [`config`], [`error`]: settings and errors;
+//! - [`config`], [`error`]: settings and errors; [`metrics`]: what the process measures of
+//!   itself (Prometheus), and the store timed;
 //! - [`store`]: the persistence port ([`Store`], [`Commit`]); [`memory`]: the embedded store;
 //! - [`index`]: the live pool index (agents by language and skill, waiting cases in order);
 //! - [`clock`]: system or manual time;
@@ -34,6 +35,7 @@ pub mod index;
 mod lifecycle;
 mod matcher;
 pub mod memory;
+pub mod metrics;
 mod reconcile;
 pub mod sessions;
 pub mod store;
@@ -51,6 +53,7 @@ pub use engine::Engine;
 pub use error::EngineError;
 pub use lifecycle::ShutdownReport;
 pub use memory::MemoryStore;
+pub use metrics::Metrics;
 pub use sessions::{AgentNotice, StreamEnd};
 pub use store::{
     ChangeBatch, ChangeRef, Commit, Committed, Counter, Epoch, Marks, Read, Restore, Snapshot, Store, StoreError,

@@ -93,7 +93,14 @@ impl Store for MemoryStore {
     }
 
     async fn changes(&self, cursor: &str, _limit: usize) -> Result<ChangeBatch, StoreError> {
-        Ok(ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap: false, fenced: false, high_water: 0 })
+        Ok(ChangeBatch {
+            changes: Vec::new(),
+            cursor: cursor.to_owned(),
+            gap: false,
+            fenced: false,
+            high_water: 0,
+            oldest_at: None,
+        })
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {

@@ -32,6 +32,7 @@ impl Engine {
         self.inner.fence.joined(epoch);
         if !self.inner.fence.needs_restore(epoch) {
             self.inner.fence.reconciled();
+            self.inner.metrics.reconciled(None);
             info!(epoch = epoch.number, "the store changed without losing writes: joined its new epoch");
             return Ok(cursor.to_owned());
         }
@@ -63,6 +64,7 @@ impl Engine {
         self.rebuild_index().await?;
         self.check_loss(epoch, now, revived);
         self.inner.fence.reconciled();
+        self.inner.metrics.reconciled(Some(written));
         warn!(
             epoch = epoch.number,
             known, written, "the store lost writes: joined its new epoch and put back what it had lost"

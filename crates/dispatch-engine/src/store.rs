@@ -140,6 +140,8 @@ pub struct ChangeBatch {
     pub fenced: bool,
     /// The highest high-water mark among the changes read (0: none).
     pub high_water: u64,
+    /// When the oldest change read was logged (store clock), if the log says.
+    pub oldest_at: Option<Millis>,
 }
 
 /// A record to put back after the store lost writes, with the timers it implies.

@@ -37,6 +37,9 @@ impl Engine {
         let mut fired = 0;
         loop {
             let due = self.inner.store.due_timers(now, BATCH).await?;
+            if fired == 0 {
+                self.inner.metrics.timers_due(due.len());
+            }
             for (key, at) in &due {
                 self.fire(key).await?;
                 self.gated(now, self.inner.store.clear_timer(key, *at)).await?;

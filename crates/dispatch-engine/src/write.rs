@@ -134,6 +134,7 @@ impl Engine {
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;
         self.inner.fence.saw(committed.seq, &committed.counters);
         self.inner.fence.saw_at(committed.seq, now);
+        self.inner.metrics.committed(&events, committed.case.as_ref(), now);
         self.observe(committed.case.clone(), committed.agent.clone(), now);
         Ok(Written { committed, events, now })
     }

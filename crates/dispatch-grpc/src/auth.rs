@@ -70,7 +70,7 @@ pub const RULES: &[(&str, Access)] = &[
 ];
 
 /// Every method the server serves, from the services' descriptors (`/package.Service/Method`).
-fn served_methods() -> &'static std::collections::HashSet<String> {
+pub(crate) fn served_methods() -> &'static std::collections::HashSet<String> {
     static METHODS: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
     METHODS.get_or_init(|| {
         use prost::Message;
@@ -144,8 +144,9 @@ impl Principal {
             SubjectSource::Token => {
                 AgentId::parse("sub", &self.subject).map_err(|e| Status::unauthenticated(format!("token subject: {e}")))
             }
-            SubjectSource::Metadata => AgentId::parse(AGENT_ID_HEADER, &self.subject)
-                .map_err(|e| Status::invalid_argument(format!("metadata {e}"))),
+            SubjectSource::Metadata => AgentId::parse(AGENT_ID_HEADER, &self.subject).map_err(|e| {
+                crate::error::invalid(dispatch_domain::FieldError::new(format!("metadata {}", e.field), e.reason))
+            }),
         }
     }
 }

@@ -388,16 +388,25 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
                 StreamEnd::Replaced => pb::SessionEndReason::Replaced,
                 StreamEnd::Removed => pb::SessionEndReason::Removed,
                 StreamEnd::ServerShutdown => {
-                    return Err(tonic::Status::unavailable("dispatcher shutting down: reconnect"));
+                    return Err(error::unavailable("dispatcher shutting down: reconnect", error::RETRY_UNAVAILABLE));
                 }
                 StreamEnd::LeaseLost => {
-                    return Err(tonic::Status::unavailable("this session's presence lease ran out: reconnect"));
+                    return Err(error::unavailable(
+                        "this session's presence lease ran out: reconnect",
+                        error::RETRY_UNAVAILABLE,
+                    ));
                 }
                 StreamEnd::HeartbeatTimeout => {
-                    return Err(tonic::Status::unavailable("no heartbeat within the timeout: reconnect"));
+                    return Err(error::unavailable(
+                        "no heartbeat within the timeout: reconnect",
+                        error::RETRY_UNAVAILABLE,
+                    ));
                 }
                 StreamEnd::TooSlow => {
-                    return Err(tonic::Status::unavailable("the device did not read its stream: reconnect"));
+                    return Err(error::unavailable(
+                        "the device did not read its stream: reconnect",
+                        error::RETRY_UNAVAILABLE,
+                    ));
                 }
                 StreamEnd::CredentialsExpired => {
                     return Err(tonic::Status::unauthenticated("stream age or credentials expired; reconnect"));
@@ -423,11 +432,16 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
             assigned_case_ids: assignments.iter().map(ToString::to_string).collect(),
         }),
         AgentNotice::Result { request_id, outcome } => {
-            let (code, message) = match outcome {
-                Ok(()) => (tonic::Code::Ok, String::new()),
-                Err(e) => (error::code(&e), e.to_string()),
-            };
-            Event::Result(pb::CommandResult { request_id, code: code as i32, message })
+            let mut result = pb::CommandResult { request_id, ..pb::CommandResult::default() };
+            if let Err(e) = outcome {
+                let details = error::Details::of(&e);
+                result.code = error::code(&e) as i32;
+                result.message = e.to_string();
+                result.reason = details.reason.unwrap_or_default().to_owned();
+                result.field = details.field.unwrap_or_default();
+                result.retry_after_ms = details.retry.map_or(0, |d| d.as_millis() as u32);
+            }
+            Event::Result(result)
         }
     };
     Ok(pb::DispatcherMessage { event: Some(event) })

@@ -1,9 +1,28 @@
 //! The one mapping from engine errors to gRPC statuses. Exhaustive, no catch-all arm: a new
 //! error kind does not compile until someone decides its status.
+//!
+//! Every status a program may act on carries `google.rpc` details next to its message:
+//! INVALID_ARGUMENT a `BadRequest` naming the field, FAILED_PRECONDITION an `ErrorInfo` with a
+//! stable reason ([`Precondition::reason`], domain [`DOMAIN`]), UNAVAILABLE and
+//! RESOURCE_EXHAUSTED that are worth retrying a `RetryInfo` with a delay.
 
-use dispatch_domain::{FieldError, Rejection};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dispatch_domain::{FieldError, Precondition, Rejection};
 use dispatch_engine::EngineError;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of this service's reasons.
+pub const DOMAIN: &str = "dispatch.v1";
+
+/// How long a caller should wait before retrying an UNAVAILABLE (a reconcile, an outage, a
+/// compare-and-set that kept losing).
+pub const RETRY_UNAVAILABLE: Duration = Duration::from_millis(250);
+
+/// ... and a RESOURCE_EXHAUSTED from load shedding or a bound.
+pub const RETRY_EXHAUSTED: Duration = Duration::from_millis(100);
 
 /// The gRPC code for an engine error.
 pub fn code(e: &EngineError) -> Code {
@@ -12,7 +31,7 @@ pub fn code(e: &EngineError) -> Code {
             Rejection::InvalidArgument(_) => Code::InvalidArgument,
             Rejection::NotFound(_) => Code::NotFound,
             Rejection::PermissionDenied(_) => Code::PermissionDenied,
-            Rejection::FailedPrecondition(_) => Code::FailedPrecondition,
+            Rejection::FailedPrecondition(..) => Code::FailedPrecondition,
             Rejection::AlreadyExists(_) => Code::AlreadyExists,
             Rejection::StaleSession => Code::FailedPrecondition,
         },
@@ -23,12 +42,91 @@ pub fn code(e: &EngineError) -> Code {
     }
 }
 
-/// The status for an engine error.
-pub fn status(e: EngineError) -> Status {
-    Status::new(code(&e), e.to_string())
+/// What an engine error tells a program besides its code: the field, the reason, the retry
+/// delay (the status details, and the in-band `CommandResult` fields).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    /// INVALID_ARGUMENT: the field.
+    pub field: Option<String>,
+    /// FAILED_PRECONDITION: the stable reason.
+    pub reason: Option<&'static str>,
+    /// UNAVAILABLE, RESOURCE_EXHAUSTED: wait this long.
+    pub retry: Option<Duration>,
 }
 
-/// INVALID_ARGUMENT naming the field.
+impl Details {
+    /// The details of `e`.
+    pub fn of(e: &EngineError) -> Details {
+        match e {
+            EngineError::Rejected(Rejection::InvalidArgument(f)) => {
+                Details { field: Some(f.field.clone()), ..Details::default() }
+            }
+            EngineError::Rejected(r) => {
+                Details { reason: r.precondition().map(Precondition::reason), ..Details::default() }
+            }
+            EngineError::Unavailable(_) | EngineError::Contention(_) => {
+                Details { retry: Some(RETRY_UNAVAILABLE), ..Details::default() }
+            }
+            EngineError::Exhausted(_) => Details { retry: Some(RETRY_EXHAUSTED), ..Details::default() },
+            EngineError::Config(_) | EngineError::Internal(_) => Details::default(),
+        }
+    }
+}
+
+/// The status for an engine error, with its details.
+pub fn status(e: EngineError) -> Status {
+    let code = code(&e);
+    let details = match &e {
+        EngineError::Rejected(Rejection::InvalidArgument(f)) => Some(bad_request(f)),
+        EngineError::Rejected(r) => r.precondition().map(error_info),
+        other => Details::of(other).retry.map(|d| ErrorDetails::with_retry_info(Some(d))),
+    };
+    match details {
+        Some(d) => Status::with_error_details(code, e.to_string(), d),
+        None => Status::new(code, e.to_string()),
+    }
+}
+
+/// INVALID_ARGUMENT naming the field, in the message and as a `BadRequest` field violation.
 pub fn invalid(e: FieldError) -> Status {
-    Status::invalid_argument(e.to_string())
+    Status::with_error_details(Code::InvalidArgument, e.to_string(), bad_request(&e))
+}
+
+/// RESOURCE_EXHAUSTED with a `RetryInfo`.
+pub fn exhausted(message: impl Into<String>) -> Status {
+    Status::with_error_details(Code::ResourceExhausted, message, ErrorDetails::with_retry_info(Some(RETRY_EXHAUSTED)))
+}
+
+/// UNAVAILABLE with a `RetryInfo` (the caller should reconnect or retry after `delay`).
+pub fn unavailable(message: impl Into<String>, delay: Duration) -> Status {
+    Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(Some(delay)))
+}
+
+fn bad_request(e: &FieldError) -> ErrorDetails {
+    ErrorDetails::with_bad_request_violation(e.field.clone(), e.reason.clone())
+}
+
+fn error_info(p: Precondition) -> ErrorDetails {
+    ErrorDetails::with_error_info(p.reason(), DOMAIN, HashMap::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_a_program_acts_on_carries_its_details() {
+        let s = status(EngineError::Rejected(Rejection::InvalidArgument(FieldError::new("spec.language", "empty"))));
+        let details = s.get_error_details();
+        let v = &details.bad_request().expect("bad request").field_violations[0];
+        assert_eq!((v.field.as_str(), v.description.as_str()), ("spec.language", "empty"));
+        let s = status(EngineError::Rejected(Rejection::StaleSession));
+        assert_eq!(s.get_error_details().error_info().expect("error info").reason, "SESSION_REPLACED");
+        let s = status(EngineError::Rejected(Rejection::FailedPrecondition(Precondition::OfferExpired, "x".into())));
+        assert_eq!(s.get_error_details().error_info().expect("error info").domain, DOMAIN);
+        let s = status(EngineError::Unavailable("reconciling".into()));
+        assert_eq!(s.get_error_details().retry_info().expect("retry").retry_delay, Some(RETRY_UNAVAILABLE));
+        let reasons: std::collections::HashSet<_> = Precondition::ALL.iter().map(|p| p.reason()).collect();
+        assert_eq!(reasons.len(), Precondition::ALL.len(), "reasons are distinct");
+    }
 }

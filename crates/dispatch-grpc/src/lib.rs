@@ -6,7 +6,8 @@
 //! - [`services`]: the four `dispatch.v1` services, one file each;
 //! - [`requests`]: one validator per request, shared with the fuzz target;
 //! - [`convert`]: proto ↔ domain conversions (exhaustive destructuring);
-//! - [`error`]: the one engine error → gRPC status mapping;
+//! - [`error`]: the one engine error → gRPC status mapping, with `google.rpc` details;
+//! - [`edge`]: the outermost layer: per-connection load shedding and the RPC metrics;
 //! - [`auth`]: authentication (JWT or development mode), the access rules of every method, and
 //!   the tower layer that enforces them;
 //! - [`client`]: client construction (TLS, bearer tokens) for tools and tests;
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod edge;
 pub mod error;
 pub mod fuzzing;
 pub mod requests;

@@ -21,6 +21,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::edge::EdgeLayer;
 use crate::services::{EdgeConfig, Services};
 
 /// Transport limits and timeouts. tonic's defaults are open-ended; every one is set here.
@@ -190,6 +191,7 @@ pub async fn serve(
         max_watches_per_connection: config.max_watches_per_connection,
         max_stream_age: auth.max_stream_age_s().map(Duration::from_secs),
     };
+    let engine_metrics = engine.metrics().clone();
     let services = Services::new(engine.clone(), edge, stop_rx);
     let agent = AgentServiceServer::new(services.clone())
         .max_decoding_message_size(config.agent_max_message_bytes)
@@ -208,9 +210,8 @@ pub async fn serve(
         None
     } else {
         let l = TcpListener::bind(&config.health_listen).await?;
-        info!(addr = ?l.local_addr().ok(), "serving grpc.health.v1 (plaintext) for probes");
-        let only_health = Server::builder().add_service(health_service.clone());
-        Some(tokio::spawn(only_health.serve_with_incoming(TcpIncoming::from(l).with_nodelay(Some(true)))))
+        info!(addr = ?l.local_addr().ok(), "serving grpc.health.v1 and /metrics (plaintext) for probes and scrapes");
+        Some(tokio::spawn(operations(l, health_service.clone(), engine.clone())))
     };
     let addr = listener.local_addr().ok();
     info!(?addr, tls = !config.plaintext, "serving dispatch.v1");
@@ -227,9 +228,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .concurrency_limit_per_connection(config.max_requests_per_connection)
-        .load_shed(true)
         .tcp_nodelay(true)
+        .layer(EdgeLayer::new(config.max_requests_per_connection, engine_metrics.registry()))
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
@@ -246,6 +246,25 @@ pub async fn serve(
         p.abort();
     }
     Ok(())
+}
+
+/// The operations port (plaintext): `grpc.health.v1` over HTTP/2 for probes, and `GET /metrics`
+/// (Prometheus text format) over HTTP/1.1 or HTTP/2 for scrapes.
+async fn operations(
+    listener: TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    engine: Engine,
+) -> Result<(), tonic::transport::Error> {
+    let metrics = axum::routing::get(move || {
+        let engine = engine.clone();
+        async move { ([(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], engine.metrics_text().await) }
+    });
+    let routes = tonic::service::Routes::new(health).into_axum_router().route("/metrics", metrics);
+    Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(routes))
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .await
 }
 
 /// Sets the overall status and every service's.

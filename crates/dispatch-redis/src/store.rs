@@ -877,7 +877,7 @@ impl Store for RedisStore {
                     cursor: cursor.to_owned(),
                     gap: true,
                     fenced: true,
-                    high_water: 0,
+                    ..ChangeBatch::default()
                 });
             }
             Err(e) => return Err(unavailable(e)),
@@ -899,7 +899,8 @@ impl Store for RedisStore {
             _ => None,
         };
         let gap = max_deleted.is_some_and(|d| stream_id(&d) > stream_id(cursor));
-        let mut out = ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap, fenced, high_water: 0 };
+        let mut out =
+            ChangeBatch { changes: Vec::new(), cursor: cursor.to_owned(), gap, fenced, ..ChangeBatch::default() };
         for entry in range.ids {
             let field = |name: &str| match entry.map.get(name) {
                 Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -919,6 +920,10 @@ impl Store for RedisStore {
                     out.changes.push(ChangeRef::Case(id, version));
                 }
                 _ => {}
+            }
+            if out.oldest_at.is_none() {
+                // A stream entry's id begins with the Redis time it was added at (ms).
+                out.oldest_at = entry.id.split('-').next().and_then(|ms| ms.parse().ok());
             }
             out.cursor = entry.id;
         }

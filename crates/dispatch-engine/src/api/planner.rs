@@ -53,6 +53,20 @@ impl Engine {
         Ok((stats::availability(agents.iter().map(|a| a.as_ref()), filter, group_by, now), now))
     }
 
+    /// The metrics exposition: this process's counters and histograms, and the pool's gauges
+    /// read from the live index now.
+    pub async fn metrics_text(&self) -> String {
+        let now = self.now().await.unwrap_or_else(|_| self.inner.clock.now());
+        let index = &self.inner.index;
+        self.inner.metrics.pool(&index.live_cases(), &index.agents(), self.inner.delivery.sessions.all().len(), now);
+        self.inner.metrics.encode()
+    }
+
+    /// The registry the gRPC edge adds its metrics to.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
     /// A receiver that changes whenever an agent does (on this replica or another).
     pub fn pool_changes(&self) -> watch::Receiver<u64> {
         self.inner.delivery.pool_changed.subscribe()

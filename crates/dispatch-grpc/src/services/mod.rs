@@ -79,7 +79,7 @@ impl Services {
             let mut w = self.watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = w.entry(p).or_insert(0);
             if *n >= self.edge.max_watches_per_connection {
-                return Err(Status::resource_exhausted(format!(
+                return Err(crate::error::exhausted(format!(
                     "{} case watches are open on this connection; close some or use another connection",
                     self.edge.max_watches_per_connection
                 )));
