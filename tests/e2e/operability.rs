@@ -174,6 +174,25 @@ async fn metrics_pass_promtool_and_agree_with_queue_stats(b: Backend) {
     assert_eq!(sum(&text, "dispatch_rpc_duration_seconds_count", &[("method", get_case), ("code", "NOT_FOUND")]), 1.0);
     let submit = "/dispatch.v1.EscalationService/SubmitCase";
     assert_eq!(sum(&text, "dispatch_rpc_duration_seconds_count", &[("method", submit), ("code", "OK")]), 3.0);
+
+    // The dashboard and the alerts use only metrics the page has.
+    let families: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    for file in ["grafana/dispatch.json", "prometheus/alerts.yml"] {
+        let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read_to_string(&path).expect("a deploy file");
+        if file.ends_with(".json") {
+            let _: serde_json::Value = serde_json::from_str(&body).expect("the dashboard is JSON");
+        }
+        let mut used = 0;
+        for (i, _) in body.match_indices("dispatch_") {
+            let name: String = body[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let base = ["_bucket", "_count", "_sum"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(families.contains(base), "{file} uses {name}, which the metrics page does not have");
+            used += 1;
+        }
+        assert!(used > 5, "{file} uses the metrics");
+    }
 }
 
 /// No case or agent id becomes a label: the series after 1,000 distinct cases are the series
@@ -239,3 +258,38 @@ async fn preconditions_carry_a_stable_reason(b: Backend) {
 }
 
 on_both_stores!(metrics_pass_promtool_and_agree_with_queue_stats, preconditions_carry_a_stable_reason);
+
+/// The pool's gauges tell the same story on every replica: the one holding the devices and the
+/// one the router talks to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_shows_the_same_pool_gauges() {
+    let s = TestServer::start(Backend::Replicas, Policy::default()).await;
+    let devices = s.devices.as_ref().expect("a devices replica");
+    s.register(profile("g1", &[("en", 5)], &[], true)).await;
+    s.register(profile("g2", &[("de", 5)], &[], false)).await;
+    let mut g1 = s.available("g1").await;
+    s.submit(case("gauge-1", "en", &[], pb::Tier::Vip)).await;
+    s.submit(case("gauge-2", "de", &[], pb::Tier::Standard)).await;
+    let o = g1.offer().await;
+    assert_eq!(g1.accept(&o.offer_id).await.code, 0);
+    let pool = |text: &str| {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                ["dispatch_cases{", "dispatch_agents{", "dispatch_waiting_cases{", "dispatch_available_agents{"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let seen = eventually("both replicas to show the same pool", || async {
+        let (a, b) = (pool(&s.engine.metrics_text().await), pool(&devices.engine.metrics_text().await));
+        (a == b && a.iter().any(|l| l.starts_with("dispatch_cases{state=\"assigned\",tier=\"vip\"} 1"))).then_some(a)
+    })
+    .await;
+    assert!(seen.contains(&"dispatch_waiting_cases{language=\"de\"} 1".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"dispatch_available_agents{language=\"en\"} 1".to_owned()), "{seen:?}");
+}

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dispatch_domain::{AgentStatus, Case, CaseState, Event, Millis, Tier};
+use dispatch_domain::{AgentStatus, Case, CaseState, Channel, Event, Millis, Tier};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use dispatch_domain::{Agent, AgentId, CaseId, OfferId, TimerKey};
@@ -20,6 +20,10 @@ use crate::store::{ChangeBatch, Commit, Committed, Counter, Epoch, Marks, Read, 
 const WAIT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 /// Buckets for store round trips (seconds): 0.1 ms to 2.5 s.
 const STORE_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5];
+
+/// The `event` label values of `dispatch_case_events_total`.
+const EVENTS: [&str; 9] =
+    ["submitted", "offered", "accepted", "declined", "timed_out", "revoked", "completed", "cancelled", "expired"];
 
 /// The label of languages outside the configured list.
 pub const OTHER_LANGUAGE: &str = "other";
@@ -75,7 +79,7 @@ impl Metrics {
         let r = Registry::new();
         let build = gauge_vec(&r, "dispatch_build_info", "The running build (value 1).", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Self {
+        let m = Self {
             languages: Arc::new(languages.iter().map(|l| l.to_ascii_lowercase()).collect()),
             case_events: counter_vec(
                 &r,
@@ -185,6 +189,28 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             registry: r,
+        };
+        m.zeroes();
+        m
+    }
+
+    /// Counters that alerts take `rate` or `increase` of start at zero, so that their first
+    /// increment is seen (a series that appears at 1 has no increase).
+    fn zeroes(&self) {
+        for event in EVENTS {
+            for tier in [Tier::Standard, Tier::Vip] {
+                for channel in Channel::ALL {
+                    self.case_events.with_label_values(&[event, tier.as_str(), channel.as_str()]);
+                }
+            }
+        }
+        for kind in ["joined", "restored"] {
+            self.reconciles.with_label_values(&[kind]);
+        }
+        for op in ["commit", "read"] {
+            for outcome in ["conflict", "fenced", "unavailable", "corrupt"] {
+                self.store_errors.with_label_values(&[op, outcome]);
+            }
         }
     }
 

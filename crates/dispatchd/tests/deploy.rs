@@ -123,3 +123,108 @@ fn the_local_replicas_script_parses() {
     let out = Command::new("bash").arg("-n").arg(repo().join("deploy/run-replicas.sh")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `deploy/Dockerfile`, linted (no container engine runs here to build it): every instruction is
+/// a known one, every stage starts from a pinned base, `COPY --from` names an earlier stage, the
+/// runtime stage runs as a non-root user with an exec-form entry point, and it ships the
+/// workspace's two binaries, which the build stage builds.
+#[test]
+fn the_dockerfile_is_well_formed() {
+    const KNOWN: [&str; 18] = [
+        "FROM",
+        "RUN",
+        "CMD",
+        "LABEL",
+        "EXPOSE",
+        "ENV",
+        "ADD",
+        "COPY",
+        "ENTRYPOINT",
+        "VOLUME",
+        "USER",
+        "WORKDIR",
+        "ARG",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
+        "MAINTAINER",
+    ];
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    // Instructions, with continuation lines joined and comments dropped.
+    let mut instructions: Vec<(String, String)> = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if pending.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        pending.push_str(t.strip_suffix('\\').unwrap_or(t));
+        pending.push(' ');
+        if !t.ends_with('\\') {
+            let (word, rest) = pending.trim().split_once(' ').unwrap_or((pending.trim(), ""));
+            instructions.push((word.to_owned(), rest.trim().to_owned()));
+            pending.clear();
+        }
+    }
+    assert!(pending.is_empty(), "a continuation line ends the file");
+    assert_eq!(instructions.first().map(|(w, _)| w.as_str()), Some("FROM"), "the first instruction is FROM");
+    let mut stages: Vec<String> = Vec::new();
+    let mut last_user = None;
+    for (word, rest) in &instructions {
+        assert!(KNOWN.contains(&word.as_str()), "unknown instruction {word}");
+        assert_eq!(word, &word.to_uppercase(), "instructions are upper case: {word}");
+        match word.as_str() {
+            "FROM" => {
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                let image = parts[0];
+                let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+                assert!(!tag.is_empty() && tag != "latest", "base {image} is pinned to a version");
+                assert!(
+                    parts.len() == 3 && parts[1].eq_ignore_ascii_case("AS"),
+                    "stage {image} is named: FROM … AS name"
+                );
+                stages.push(parts[2].to_owned());
+                last_user = None;
+            }
+            "COPY" => {
+                if let Some(from) = rest.split_whitespace().find_map(|p| p.strip_prefix("--from=")) {
+                    assert!(
+                        stages[..stages.len() - 1].iter().any(|s| s == from),
+                        "COPY --from={from} names an earlier stage"
+                    );
+                }
+            }
+            "USER" => last_user = Some(rest.clone()),
+            "ENTRYPOINT" | "CMD" => {
+                let parsed: Result<Vec<String>, _> = serde_json::from_str(rest);
+                assert!(parsed.is_ok(), "{word} is in exec form (a JSON array): {rest}");
+            }
+            _ => {}
+        }
+    }
+    assert!(stages.len() >= 2, "a build stage and a runtime stage");
+    let user = last_user.expect("the runtime stage sets USER");
+    let uid = user.split(':').next().unwrap_or("");
+    assert!(uid != "root" && uid != "0" && !uid.is_empty(), "the runtime stage runs as non-root, not {user}");
+    let runtime: Vec<&(String, String)> = instructions
+        .iter()
+        .skip_while(|(w, r)| !(w == "FROM" && r.ends_with(stages.last().unwrap().as_str())))
+        .collect();
+    assert!(runtime.iter().any(|(w, _)| w == "ENTRYPOINT"), "the runtime stage has an entry point");
+    for bin in ["dispatchd", "dispatchctl"] {
+        assert!(
+            runtime.iter().any(|(w, r)| w == "COPY" && r.contains(&format!("/usr/local/bin/{bin}"))),
+            "the image ships {bin}"
+        );
+    }
+    let build = instructions.iter().find(|(w, r)| w == "RUN" && r.contains("cargo build")).expect("a cargo build");
+    assert!(build.1.contains("--locked") && build.1.contains("--release"), "a locked release build: {}", build.1);
+    // The binaries it ships are the workspace's.
+    let manifest = std::fs::read_to_string(repo().join("crates/dispatchd/Cargo.toml")).expect("manifest");
+    assert!(manifest.contains("name = \"dispatchd\""), "dispatchd is a package of the workspace");
+    assert!(repo().join("crates/dispatchd/src/bin/dispatchctl.rs").exists(), "dispatchctl is a binary of it");
+    // The manifests run the image this file builds.
+    let k8s = std::fs::read_to_string(repo().join("deploy/k8s/dispatchd.yaml")).expect("manifest");
+    assert!(k8s.contains("image: dispatchd:0.1.0"), "deploy/k8s/dispatchd.yaml runs the image built here");
+}
