@@ -440,6 +440,10 @@ pub struct Case {
     /// The tenant whose router submitted it (`None`: submitted without tenant scoping).
     #[serde(default)]
     pub tenant: Option<TenantId>,
+    /// The W3C `traceparent` of the submit, when it was traced: later spans of the case (its
+    /// offers, on any replica) link back to it. Observability only; no rule reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -456,6 +460,7 @@ impl Case {
             close_reason: String::new(),
             closed_at: 0,
             tenant: None,
+            trace: None,
             version: 0,
         }
     }

@@ -289,6 +289,22 @@ impl Event {
         }
     }
 
+    /// A short name (metrics labels, trace attributes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Queued { .. } => "submitted",
+            Event::Offered { .. } => "offered",
+            Event::Assigned { .. } => "accepted",
+            Event::Declined { .. } => "declined",
+            Event::TimedOut { .. } => "timed_out",
+            Event::Revoked { .. } => "revoked",
+            Event::Completed { .. } => "completed",
+            Event::Cancelled { .. } => "cancelled",
+            Event::Expired { .. } => "expired",
+            Event::AgentStatus { .. } => "agent_status",
+        }
+    }
+
     /// Whether this is an event of a case's life (every event but [`Event::AgentStatus`]).
     pub fn is_case_event(&self) -> bool {
         !matches!(self, Event::AgentStatus { .. })

@@ -39,6 +39,7 @@ pub mod metrics;
 mod reconcile;
 pub mod sessions;
 pub mod store;
+mod telemetry;
 mod timers;
 pub mod watchers;
 mod work;

@@ -76,7 +76,7 @@ impl Engine {
                 let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
                     continue;
                 };
-                match self.commit(change, now).await {
+                match self.commit_offer(change, &case, now).await {
                     Ok(_) => return Ok(()),
                     Err(StoreError::Conflict(_)) => {
                         self.reread_case(id).await?;
@@ -109,7 +109,7 @@ impl Engine {
             let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
                 return Ok(());
             };
-            match self.commit(change, now).await {
+            match self.commit_offer(change, &case, now).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict(_)) => {
                     self.reread_case(case.id()).await?;
@@ -119,6 +119,29 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Commits an offer in a span of its own (case, offer and agent ids as attributes), linked
+    /// to the case's submit when that was traced.
+    async fn commit_offer(
+        &self,
+        change: dispatch_domain::Change,
+        case: &dispatch_domain::Case,
+        now: dispatch_domain::Millis,
+    ) -> Result<crate::write::Written, StoreError> {
+        use tracing::Instrument;
+        let offer = change.events.iter().find_map(|e| match e {
+            dispatch_domain::Event::Offered { offer_id, agent_id, .. } => Some((offer_id.clone(), agent_id.clone())),
+            _ => None,
+        });
+        let span = tracing::debug_span!(
+            "offer",
+            case.id = %case.id(),
+            offer.id = offer.as_ref().map(|(o, _)| tracing::field::display(o.clone())),
+            agent.id = offer.as_ref().map(|(_, a)| tracing::field::display(a.clone())),
+        );
+        crate::telemetry::link(&span, case.trace.as_deref());
+        self.commit(change, now).instrument(span).await
     }
 
     fn new_offer_id(&self) -> Result<OfferId, EngineError> {

@@ -228,27 +228,18 @@ impl Metrics {
         let Some(case) = case else { return };
         let (tier, channel) = (case.spec.tier.as_str(), case.spec.channel.as_str());
         let secs = |from: Millis| (now - from).max(0) as f64 / 1000.0;
-        for e in events {
-            let name = match e {
-                Event::Queued { .. } => "submitted",
+        for e in events.iter().filter(|e| e.is_case_event()) {
+            match e {
                 Event::Offered { .. } => {
                     self.submit_to_offer.with_label_values(&[tier]).observe(secs(case.created_at));
-                    "offered"
                 }
                 Event::Assigned { time_to_accept_ms, .. } => {
                     self.offer_to_accept.with_label_values(&[tier]).observe(*time_to_accept_ms as f64 / 1000.0);
                     self.submit_to_assigned.with_label_values(&[tier]).observe(secs(case.created_at));
-                    "accepted"
                 }
-                Event::Declined { .. } => "declined",
-                Event::TimedOut { .. } => "timed_out",
-                Event::Revoked { .. } => "revoked",
-                Event::Completed { .. } => "completed",
-                Event::Cancelled { .. } => "cancelled",
-                Event::Expired { .. } => "expired",
-                Event::AgentStatus { .. } => continue,
-            };
-            self.case_events.with_label_values(&[name, tier, channel]).inc();
+                _ => {}
+            }
+            self.case_events.with_label_values(&[e.name(), tier, channel]).inc();
         }
     }
 

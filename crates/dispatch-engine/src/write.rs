@@ -87,7 +87,26 @@ impl Engine {
 
     /// Read → decide → compare-and-set, retried on conflict. The decision sees the records it
     /// read and the store's time.
-    pub(crate) async fn transact<F>(&self, load: Load<'_>, mut decide: F) -> Result<Written, EngineError>
+    pub(crate) async fn transact<F>(&self, load: Load<'_>, decide: F) -> Result<Written, EngineError>
+    where
+        F: FnMut(Option<&Case>, Option<&Agent>, Millis) -> Result<Change, Rejection>,
+    {
+        use tracing::Instrument;
+        let (case_id, agent_id) = match &load {
+            Load::Case(c) | Load::CaseAndItsAgent(c) => (Some(*c), None),
+            Load::Agent(a) | Load::AgentAndPendingCase(a) => (None, Some(*a)),
+            Load::CaseAndAgent(c, a) => (Some(*c), Some(*a)),
+        };
+        let span = tracing::debug_span!(
+            "transition",
+            case.id = case_id.map(tracing::field::display),
+            agent.id = agent_id.map(tracing::field::display),
+            events = tracing::field::Empty,
+        );
+        self.transact_inner(load, decide).instrument(span).await
+    }
+
+    async fn transact_inner<F>(&self, load: Load<'_>, mut decide: F) -> Result<Written, EngineError>
     where
         F: FnMut(Option<&Case>, Option<&Agent>, Millis) -> Result<Change, Rejection>,
     {
@@ -103,6 +122,11 @@ impl Engine {
             };
             if change.is_noop() && change.timers.is_empty() {
                 return Ok(Written { now, ..Written::default() });
+            }
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                let names: Vec<&str> = change.events.iter().map(Event::name).collect();
+                span.record("events", tracing::field::debug(&names));
             }
             match self.commit(change, now).await {
                 Ok(out) => return Ok(out),

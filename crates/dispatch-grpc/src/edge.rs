@@ -1,6 +1,7 @@
 //! The outermost layer of every call: the per-connection request limit (load shedding:
-//! RESOURCE_EXHAUSTED with `RetryInfo`, never a queue) and the RPC metrics (calls by method and
-//! status code, with their latency until the response began).
+//! RESOURCE_EXHAUSTED with `RetryInfo`, never a queue), the RPC metrics (calls by method and
+//! status code, with their latency until the response began) and, when traces are exported, a
+//! span per call that continues the caller's trace (W3C `traceparent` in the metadata).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub struct EdgeLayer {
 }
 
 struct EdgeState {
+    traced: bool,
     max_in_flight: usize,
     in_flight: Mutex<HashMap<SocketAddr, usize>>,
     calls: HistogramVec,
@@ -28,12 +30,44 @@ struct EdgeState {
 }
 
 impl EdgeLayer {
-    /// At most `max_in_flight` calls at once per connection; metrics into `registry`.
-    pub fn new(max_in_flight: usize, registry: &prometheus::Registry) -> Self {
+    /// At most `max_in_flight` calls at once per connection; metrics into `registry`; with
+    /// `traced` a span per call (only when traces are exported: otherwise none is created).
+    pub fn new(max_in_flight: usize, registry: &prometheus::Registry, traced: bool) -> Self {
         let calls = dispatch_engine::metrics::rpc_histogram(registry);
         let shed = dispatch_engine::metrics::shed_counter(registry);
-        Self { state: Arc::new(EdgeState { max_in_flight, in_flight: Mutex::default(), calls, shed }) }
+        Self { state: Arc::new(EdgeState { traced, max_in_flight, in_flight: Mutex::default(), calls, shed }) }
     }
+}
+
+/// Reads propagation fields (`traceparent`, `tracestate`) from request metadata.
+struct Metadata<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The span of one call, a child of the caller's span when the metadata names one.
+fn call_span(method: &str, headers: &http::HeaderMap) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (service, name) = method.trim_start_matches('/').split_once('/').unwrap_or(("unknown", method));
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %method.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %name,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Metadata(headers)));
+    let _ = span.set_parent(parent);
+    span
 }
 
 impl<S> tower::Layer<S> for EdgeLayer {
@@ -156,14 +190,21 @@ where
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        let span = state.traced.then(|| call_span(method, req.headers()));
+        let call = async move {
             let resp = inner.call(req).await;
             drop(slot);
             if let Ok(r) = &resp {
-                state.calls.with_label_values(&[method, code_of(r)]).observe(started.elapsed().as_secs_f64());
+                let code = code_of(r);
+                state.calls.with_label_values(&[method, code]).observe(started.elapsed().as_secs_f64());
+                tracing::Span::current().record("rpc.grpc.status_code", code);
             }
             resp
-        })
+        };
+        match span {
+            Some(span) => Box::pin(tracing::Instrument::instrument(call, span)),
+            None => Box::pin(call),
+        }
     }
 }
 
@@ -211,7 +252,7 @@ mod tests {
     async fn a_full_connection_sheds_with_a_retry_delay_and_counts_it() {
         let registry = prometheus::Registry::new();
         let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut svc = EdgeLayer::new(2, &registry).layer(Held { release: Arc::clone(&release) });
+        let mut svc = EdgeLayer::new(2, &registry, false).layer(Held { release: Arc::clone(&release) });
         let first = tokio::spawn(svc.call(request(1000)));
         let second = tokio::spawn(svc.call(request(1000)));
         // Both hold their connection's two slots (the futures were created, so counted).

@@ -38,6 +38,10 @@ pub struct ServerConfig {
     pub planner_max_message_bytes: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// A span per call, continuing the caller's trace: set by the binary when traces are
+    /// exported (`[telemetry]`), not configured here.
+    #[serde(skip)]
+    pub traces: bool,
     /// Most requests in progress per connection; more are refused at once with
     /// RESOURCE_EXHAUSTED (load shedding, no queueing).
     pub max_requests_per_connection: usize,
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             planner_max_message_bytes: 16 * 1024,
             max_concurrent_streams: 128,
             max_requests_per_connection: 64,
+            traces: false,
             keepalive_interval_ms: 20_000,
             keepalive_timeout_ms: 10_000,
             heartbeat_timeout_ms: 45_000,
@@ -229,7 +234,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .tcp_nodelay(true)
-        .layer(EdgeLayer::new(config.max_requests_per_connection, engine_metrics.registry()))
+        .layer(EdgeLayer::new(config.max_requests_per_connection, engine_metrics.registry(), config.traces))
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)

@@ -33,6 +33,34 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Authentication: bearer JWTs, or the development mode.
     pub auth: AuthConfig,
+    /// Trace export (OpenTelemetry).
+    pub telemetry: TelemetryConfig,
+}
+
+/// Trace export: off unless an OTLP endpoint is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP over gRPC, e.g. `http://otel-collector:4317`; empty: no traces (and no cost).
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of traces kept when the caller did not decide (a caller's sampled `traceparent`
+    /// is always followed), 0.0 to 1.0.
+    pub sample_ratio: f64,
+    /// How often finished spans are sent.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "dispatchd".to_owned(),
+            sample_ratio: 1.0,
+            export_interval_ms: 5_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -45,6 +73,7 @@ impl Default for Config {
             policy: Policy::default(),
             redis: RedisConfig::default(),
             auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -174,6 +203,17 @@ impl Config {
                 "redis.member_ttl_ms: must be at least twice engine.health_interval_ms (each probe renews \
                  a dispatcher's membership)"
             );
+        }
+        let t = &self.telemetry;
+        let url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !(t.otlp_endpoint.is_empty() || url(&t.otlp_endpoint)) {
+            bail!("telemetry.otlp_endpoint: {:?} is not an http:// or https:// URL", t.otlp_endpoint);
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            bail!("telemetry.sample_ratio: must be 0.0 to 1.0");
+        }
+        if t.export_interval_ms == 0 {
+            bail!("telemetry.export_interval_ms: must be above 0");
         }
         if self.redis.rejoin_wait_ms == 0 {
             bail!("redis.rejoin_wait_ms: must be above 0");

@@ -59,19 +59,70 @@ fn main() -> anyhow::Result<()> {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());
     }
-    init_logs(&config.log)?;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(config))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        // The OTLP exporter (tonic) needs the runtime: built inside it.
+        let traces = init_logs(&config.log, &config.telemetry)?;
+        let result = run(config).await;
+        if let Some(provider) = traces {
+            // Sends the spans still buffered.
+            if let Err(e) = provider.shutdown() {
+                eprintln!("flushing traces failed: {e}");
+            }
+        }
+        result
+    })
 }
 
-fn init_logs(log: &config::LogConfig) -> anyhow::Result<()> {
+/// Logs to standard output; with an OTLP endpoint also the spans (of calls, transitions and
+/// offers) to it. Returns the tracer provider to flush at exit.
+fn init_logs(
+    log: &config::LogConfig,
+    telemetry: &config::TelemetryConfig,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&log.filter).context("log.filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if log.format == "json" {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let fmt = if log.format == "json" { fmt.json().boxed() } else { fmt.boxed() };
+    let (traces, provider) = if telemetry.otlp_endpoint.is_empty() {
+        (None, None)
     } else {
-        builder.init();
+        let provider = tracer_provider(telemetry)?;
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "dispatchd");
+        // Spans only (events stay in the logs), the dispatcher's own, down to DEBUG: the engine's
+        // transition and offer spans are DEBUG so that without an exporter they cost nothing.
+        let only_spans = tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() && m.target().starts_with("dispatch") && *m.level() <= tracing::Level::DEBUG
+        });
+        (Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(only_spans)), Some(provider))
+    };
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(traces).init();
+    if provider.is_some() {
+        info!(endpoint = %telemetry.otlp_endpoint, "exporting traces over OTLP");
     }
-    Ok(())
+    Ok(provider)
+}
+
+fn tracer_provider(t: &config::TelemetryConfig) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(&t.otlp_endpoint)
+        .build()
+        .context("telemetry.otlp_endpoint")?;
+    let batch = BatchConfigBuilder::default()
+        .with_scheduled_delay(std::time::Duration::from_millis(t.export_interval_ms))
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(t.sample_ratio))))
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(t.service_name.clone()).build())
+        .build())
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
@@ -95,7 +146,9 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         );
     }
     let drain_bound = std::time::Duration::from_millis(config.server.shutdown_grace_ms.saturating_mul(2));
-    let server = dispatch_grpc::serve(listener, engine, config.server.clone(), auth, async {
+    let server_config =
+        dispatch_grpc::ServerConfig { traces: !config.telemetry.otlp_endpoint.is_empty(), ..config.server.clone() };
+    let server = dispatch_grpc::serve(listener, engine, server_config, auth, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);

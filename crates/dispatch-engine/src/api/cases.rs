@@ -70,7 +70,13 @@ impl Engine {
                     existing = Some(c.clone());
                     Ok(Change::default())
                 }
-                None => Ok(transition::submit(spec.clone(), tenant.clone(), now, &self.inner.policy)),
+                None => {
+                    let mut change = transition::submit(spec.clone(), tenant.clone(), now, &self.inner.policy);
+                    if let Some(c) = change.case.as_mut() {
+                        c.trace = crate::telemetry::current_traceparent();
+                    }
+                    Ok(change)
+                }
             })
             .await?;
         match (out.committed.case, existing) {
