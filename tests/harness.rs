@@ -625,6 +625,17 @@ pub fn assert_field(err: &tonic::Status, field: &str) {
     assert_eq!(fields, Some(vec![field]), "the status details name the field");
 }
 
+/// Asserts that `err` is an INVALID_ARGUMENT whose one `BadRequest` field violation names the
+/// field its message begins with.
+pub fn assert_violation(err: &tonic::Status) {
+    use tonic_types::StatusExt;
+    let details = err.get_error_details();
+    let fields: Vec<String> =
+        details.bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default();
+    assert_eq!(fields.len(), 1, "one field violation: {fields:?} ({})", err.message());
+    assert_field(err, &fields[0]);
+}
+
 /// The retry delay an UNAVAILABLE or RESOURCE_EXHAUSTED status carries (`google.rpc.RetryInfo`).
 pub fn retry_delay(err: &tonic::Status) -> Option<Duration> {
     use tonic_types::StatusExt;

@@ -334,6 +334,7 @@ async fn each_role_does_its_job_and_only_its_job() {
     assert!(!again.created, "acme's retry is still idempotent");
     let prefixed = esc_acme.get_case(pb::GetCaseRequest { case_id: "globex/acme-1".into() }).await.unwrap_err();
     assert_eq!(prefixed.code(), Code::InvalidArgument, "a router cannot name another tenant's case");
+    assert_violation(&prefixed);
     // Planner reads.
     let planner_token = Bearer::new(Some(&s.role("planner", "wfm", None))).unwrap();
     let mut planner = pb::planner_service_client::PlannerServiceClient::with_interceptor(ch.clone(), planner_token);
@@ -480,6 +481,7 @@ async fn oversized_and_malformed_requests_are_refused_without_memory_growth() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_field(&err, "request");
     let q = s.planner().get_queue_stats(pb::GetQueueStatsRequest {}).await.unwrap().into_inner();
     assert_eq!(q.submitted_total, 0, "nothing was created");
 }

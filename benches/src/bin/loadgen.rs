@@ -44,6 +44,16 @@ enum Cmd {
     GrpcFloor(FloorArgs),
     /// The Redis floor: FCALL round trips.
     RedisFloor(RedisFloorArgs),
+    /// An OTLP/gRPC trace receiver that counts and drops spans (to measure tracing on); prints
+    /// the count when stopped (SIGINT or SIGTERM).
+    OtlpSink(OtlpSinkArgs),
+}
+
+#[derive(Args)]
+struct OtlpSinkArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    listen: String,
 }
 
 #[derive(Args, Clone)]
@@ -177,7 +187,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Run(a) => run(a).await,
         Cmd::GrpcFloor(a) => grpc_floor(a).await,
         Cmd::RedisFloor(a) => redis_floor(a).await,
+        Cmd::OtlpSink(a) => otlp_sink(a).await,
     }
+}
+
+#[derive(Default, Clone)]
+struct Sink {
+    spans: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let n: usize =
+            request.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.spans.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+async fn otlp_sink(a: OtlpSinkArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(sink.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = server => r?,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("{{\"otlp_spans\": {}}}", sink.spans.load(std::sync::atomic::Ordering::Relaxed));
+    Ok(())
 }
 
 /// Per-case timestamps (since the run's start, in microseconds).

@@ -38,6 +38,8 @@ pub struct Metrics {
     offer_to_accept: HistogramVec,
     submit_to_assigned: HistogramVec,
     store_ops: HistogramVec,
+    /// `store_ops` of each operation with outcome `ok`, resolved once (the hot path).
+    store_ok: Arc<Vec<prometheus::Histogram>>,
     store_errors: IntCounterVec,
     change_log_lag_entries: IntGauge,
     change_log_lag: prometheus::Gauge,
@@ -79,7 +81,7 @@ impl Metrics {
         let r = Registry::new();
         let build = gauge_vec(&r, "dispatch_build_info", "The running build (value 1).", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let m = Self {
+        let mut m = Self {
             languages: Arc::new(languages.iter().map(|l| l.to_ascii_lowercase()).collect()),
             case_events: counter_vec(
                 &r,
@@ -116,6 +118,7 @@ impl Metrics {
                 &["op", "outcome"],
                 STORE_BUCKETS,
             ),
+            store_ok: Arc::new(Vec::new()),
             store_errors: counter_vec(
                 &r,
                 "dispatch_store_errors_total",
@@ -190,8 +193,13 @@ impl Metrics {
             ),
             registry: r,
         };
+        m.store_ok = Self::ok_histograms(&m.store_ops);
         m.zeroes();
         m
+    }
+
+    fn ok_histograms(store_ops: &HistogramVec) -> Arc<Vec<prometheus::Histogram>> {
+        Arc::new(StoreOp::ALL.iter().map(|op| store_ops.with_label_values(&[op.name(), "ok"])).collect())
     }
 
     /// Counters that alerts take `rate` or `increase` of start at zero, so that their first
@@ -244,18 +252,19 @@ impl Metrics {
     }
 
     /// Times one store operation.
-    pub(crate) fn store_op<T>(&self, op: &'static str, started: Instant, result: &Result<T, StoreError>) {
+    pub(crate) fn store_op<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
         let outcome = match result {
-            Ok(_) => "ok",
+            Ok(_) => {
+                self.store_ok[op as usize].observe(started.elapsed().as_secs_f64());
+                return;
+            }
             Err(StoreError::Conflict(_)) => "conflict",
             Err(StoreError::Fenced(_)) => "fenced",
             Err(StoreError::Unavailable(_)) => "unavailable",
             Err(StoreError::Corrupt(_)) => "corrupt",
         };
-        self.store_ops.with_label_values(&[op, outcome]).observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.store_errors.with_label_values(&[op, outcome]).inc();
-        }
+        self.store_ops.with_label_values(&[op.name(), outcome]).observe(started.elapsed().as_secs_f64());
+        self.store_errors.with_label_values(&[op.name(), outcome]).inc();
         if matches!(result, Err(StoreError::Fenced(_))) {
             self.fenced_writes.inc();
         }
@@ -378,6 +387,81 @@ pub fn shed_counter(r: &Registry) -> IntCounter {
     )
 }
 
+/// A store operation, as labelled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoreOp {
+    Read,
+    Ping,
+    PurgeCase,
+    ChangeCursor,
+    Changes,
+    GetAgent,
+    ListAgents,
+    RemoveAgent,
+    GetCase,
+    OfferCase,
+    Commit,
+    DueTimers,
+    ClearTimer,
+    Counters,
+    Snapshot,
+    JoinEpoch,
+    CheckEpoch,
+    Restore,
+    Restored,
+    Leave,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 20] = [
+        StoreOp::Read,
+        StoreOp::Ping,
+        StoreOp::PurgeCase,
+        StoreOp::ChangeCursor,
+        StoreOp::Changes,
+        StoreOp::GetAgent,
+        StoreOp::ListAgents,
+        StoreOp::RemoveAgent,
+        StoreOp::GetCase,
+        StoreOp::OfferCase,
+        StoreOp::Commit,
+        StoreOp::DueTimers,
+        StoreOp::ClearTimer,
+        StoreOp::Counters,
+        StoreOp::Snapshot,
+        StoreOp::JoinEpoch,
+        StoreOp::CheckEpoch,
+        StoreOp::Restore,
+        StoreOp::Restored,
+        StoreOp::Leave,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            StoreOp::Read => "read",
+            StoreOp::Ping => "ping",
+            StoreOp::PurgeCase => "purge_case",
+            StoreOp::ChangeCursor => "change_cursor",
+            StoreOp::Changes => "changes",
+            StoreOp::GetAgent => "get_agent",
+            StoreOp::ListAgents => "list_agents",
+            StoreOp::RemoveAgent => "remove_agent",
+            StoreOp::GetCase => "get_case",
+            StoreOp::OfferCase => "offer_case",
+            StoreOp::Commit => "commit",
+            StoreOp::DueTimers => "due_timers",
+            StoreOp::ClearTimer => "clear_timer",
+            StoreOp::Counters => "counters",
+            StoreOp::Snapshot => "snapshot",
+            StoreOp::JoinEpoch => "join_epoch",
+            StoreOp::CheckEpoch => "check_epoch",
+            StoreOp::Restore => "restore",
+            StoreOp::Restored => "restored",
+            StoreOp::Leave => "leave",
+        }
+    }
+}
+
 /// A store that times every operation it passes on (but `now`, which rarely leaves the
 /// process) into [`Metrics`].
 pub(crate) struct MeteredStore {
@@ -392,7 +476,7 @@ impl MeteredStore {
 }
 
 macro_rules! timed {
-    ($self:ident, $op:literal, $call:expr) => {{
+    ($self:ident, $op:expr, $call:expr) => {{
         let started = Instant::now();
         let result = $call.await;
         $self.metrics.store_op($op, started, &result);
@@ -403,66 +487,66 @@ macro_rules! timed {
 #[async_trait::async_trait]
 impl Store for MeteredStore {
     async fn read(&self, case: Option<&CaseId>, agent: Option<&AgentId>) -> Result<Read, StoreError> {
-        timed!(self, "read", self.inner.read(case, agent))
+        timed!(self, StoreOp::Read, self.inner.read(case, agent))
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        timed!(self, "ping", self.inner.ping())
+        timed!(self, StoreOp::Ping, self.inner.ping())
     }
     async fn purge_case(&self, id: &CaseId) -> Result<(), StoreError> {
-        timed!(self, "purge_case", self.inner.purge_case(id))
+        timed!(self, StoreOp::PurgeCase, self.inner.purge_case(id))
     }
     async fn change_cursor(&self) -> Result<String, StoreError> {
-        timed!(self, "change_cursor", self.inner.change_cursor())
+        timed!(self, StoreOp::ChangeCursor, self.inner.change_cursor())
     }
     async fn changes(&self, cursor: &str, limit: usize) -> Result<ChangeBatch, StoreError> {
-        timed!(self, "changes", self.inner.changes(cursor, limit))
+        timed!(self, StoreOp::Changes, self.inner.changes(cursor, limit))
     }
     async fn now(&self) -> Result<Millis, StoreError> {
         self.inner.now().await
     }
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
-        timed!(self, "get_agent", self.inner.get_agent(id))
+        timed!(self, StoreOp::GetAgent, self.inner.get_agent(id))
     }
     async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
-        timed!(self, "list_agents", self.inner.list_agents(after, limit))
+        timed!(self, StoreOp::ListAgents, self.inner.list_agents(after, limit))
     }
     async fn remove_agent(&self, id: &AgentId, version: u64) -> Result<(), StoreError> {
-        timed!(self, "remove_agent", self.inner.remove_agent(id, version))
+        timed!(self, StoreOp::RemoveAgent, self.inner.remove_agent(id, version))
     }
     async fn get_case(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
-        timed!(self, "get_case", self.inner.get_case(id))
+        timed!(self, StoreOp::GetCase, self.inner.get_case(id))
     }
     async fn offer_case(&self, offer: &OfferId) -> Result<Option<CaseId>, StoreError> {
-        timed!(self, "offer_case", self.inner.offer_case(offer))
+        timed!(self, StoreOp::OfferCase, self.inner.offer_case(offer))
     }
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
-        timed!(self, "commit", self.inner.commit(commit))
+        timed!(self, StoreOp::Commit, self.inner.commit(commit))
     }
     async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(TimerKey, Millis)>, StoreError> {
-        timed!(self, "due_timers", self.inner.due_timers(now, limit))
+        timed!(self, StoreOp::DueTimers, self.inner.due_timers(now, limit))
     }
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError> {
-        timed!(self, "clear_timer", self.inner.clear_timer(key, due))
+        timed!(self, StoreOp::ClearTimer, self.inner.clear_timer(key, due))
     }
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
-        timed!(self, "counters", self.inner.counters())
+        timed!(self, StoreOp::Counters, self.inner.counters())
     }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        timed!(self, "snapshot", self.inner.snapshot())
+        timed!(self, StoreOp::Snapshot, self.inner.snapshot())
     }
     async fn join_epoch(&self, high_water: u64) -> Result<Epoch, StoreError> {
-        timed!(self, "join_epoch", self.inner.join_epoch(high_water))
+        timed!(self, StoreOp::JoinEpoch, self.inner.join_epoch(high_water))
     }
     async fn check_epoch(&self) -> Result<(), StoreError> {
-        timed!(self, "check_epoch", self.inner.check_epoch())
+        timed!(self, StoreOp::CheckEpoch, self.inner.check_epoch())
     }
     async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError> {
-        timed!(self, "restore", self.inner.restore(records, marks))
+        timed!(self, StoreOp::Restore, self.inner.restore(records, marks))
     }
     async fn restored(&self) -> Result<(), StoreError> {
-        timed!(self, "restored", self.inner.restored())
+        timed!(self, StoreOp::Restored, self.inner.restored())
     }
     async fn leave(&self) -> Result<(), StoreError> {
-        timed!(self, "leave", self.inner.leave())
+        timed!(self, StoreOp::Leave, self.inner.leave())
     }
 }

@@ -499,10 +499,13 @@ where
 fn decode_errors_per_spec(resp: &mut http::Response<tonic::body::Body>) {
     let h = resp.headers();
     let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default().replace("%20", " ");
-    let code = match h.get("grpc-status").and_then(|v| v.to_str().ok()) {
-        Some("11") if message.contains("message length too large") => "8",
-        Some("13") if message.contains("failed to decode Protobuf message") => "3",
+    let status = match h.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("11") if message.contains("message length too large") => crate::error::exhausted(message),
+        Some("13") if message.contains("failed to decode Protobuf message") => {
+            crate::error::invalid(dispatch_domain::FieldError::new("request", message))
+        }
         _ => return,
     };
-    resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(code));
+    // The status with its details replaces tonic's.
+    let _ = status.add_header(resp.headers_mut());
 }

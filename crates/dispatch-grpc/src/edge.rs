@@ -3,10 +3,11 @@
 //! status code, with their latency until the response began) and, when traces are exported, a
 //! span per call that continues the caller's trace (W3C `traceparent` in the metadata).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,7 +25,8 @@ pub struct EdgeLayer {
 struct EdgeState {
     traced: bool,
     max_in_flight: usize,
-    in_flight: Mutex<HashMap<SocketAddr, usize>>,
+    /// Calls in flight per connection (sharded: every call takes and gives back a slot).
+    in_flight: DashMap<SocketAddr, usize>,
     calls: HistogramVec,
     shed: IntCounter,
 }
@@ -35,7 +37,7 @@ impl EdgeLayer {
     pub fn new(max_in_flight: usize, registry: &prometheus::Registry, traced: bool) -> Self {
         let calls = dispatch_engine::metrics::rpc_histogram(registry);
         let shed = dispatch_engine::metrics::shed_counter(registry);
-        Self { state: Arc::new(EdgeState { traced, max_in_flight, in_flight: Mutex::default(), calls, shed }) }
+        Self { state: Arc::new(EdgeState { traced, max_in_flight, in_flight: DashMap::new(), calls, shed }) }
     }
 }
 
@@ -93,25 +95,22 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut m = self.state.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.peer) {
+        self.state.in_flight.remove_if_mut(&self.peer, |_, n| {
             *n -= 1;
-            if *n == 0 {
-                m.remove(&self.peer);
-            }
-        }
+            *n == 0
+        });
     }
 }
 
 impl EdgeState {
     /// A slot for a call on `peer`'s connection; `None` when it is full.
     fn slot(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
-        let mut m = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(peer).or_insert(0);
+        let mut n = self.in_flight.entry(peer).or_insert(0);
         if *n >= self.max_in_flight {
             return None;
         }
         *n += 1;
+        drop(n);
         Some(Slot { state: Arc::clone(self), peer })
     }
 }
