@@ -463,3 +463,41 @@ async fn watches_are_bounded_per_connection(b: Backend) {
     })
     .await;
 }
+
+/// The planners' what-if: the textbook case (100 contacts per half hour, 3-minute handle time,
+/// 80 % within 20 s) needs 14 agents by Erlang C; Erlang A, with customers who give up after a
+/// minute on average, needs no more. Bad figures are refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_staffing_answers_the_textbook_case() {
+    let s = TestServer::start(Backend::Memory, Policy::default()).await;
+    let request = pb::WhatIfStaffingRequest {
+        arrivals: 100.0,
+        interval_seconds: 1800.0,
+        handle_time_seconds: 180.0,
+        patience_seconds: 60.0,
+        target_answer_seconds: 20.0,
+        service_level: 0.8,
+        shrinkage: 0.3,
+        max_occupancy: 0.0,
+    };
+    let r = s.planner().what_if_staffing(request).await.unwrap().into_inner();
+    assert!((r.erlangs - 10.0).abs() < 1e-9);
+    let c = r.erlang_c.expect("erlang c");
+    assert!(c.reachable);
+    assert_eq!((c.agents_on_queue, c.agents_scheduled), (14, 20));
+    assert!((c.probability_of_waiting - 0.174).abs() < 0.001, "{c:?}");
+    assert!((c.service_level - 0.888).abs() < 0.001, "{c:?}");
+    let a = r.erlang_a.expect("erlang a with a patience");
+    assert!(a.reachable && a.agents_on_queue <= 14 && a.service_level >= 0.8 && a.abandonment > 0.0, "{a:?}");
+    for (field, bad) in [
+        ("arrivals", pb::WhatIfStaffingRequest { arrivals: -1.0, ..request }),
+        ("interval_seconds", pb::WhatIfStaffingRequest { interval_seconds: 0.0, ..request }),
+        ("service_level", pb::WhatIfStaffingRequest { service_level: 1.5, ..request }),
+        ("service_level", pb::WhatIfStaffingRequest { service_level: 0.0, ..request }),
+        ("shrinkage", pb::WhatIfStaffingRequest { shrinkage: 1.0, ..request }),
+        ("patience_seconds", pb::WhatIfStaffingRequest { patience_seconds: f64::NAN, ..request }),
+    ] {
+        let err = s.planner().what_if_staffing(bad).await.unwrap_err();
+        assert_field(&err, field);
+    }
+}

@@ -11,11 +11,13 @@
 //! - [`scoring`]: hard filters, soft terms and ranking of candidates;
 //! - [`transition`]: the case / offer / agent state machines, returning a
 //!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
-//! - [`stats`]: planner counts over agents.
+//! - [`stats`]: planner counts over agents;
+//! - [`queueing`]: Erlang C and Erlang A (waits, service level, agents needed).
 
 pub mod limits;
 pub mod model;
 pub mod policy;
+pub mod queueing;
 pub mod scoring;
 pub mod state;
 pub mod stats;

@@ -549,3 +549,25 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
         mean_time_to_accept_ms: s.mean_time_to_accept_ms,
     }
 }
+
+/// A staffing what-if → proto.
+pub fn what_if_to(w: &dispatch_domain::queueing::WhatIf) -> pb::WhatIfStaffingResponse {
+    let outcome = |s: &Option<dispatch_domain::queueing::Staffing>| match s {
+        None => pb::StaffingOutcome::default(),
+        Some(s) => pb::StaffingOutcome {
+            reachable: true,
+            agents_on_queue: s.on_queue,
+            agents_scheduled: s.scheduled,
+            service_level: s.outcome.service_level,
+            average_speed_of_answer_ms: s.outcome.average_wait_s * 1000.0,
+            probability_of_waiting: s.outcome.p_wait,
+            occupancy: s.outcome.occupancy,
+            abandonment: s.outcome.p_abandon,
+        },
+    };
+    pb::WhatIfStaffingResponse {
+        erlangs: w.erlangs,
+        erlang_c: Some(outcome(&w.erlang_c)),
+        erlang_a: w.erlang_a.as_ref().map(outcome),
+    }
+}

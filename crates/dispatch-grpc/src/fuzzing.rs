@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 9;
+pub const KINDS: u8 = 10;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -27,7 +27,8 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         5 => pb::GetCaseRequest::decode(body).is_ok_and(|r| requests::get_case(&r).is_ok()),
         6 => pb::CancelCaseRequest::decode(body).is_ok_and(|r| requests::cancel_case(&r, limits).is_ok()),
         7 => pb::ListAgentsRequest::decode(body).is_ok_and(|r| requests::list_agents(&r, limits).is_ok()),
-        _ => pb::WatchCaseRequest::decode(body).is_ok_and(|r| requests::watch_case(&r).is_ok()),
+        8 => pb::WatchCaseRequest::decode(body).is_ok_and(|r| requests::watch_case(&r).is_ok()),
+        _ => pb::WhatIfStaffingRequest::decode(body).is_ok_and(|r| requests::what_if_staffing(&r).is_ok()),
     }
 }
 

@@ -21,6 +21,30 @@ pub fn submit_case(r: &pb::SubmitCaseRequest, policy: &Policy) -> Result<CaseSpe
     convert::spec_from(spec.as_ref().ok_or_else(|| required("spec"))?, "spec", policy)
 }
 
+/// `WhatIfStaffing`.
+pub fn what_if_staffing(r: &pb::WhatIfStaffingRequest) -> Result<dispatch_domain::queueing::Forecast, FieldError> {
+    let pb::WhatIfStaffingRequest {
+        arrivals,
+        interval_seconds,
+        handle_time_seconds,
+        patience_seconds,
+        target_answer_seconds,
+        service_level,
+        shrinkage,
+        max_occupancy,
+    } = *r;
+    dispatch_domain::queueing::Forecast::new(
+        arrivals,
+        interval_seconds,
+        handle_time_seconds,
+        patience_seconds,
+        target_answer_seconds,
+        service_level,
+        shrinkage,
+        max_occupancy,
+    )
+}
+
 /// `GetCase`.
 pub fn get_case(r: &pb::GetCaseRequest) -> Result<CaseId, FieldError> {
     let pb::GetCaseRequest { case_id } = r;

@@ -32,6 +32,18 @@ impl pb::planner_service_server::PlannerService for Services {
         Ok(Response::new(convert::queue_stats_to(&stats)))
     }
 
+    /// Pure computation in the domain; a large forecast runs off the async workers.
+    async fn what_if_staffing(
+        &self,
+        request: Request<pb::WhatIfStaffingRequest>,
+    ) -> Result<Response<pb::WhatIfStaffingResponse>, Status> {
+        let forecast = requests::what_if_staffing(request.get_ref()).map_err(invalid)?;
+        let w = tokio::task::spawn_blocking(move || dispatch_domain::queueing::what_if(&forecast))
+            .await
+            .map_err(|e| Status::internal(format!("staffing computation failed: {e}")))?;
+        Ok(Response::new(convert::what_if_to(&w)))
+    }
+
     type WatchAvailabilityStream = BoxStream<pb::AvailabilityReport>;
 
     /// A report at once, then on change at most once per interval, and once per interval

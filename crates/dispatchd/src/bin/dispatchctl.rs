@@ -59,9 +59,40 @@ enum Cmd {
     Availability(AvailabilityArgs),
     /// How the queue is doing.
     Queue,
+    /// Staffing for a forecast (Erlang C, and Erlang A with --patience): agents needed for the
+    /// goal and what they achieve.
+    WhatIf(WhatIfArgs),
     /// Mints an HS256 token for development and tests (production tokens come from your
     /// identity provider).
     DevToken(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct WhatIfArgs {
+    /// Contacts expected per interval.
+    #[arg(long)]
+    arrivals: f64,
+    /// Interval length in seconds.
+    #[arg(long, default_value_t = 1800.0)]
+    interval: f64,
+    /// Mean handle time in seconds (talk plus wrap-up).
+    #[arg(long)]
+    handle: f64,
+    /// Mean customer patience in seconds (adds Erlang A); 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    patience: f64,
+    /// Answer-time target in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    target: f64,
+    /// Share to answer within the target, in (0, 1].
+    #[arg(long, default_value_t = 0.8)]
+    service_level: f64,
+    /// Share of paid time off the queue, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    shrinkage: f64,
+    /// Most occupancy to plan for, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    max_occupancy: f64,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +308,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
             let r = planner.get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
             out.print(&r, || queue_table(&r))
+        }
+        Cmd::WhatIf(a) => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let request = pb::WhatIfStaffingRequest {
+                arrivals: a.arrivals,
+                interval_seconds: a.interval,
+                handle_time_seconds: a.handle,
+                patience_seconds: a.patience,
+                target_answer_seconds: a.target,
+                service_level: a.service_level,
+                shrinkage: a.shrinkage,
+                max_occupancy: a.max_occupancy,
+            };
+            let r = planner.what_if_staffing(request).await?.into_inner();
+            out.print(&r, || what_if_table(&r))
         }
     }
 }
@@ -663,6 +709,29 @@ async fn availability(conn: Conn, a: AvailabilityArgs, out: &Out) -> anyhow::Res
         s.push_str(&row("total".to_owned(), &rep.total.unwrap_or_default()));
         s.trim_end().to_owned()
     })
+}
+
+fn what_if_table(r: &pb::WhatIfStaffingResponse) -> String {
+    let mut s = format!("load {:.2} Erlangs\n", r.erlangs);
+    for (model, o) in [("Erlang C", &r.erlang_c), ("Erlang A", &r.erlang_a)] {
+        let Some(o) = o else { continue };
+        if !o.reachable {
+            s.push_str(&format!("{model}: not reachable with 100,000 agents\n"));
+            continue;
+        }
+        s.push_str(&format!(
+            "{model}: {} agents on the queue ({} scheduled): service level {:.1}%, average speed of answer {:.1}s, \
+             waits {:.1}%, occupancy {:.1}%, give up {:.1}%\n",
+            o.agents_on_queue,
+            o.agents_scheduled,
+            100.0 * o.service_level,
+            o.average_speed_of_answer_ms / 1000.0,
+            100.0 * o.probability_of_waiting,
+            100.0 * o.occupancy,
+            100.0 * o.abandonment
+        ));
+    }
+    s
 }
 
 fn queue_table(r: &pb::GetQueueStatsResponse) -> String {
