@@ -261,20 +261,40 @@ pub struct Forecast {
     pub goal: Goal,
 }
 
+/// A forecast as a planner gives it (the `WhatIfStaffing` fields), before validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ForecastInput {
+    /// Contacts per interval.
+    pub arrivals: f64,
+    /// The interval, seconds.
+    pub interval_s: f64,
+    /// Mean handle time, seconds.
+    pub handle_s: f64,
+    /// Mean patience, seconds (0: none, Erlang C only).
+    pub patience_s: f64,
+    /// Answer-time target, seconds.
+    pub target_s: f64,
+    /// Share to answer within the target.
+    pub service_level: f64,
+    /// Share of paid time off the queue.
+    pub shrinkage: f64,
+    /// Most occupancy to plan for (0 means 1).
+    pub max_occupancy: f64,
+}
+
 impl Forecast {
-    /// `arrivals` per `interval_s` seconds, `handle_s` mean handle time, `patience_s` (0: none),
-    /// the goal's figures (`max_occupancy` 0 means 1); errors name the field.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        arrivals: f64,
-        interval_s: f64,
-        handle_s: f64,
-        patience_s: f64,
-        target_s: f64,
-        service_level: f64,
-        shrinkage: f64,
-        max_occupancy: f64,
-    ) -> Result<Self, FieldError> {
+    /// Validates a planner's forecast; errors name the field.
+    pub fn parse(input: ForecastInput) -> Result<Self, FieldError> {
+        let ForecastInput {
+            arrivals,
+            interval_s,
+            handle_s,
+            patience_s,
+            target_s,
+            service_level,
+            shrinkage,
+            max_occupancy,
+        } = input;
         if !(interval_s.is_finite() && interval_s > 0.0) {
             return Err(FieldError::new("interval_seconds", "must be a number above 0"));
         }
@@ -453,18 +473,26 @@ mod tests {
 
     #[test]
     fn a_forecast_answers_under_both_models() {
-        let f = Forecast::new(100.0, 1800.0, 180.0, 60.0, 20.0, 0.8, 0.0, 0.0).unwrap();
-        let w = what_if(&f);
+        let textbook = ForecastInput {
+            arrivals: 100.0,
+            interval_s: 1800.0,
+            handle_s: 180.0,
+            patience_s: 60.0,
+            target_s: 20.0,
+            service_level: 0.8,
+            shrinkage: 0.0,
+            max_occupancy: 0.0,
+        };
+        let w = what_if(&Forecast::parse(textbook).unwrap());
         assert_eq!(w.erlang_c.unwrap().on_queue, 14);
         let a = w.erlang_a.unwrap().unwrap();
         assert!(a.on_queue <= 14 && a.outcome.service_level >= 0.8, "{a:?}");
-        assert_eq!(Forecast::new(100.0, 0.0, 180.0, 0.0, 20.0, 0.8, 0.0, 0.0).unwrap_err().field, "interval_seconds");
-        assert_eq!(Forecast::new(1e9, 1.0, 180.0, 0.0, 20.0, 0.8, 0.0, 0.0).unwrap_err().field, "arrivals");
-        assert_eq!(
-            Forecast::new(100.0, 1800.0, 180.0, -1.0, 20.0, 0.8, 0.0, 0.0).unwrap_err().field,
-            "patience_seconds"
-        );
-        assert!(what_if(&Forecast::new(100.0, 1800.0, 180.0, 0.0, 20.0, 0.8, 0.0, 0.0).unwrap()).erlang_a.is_none());
+        let refused = |f: ForecastInput| Forecast::parse(f).unwrap_err().field;
+        assert_eq!(refused(ForecastInput { interval_s: 0.0, ..textbook }), "interval_seconds");
+        assert_eq!(refused(ForecastInput { arrivals: 1e9, interval_s: 1.0, ..textbook }), "arrivals");
+        assert_eq!(refused(ForecastInput { patience_s: -1.0, ..textbook }), "patience_seconds");
+        let erlang_c_only = Forecast::parse(ForecastInput { patience_s: 0.0, ..textbook }).unwrap();
+        assert!(what_if(&erlang_c_only).erlang_a.is_none());
     }
 
     #[test]

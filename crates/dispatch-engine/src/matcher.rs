@@ -130,17 +130,22 @@ impl Engine {
         now: dispatch_domain::Millis,
     ) -> Result<crate::write::Written, StoreError> {
         use tracing::Instrument;
-        let offer = change.events.iter().find_map(|e| match e {
-            dispatch_domain::Event::Offered { offer_id, agent_id, .. } => Some((offer_id.clone(), agent_id.clone())),
-            _ => None,
-        });
         let span = tracing::debug_span!(
             "offer",
             case.id = %case.id(),
-            offer.id = offer.as_ref().map(|(o, _)| tracing::field::display(o.clone())),
-            agent.id = offer.as_ref().map(|(_, a)| tracing::field::display(a.clone())),
+            offer.id = tracing::field::Empty,
+            agent.id = tracing::field::Empty,
         );
-        crate::telemetry::link(&span, case.trace.as_deref());
+        // Only a traced offer pays for its attributes and its link.
+        if !span.is_disabled() {
+            for e in &change.events {
+                if let dispatch_domain::Event::Offered { offer_id, agent_id, .. } = e {
+                    span.record("offer.id", tracing::field::display(offer_id));
+                    span.record("agent.id", tracing::field::display(agent_id));
+                }
+            }
+            crate::telemetry::link(&span, case.trace.as_deref());
+        }
         self.commit(change, now).instrument(span).await
     }
 

@@ -309,15 +309,9 @@ impl Metrics {
             self.waiting_by_language.with_label_values(&[l]).set(0);
             self.available_by_language.with_label_values(&[l]).set(0);
         }
-        for case in cases {
+        for case in cases.iter().filter(|c| !c.state.is_terminal()) {
             let tier = case.spec.tier.as_str();
-            let state = match case.state {
-                CaseState::Queued => "queued",
-                CaseState::Offered { .. } => "offered",
-                CaseState::Assigned { .. } => "assigned",
-                CaseState::Completed | CaseState::Cancelled | CaseState::Expired => continue,
-            };
-            self.cases.with_label_values(&[state, tier]).inc();
+            self.cases.with_label_values(&[case.state.name(), tier]).inc();
             if case.state == CaseState::Queued {
                 let wait = case.waited_ms(now) as f64 / 1000.0;
                 let g = self.oldest_wait.with_label_values(&[tier]);

@@ -34,9 +34,6 @@ pub(crate) fn parse_traceparent(raw: &str) -> Option<SpanContext> {
 
 /// Links `span` to the span of `traceparent` (a case's submit).
 pub(crate) fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    if span.is_disabled() {
-        return;
-    }
     if let Some(sc) = traceparent.and_then(parse_traceparent) {
         span.add_link(sc);
     }

@@ -10,10 +10,10 @@
 //! writes included).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::edge::BoxFuture;
 use dispatch_domain::{AgentId, TenantId};
 use dispatch_proto::AGENT_ID_HEADER;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -457,8 +457,6 @@ pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
 }
-
-type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where

@@ -388,25 +388,16 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
                 StreamEnd::Replaced => pb::SessionEndReason::Replaced,
                 StreamEnd::Removed => pb::SessionEndReason::Removed,
                 StreamEnd::ServerShutdown => {
-                    return Err(error::unavailable("dispatcher shutting down: reconnect", error::RETRY_UNAVAILABLE));
+                    return Err(error::unavailable("dispatcher shutting down: reconnect"));
                 }
                 StreamEnd::LeaseLost => {
-                    return Err(error::unavailable(
-                        "this session's presence lease ran out: reconnect",
-                        error::RETRY_UNAVAILABLE,
-                    ));
+                    return Err(error::unavailable("this session's presence lease ran out: reconnect"));
                 }
                 StreamEnd::HeartbeatTimeout => {
-                    return Err(error::unavailable(
-                        "no heartbeat within the timeout: reconnect",
-                        error::RETRY_UNAVAILABLE,
-                    ));
+                    return Err(error::unavailable("no heartbeat within the timeout: reconnect"));
                 }
                 StreamEnd::TooSlow => {
-                    return Err(error::unavailable(
-                        "the device did not read its stream: reconnect",
-                        error::RETRY_UNAVAILABLE,
-                    ));
+                    return Err(error::unavailable("the device did not read its stream: reconnect"));
                 }
                 StreamEnd::CredentialsExpired => {
                     return Err(tonic::Status::unauthenticated("stream age or credentials expired; reconnect"));
@@ -438,7 +429,7 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
                 result.code = error::code(&e) as i32;
                 result.message = e.to_string();
                 result.reason = details.reason.unwrap_or_default().to_owned();
-                result.field = details.field.unwrap_or_default();
+                result.field = details.field.map(|f| f.field).unwrap_or_default();
                 result.retry_after_ms = details.retry.map_or(0, |d| d.as_millis() as u32);
             }
             Event::Result(result)

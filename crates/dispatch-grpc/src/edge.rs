@@ -147,7 +147,8 @@ fn code_of(resp: &http::Response<tonic::body::Body>) -> &'static str {
     }
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+/// The future of a boxed tower service (this layer's and [`crate::auth`]'s).
+pub(crate) type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for EdgeService<S>
 where

@@ -46,8 +46,8 @@ pub fn code(e: &EngineError) -> Code {
 /// delay (the status details, and the in-band `CommandResult` fields).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Details {
-    /// INVALID_ARGUMENT: the field.
-    pub field: Option<String>,
+    /// INVALID_ARGUMENT: the field and what is wrong with it.
+    pub field: Option<FieldError>,
     /// FAILED_PRECONDITION: the stable reason.
     pub reason: Option<&'static str>,
     /// UNAVAILABLE, RESOURCE_EXHAUSTED: wait this long.
@@ -59,7 +59,7 @@ impl Details {
     pub fn of(e: &EngineError) -> Details {
         match e {
             EngineError::Rejected(Rejection::InvalidArgument(f)) => {
-                Details { field: Some(f.field.clone()), ..Details::default() }
+                Details { field: Some(f.clone()), ..Details::default() }
             }
             EngineError::Rejected(r) => {
                 Details { reason: r.precondition().map(Precondition::reason), ..Details::default() }
@@ -73,15 +73,23 @@ impl Details {
     }
 }
 
+impl Details {
+    /// As `google.rpc` status details (`None`: nothing to add).
+    fn to_status_details(&self) -> Option<ErrorDetails> {
+        let Details { field, reason, retry } = self;
+        match (field, reason, retry) {
+            (Some(f), _, _) => Some(bad_request(f)),
+            (None, Some(r), _) => Some(ErrorDetails::with_error_info(*r, DOMAIN, HashMap::new())),
+            (None, None, Some(d)) => Some(ErrorDetails::with_retry_info(Some(*d))),
+            (None, None, None) => None,
+        }
+    }
+}
+
 /// The status for an engine error, with its details.
 pub fn status(e: EngineError) -> Status {
     let code = code(&e);
-    let details = match &e {
-        EngineError::Rejected(Rejection::InvalidArgument(f)) => Some(bad_request(f)),
-        EngineError::Rejected(r) => r.precondition().map(error_info),
-        other => Details::of(other).retry.map(|d| ErrorDetails::with_retry_info(Some(d))),
-    };
-    match details {
+    match Details::of(&e).to_status_details() {
         Some(d) => Status::with_error_details(code, e.to_string(), d),
         None => Status::new(code, e.to_string()),
     }
@@ -97,17 +105,14 @@ pub fn exhausted(message: impl Into<String>) -> Status {
     Status::with_error_details(Code::ResourceExhausted, message, ErrorDetails::with_retry_info(Some(RETRY_EXHAUSTED)))
 }
 
-/// UNAVAILABLE with a `RetryInfo` (the caller should reconnect or retry after `delay`).
-pub fn unavailable(message: impl Into<String>, delay: Duration) -> Status {
-    Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(Some(delay)))
+/// UNAVAILABLE with a `RetryInfo` (the caller should reconnect or retry after
+/// [`RETRY_UNAVAILABLE`]).
+pub fn unavailable(message: impl Into<String>) -> Status {
+    Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(Some(RETRY_UNAVAILABLE)))
 }
 
 fn bad_request(e: &FieldError) -> ErrorDetails {
     ErrorDetails::with_bad_request_violation(e.field.clone(), e.reason.clone())
-}
-
-fn error_info(p: Precondition) -> ErrorDetails {
-    ErrorDetails::with_error_info(p.reason(), DOMAIN, HashMap::new())
 }
 
 #[cfg(test)]

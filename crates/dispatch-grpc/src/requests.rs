@@ -33,16 +33,16 @@ pub fn what_if_staffing(r: &pb::WhatIfStaffingRequest) -> Result<dispatch_domain
         shrinkage,
         max_occupancy,
     } = *r;
-    dispatch_domain::queueing::Forecast::new(
+    dispatch_domain::queueing::Forecast::parse(dispatch_domain::queueing::ForecastInput {
         arrivals,
-        interval_seconds,
-        handle_time_seconds,
-        patience_seconds,
-        target_answer_seconds,
+        interval_s: interval_seconds,
+        handle_s: handle_time_seconds,
+        patience_s: patience_seconds,
+        target_s: target_answer_seconds,
         service_level,
         shrinkage,
         max_occupancy,
-    )
+    })
 }
 
 /// `GetCase`.

@@ -59,12 +59,20 @@ local function read_epoch(key)
   end
   local e, rid, at, found, wait_until, pending = string.match(raw, '^(%d+):(%x+):(%d+):?(%d*):?(%d*):?([%w,._-]*)$')
   local g = {epoch = tonumber(e), rid = rid, at = tonumber(at), found = tonumber(found) or 0,
-             wait_until = tonumber(wait_until) or 0, pending = {}, waiting = 0}
+             wait_until = tonumber(wait_until) or 0, pending = {}}
   for id in string.gmatch(pending or '', '[^,]+') do
     g.pending[id] = true
-    g.waiting = g.waiting + 1
   end
   return g
+end
+
+-- How many dispatchers epoch `g` waits for.
+local function waiting(g)
+  local n = 0
+  for _ in pairs(g.pending) do
+    n = n + 1
+  end
+  return n
 end
 
 local function write_epoch(key, g)
@@ -79,7 +87,7 @@ end
 
 -- Whether writes of epoch `g` still wait for dispatchers to rejoin at `now`.
 local function waits(g, now)
-  return g.waiting > 0 and tonumber(now) < g.wait_until
+  return next(g.pending) ~= nil and tonumber(now) < g.wait_until
 end
 
 -- Raises FENCED unless a writer of `epoch` may write; with `now` (a write that is not a
@@ -93,7 +101,7 @@ local function fence(epoch_key, epoch, now)
     error({err = 'FENCED the store moved to epoch ' .. g.epoch})
   end
   if now and waits(g, now) then
-    error({err = 'RECONCILING waiting for ' .. g.waiting .. ' dispatcher(s) to rejoin after the store changed'})
+    error({err = 'RECONCILING waiting for ' .. waiting(g) .. ' dispatcher(s) to rejoin after the store changed'})
   end
   return g
 end
@@ -240,37 +248,26 @@ local function join_epoch(keys, args)
   if g and g.rid == rid and not lost then
     if g.at == 0 and g.pending[me] then
       g.pending[me] = nil
-      g.waiting = g.waiting - 1
       write_epoch(keys[1], g)
     end
-    return {g.epoch, g.at, g.found, waits(g, now) and g.waiting or 0}
+    return {g.epoch, g.at, g.found, waits(g, now) and waiting(g) or 0}
   end
   local e = {epoch = math.max(g and g.epoch or 0, tonumber(args[1])) + 1, rid = rid, at = 0, found = 0,
-             wait_until = now + tonumber(args[5]), pending = {}, waiting = 0}
+             wait_until = now + tonumber(args[5]), pending = {}}
   if lost then
     e.at = now
     e.found = found
   end
-  local function wait_for(id)
-    if not e.pending[id] then
-      e.pending[id] = true
-      e.waiting = e.waiting + 1
-    end
-  end
   for _, id in ipairs(alive(keys[3], now, tonumber(args[6]))) do
-    wait_for(id)
+    e.pending[id] = true
   end
   for id in string.gmatch(args[7], '[^,]+') do
-    wait_for(id)
+    e.pending[id] = true
   end
-  if lost then
-    wait_for(me)
-  elseif e.pending[me] then
-    e.pending[me] = nil
-    e.waiting = e.waiting - 1
-  end
+  -- After a loss the joiner too is waited for, until its restore is in.
+  e.pending[me] = lost or nil
   write_epoch(keys[1], e)
-  return {e.epoch, e.at, e.found, e.waiting}
+  return {e.epoch, e.at, e.found, waiting(e)}
 end
 
 -- KEYS: epoch   ARGV: the caller's epoch, its dispatcher id. After a loss: the caller has put
@@ -279,10 +276,9 @@ local function checked_in(keys, args)
   local g = fence(keys[1], args[1])
   if g.pending[args[2]] then
     g.pending[args[2]] = nil
-    g.waiting = g.waiting - 1
     write_epoch(keys[1], g)
   end
-  return g.waiting
+  return waiting(g)
 end
 
 -- KEYS: members   ARGV: dispatcher id. The dispatcher leaves (a graceful shutdown): no epoch
@@ -303,7 +299,7 @@ local function epoch_status(keys, args)
     return {g.epoch, 1, 0}
   end
   if args[1] and waits(g, args[1]) then
-    return {g.epoch, 0, g.waiting}
+    return {g.epoch, 0, waiting(g)}
   end
   return {g.epoch, 0, 0}
 end

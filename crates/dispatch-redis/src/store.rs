@@ -436,11 +436,6 @@ impl RedisStore {
         restarted == 1 || epoch != self.epoch.load(Ordering::SeqCst)
     }
 
-    /// This handle's dispatcher id in the pool's members.
-    pub fn member_id(&self) -> &str {
-        &self.member
-    }
-
     async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
@@ -923,7 +918,7 @@ impl Store for RedisStore {
             }
             if out.oldest_at.is_none() {
                 // A stream entry's id begins with the Redis time it was added at (ms).
-                out.oldest_at = entry.id.split('-').next().and_then(|ms| ms.parse().ok());
+                out.oldest_at = i64::try_from(stream_id(&entry.id).0).ok().filter(|ms| *ms > 0);
             }
             out.cursor = entry.id;
         }

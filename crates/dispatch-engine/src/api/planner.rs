@@ -62,7 +62,7 @@ impl Engine {
         self.inner.metrics.encode()
     }
 
-    /// The registry the gRPC edge adds its metrics to.
+    /// This process's metrics (the gRPC edge adds its own to their registry).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics
     }

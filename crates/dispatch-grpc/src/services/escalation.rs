@@ -68,7 +68,7 @@ impl pb::escalation_service_server::EscalationService for Services {
                 let ev = tokio::select! {
                     ev = watch.next() => ev,
                     () = &mut shutdown => {
-                        let _ = tx.send(Err(crate::error::unavailable("server shutting down; watch again", crate::error::RETRY_UNAVAILABLE))).await;
+                        let _ = tx.send(Err(crate::error::unavailable("server shutting down; watch again"))).await;
                         return;
                     }
                     _ = tx.closed() => return,
