@@ -293,3 +293,17 @@ async fn every_replica_shows_the_same_pool_gauges() {
     assert!(seen.contains(&"dispatch_waiting_cases{language=\"de\"} 1".to_owned()), "{seen:?}");
     assert!(seen.contains(&"dispatch_available_agents{language=\"en\"} 1".to_owned()), "{seen:?}");
 }
+
+/// Languages are labelled by their primary subtag, as the planner groups them: a `de-CH` case
+/// waits under `de`, a `pt-BR` speaker is available under `pt` (both configured by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_tags_count_under_their_language() {
+    let s = TestServer::start(Backend::Memory, Policy::default()).await;
+    s.submit(case("region-1", "de-CH", &[], pb::Tier::Standard)).await;
+    s.register(profile("br", &[("pt-BR", 5)], &[], false)).await;
+    let _br = s.available("br").await;
+    let text = s.engine.metrics_text().await;
+    assert_eq!(sum(&text, "dispatch_waiting_cases", &[("language", "de")]), 1.0, "{text}");
+    assert_eq!(sum(&text, "dispatch_waiting_cases", &[("language", "other")]), 0.0);
+    assert_eq!(sum(&text, "dispatch_available_agents", &[("language", "pt")]), 1.0);
+}

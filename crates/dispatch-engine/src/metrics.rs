@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dispatch_domain::{AgentStatus, Case, CaseState, Channel, Event, Millis, Tier};
+use dispatch_domain::{Activity, AgentStatus, Case, CaseState, Channel, Event, Millis, Tier};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use dispatch_domain::{Agent, AgentId, CaseId, OfferId, TimerKey};
@@ -227,8 +227,10 @@ impl Metrics {
         &self.registry
     }
 
-    fn language<'a>(&self, tag: &'a str) -> &'a str {
-        if self.languages.contains(&tag.to_ascii_lowercase()) { tag } else { OTHER_LANGUAGE }
+    /// The label of a language: its primary subtag (`de` for `de-CH`, as the planner groups
+    /// them) when configured, else `other`.
+    fn language<'a>(&self, primary: &'a str) -> &'a str {
+        if self.languages.contains(&primary.to_ascii_lowercase()) { primary } else { OTHER_LANGUAGE }
     }
 
     /// Counts what a commit did (`case`: the case as committed, if it was written).
@@ -316,7 +318,7 @@ impl Metrics {
                 let wait = case.waited_ms(now) as f64 / 1000.0;
                 let g = self.oldest_wait.with_label_values(&[tier]);
                 g.set(g.get().max(wait));
-                self.waiting_by_language.with_label_values(&[self.language(case.spec.language.as_str())]).inc();
+                self.waiting_by_language.with_label_values(&[self.language(case.spec.language.primary())]).inc();
             }
         }
         for status in ["available", "away", "offline", "in_grace"] {
@@ -332,13 +334,13 @@ impl Metrics {
             if agent.in_grace() {
                 self.agents.with_label_values(&["in_grace"]).inc();
             }
-            if agent.status == AgentStatus::Available && agent.connected() {
-                let mut seen = HashSet::new();
-                for l in &agent.profile.languages {
-                    let label = self.language(l.language.as_str());
-                    if seen.insert(label) {
-                        self.available_by_language.with_label_values(&[label]).inc();
-                    }
+            // Signed in, connected and available by status, with room or not (the domain's
+            // activities available and busy).
+            if matches!(agent.activity(now), Activity::Available | Activity::Busy) {
+                let labels: HashSet<&str> =
+                    agent.profile.primary_languages().into_iter().map(|l| self.language(l)).collect();
+                for label in labels {
+                    self.available_by_language.with_label_values(&[label]).inc();
                 }
             }
         }
