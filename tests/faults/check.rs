@@ -8,6 +8,9 @@
 //! - I4 no stale accept honoured: an accept that succeeded names an offer the store recorded
 //!   as accepted by that agent, decided by its deadline, and the agent had not been told it
 //!   was revoked before.
+//! - I5 no work stuck with a vanished agent: a case whose agent vanished holding it is handed
+//!   back (its accepted offer marked so in the store) and completed by someone else. A case
+//!   accepted twice is a double assignment unless every earlier assignment was handed back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,13 +37,18 @@ pub struct Verdict {
     pub completed_twice: Vec<String>,
     pub submit_retries: usize,
     pub accepts_refused: usize,
+    /// Cases whose assignment the store handed back (I5).
+    pub handed_back: usize,
+    /// Cases held by an agent that vanished that were not handed back and completed (I5).
+    pub stuck_with_vanished: Vec<String>,
 }
 
 impl Verdict {
     pub fn line(&self, scenario: &str, faults: usize, extra: &str) -> String {
         format!(
             "scenario={scenario} cases={} confirmed={} assigned={} completed={} lost={} stuck={} double={} over_capacity={} \
-             stale_accepts={} erased={} completed_twice={} faults={faults} submit_retries={} accepts_refused={}{extra}",
+             stale_accepts={} erased={} completed_twice={} handed_back={} stuck_with_vanished={} faults={faults} \
+             submit_retries={} accepts_refused={}{extra}",
             self.cases,
             self.confirmed,
             self.assigned,
@@ -52,6 +60,8 @@ impl Verdict {
             self.stale_accepts.len(),
             self.erased.len(),
             self.completed_twice.len(),
+            self.handed_back,
+            self.stuck_with_vanished.len(),
             self.submit_retries,
             self.accepts_refused,
         )
@@ -65,6 +75,7 @@ impl Verdict {
             && self.stale_accepts.is_empty()
             && self.erased.is_empty()
             && self.completed_twice.is_empty()
+            && self.stuck_with_vanished.is_empty()
     }
 }
 
@@ -74,6 +85,7 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
     let mut holders: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut revoked_seen: HashSet<(&str, &str)> = HashSet::new();
     let mut completers: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut vanished: HashMap<&str, &str> = HashMap::new();
     for e in history {
         match &e.op {
             Op::SubmitOk { case } => {
@@ -110,6 +122,9 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
                 holders.entry(case).or_default().insert(&e.actor);
             }
             Op::OverCapacity { .. } => v.over_capacity += 1,
+            Op::Vanished { case } => {
+                vanished.insert(case, &e.actor);
+            }
             Op::CompleteOk { case } => {
                 completers.entry(case).or_default().insert(&e.actor);
             }
@@ -119,13 +134,26 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
     v.confirmed = confirmed.len();
     for id in ids {
         let fin = finals.get(id).and_then(|c| c.as_ref());
+        // Agents whose assignment of this case the store handed back.
+        let mut handed_back_from: HashSet<&str> = HashSet::new();
         if let Some(c) = fin {
-            if c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted).count() > 1 {
-                v.double.push(format!("{id}: the store holds two accepted offers"));
+            let accepted = || c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted);
+            if accepted().filter(|o| o.handed_back_at == 0).count() > 1 {
+                v.double.push(format!("{id}: the store holds two accepted offers not handed back"));
             }
-            if c.offers.iter().any(|o| o.outcome == OfferOutcome::Accepted) {
+            if accepted().next().is_some() {
                 v.assigned += 1;
             }
+            handed_back_from.extend(accepted().filter(|o| o.handed_back_at > 0).map(|o| o.agent_id.as_str()));
+            if !handed_back_from.is_empty() {
+                v.handed_back += 1;
+            }
+        }
+        if let Some(agent) = vanished.get(id.as_str())
+            && !(handed_back_from.contains(agent) && matches!(fin.map(|c| &c.state), Some(CaseState::Completed)))
+        {
+            v.stuck_with_vanished
+                .push(format!("{id}: {agent} vanished holding it; the store holds {:?}", fin.map(|c| c.state.name())));
         }
         match fin.map(|c| &c.state) {
             Some(CaseState::Completed) => v.completed += 1,
@@ -134,7 +162,7 @@ pub fn check(ids: &[String], history: &[Entry], finals: &HashMap<String, Option<
             None => {}
         }
         if let Some(h) = holders.get(id.as_str())
-            && h.len() > 1
+            && h.iter().filter(|a| !handed_back_from.contains(*a)).count() > 1
         {
             v.double.push(format!("{id}: assigned to {h:?}"));
         }

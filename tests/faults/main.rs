@@ -635,6 +635,39 @@ async fn agents_cut_streams_accept_at_the_deadline_and_lose_replies() {
     assert_eq!(v.completed, v.cases);
 }
 
+/// I5: agents vanish holding cases (the stream dropped, never back). Past the presence grace
+/// period each of their cases is handed back with its age and completed by another agent, on
+/// whichever replica; no vanished agent's record still holds a case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_vanish_holding_cases() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start("vanish", 2, false, &["policy.presence_grace_ms=2000"]).await;
+    // A third of the agents vanish with their first case.
+    let all = agents("v", 100, 2, |i| match i % 3 {
+        0 => Behavior { vanish_after_accept: 1.0, ..Behavior::default() },
+        _ => Behavior::default(),
+    });
+    let run = Run::begin("agents-vanish", &cluster, all, 1_000, 150).await;
+    let world = Arc::clone(&run.world);
+    let v = run.finish(&cluster, 0, String::new()).await;
+    let vanished: Vec<(String, String)> = world
+        .history()
+        .into_iter()
+        .filter_map(|e| match e.op {
+            Op::Vanished { case } => Some((e.actor, case)),
+            _ => None,
+        })
+        .collect();
+    for (agent, case) in &vanished {
+        let a = cluster.store.get_agent(&dispatch_domain::AgentId::parse("a", agent).unwrap()).await.unwrap().unwrap();
+        assert!(a.assignments.is_empty(), "{agent} vanished with {case}; its record still holds {:?}", a.assignments);
+        assert!(a.session.is_none() && a.hand_backs >= 1, "{agent}: offline, counted: {a:?}");
+    }
+    println!("scenario=agents-vanish vanished={} handed_back={}", vanished.len(), v.handed_back);
+    assert!(!vanished.is_empty() && v.handed_back >= vanished.len(), "every vanished agent's case handed back");
+    assert_eq!(v.completed, v.cases);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_that_never_read_their_stream() {
     let _serial = SERIAL.lock().await;

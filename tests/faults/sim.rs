@@ -75,6 +75,15 @@ pub enum Op {
         case: String,
         code: i32,
     },
+    /// The agent was told a case it held was handed back.
+    HandedBack {
+        offer: String,
+        case: String,
+    },
+    /// The agent dropped its stream holding `case` and never came back.
+    Vanished {
+        case: String,
+    },
     /// The agent held more cases than its capacity (I3).
     OverCapacity {
         held: usize,
@@ -164,6 +173,8 @@ pub struct Behavior {
     pub first_offer_hold_ms: Option<u64>,
     /// Wait before reconnecting after the stream ends.
     pub reconnect_ms: (u64, u64),
+    /// Probability of dropping the stream right after an assignment and never coming back.
+    pub vanish_after_accept: f64,
     /// The replica tried first.
     pub home: usize,
 }
@@ -179,6 +190,7 @@ impl Default for Behavior {
             never_read: false,
             first_offer_hold_ms: None,
             reconnect_ms: (100, 300),
+            vanish_after_accept: 0.0,
             home: 0,
         }
     }
@@ -339,6 +351,8 @@ struct Agent {
     resend: Option<(String, String)>,
     /// The first offer of the first connection may be held (`Behavior::first_offer_hold_ms`).
     first_offer: bool,
+    /// The agent is gone for good (`Behavior::vanish_after_accept`).
+    vanished: bool,
 }
 
 impl Agent {
@@ -358,6 +372,11 @@ impl Agent {
             return;
         }
         if self.held.insert(case.clone()) {
+            if self.rng.random_bool(self.behavior.vanish_after_accept) {
+                self.record(Op::Vanished { case });
+                self.vanished = true;
+                return;
+            }
             let counted = self.held.difference(&self.in_doubt).count();
             if counted > 1 {
                 self.record(Op::OverCapacity { held: counted });
@@ -415,6 +434,14 @@ impl Agent {
                 }
                 self.in_doubt.retain(|c| now_held.contains(c));
                 self.held = now_held;
+            }
+            Event::HandedBack(h) => {
+                self.record(Op::HandedBack { offer: h.offer_id, case: h.case_id.clone() });
+                self.held.remove(&h.case_id);
+                s.due.retain(|(_, a)| !matches!(a, Action::Complete { case, .. } if *case == h.case_id));
+            }
+            Event::ActivityWarning(w) => {
+                s.send(&self.id, C::ReportActivity(pb::ReportActivity { case_id: w.case_id }));
             }
             Event::Result(r) => self.on_result(s, r),
             Event::Ended(e) => return Some(format!("session ended: {:?}", e.reason())),
@@ -534,6 +561,7 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
         in_doubt: BTreeSet::new(),
         resend: None,
         first_offer: true,
+        vanished: false,
     };
     while !*stop.borrow() {
         let Some((mut s, mut inbound)) = a.open(replica).await else {
@@ -559,6 +587,9 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
                         if let Some(why) = m.event.and_then(|ev| a.on_event(&mut s, ev)) {
                             break why;
                         }
+                        if a.vanished {
+                            break "vanished".to_owned();
+                        }
                     }
                     Some(Err(status)) => break format!("{:?}: {}", status.code(), status.message()),
                     None => break "stream ended".to_owned(),
@@ -571,6 +602,11 @@ pub async fn agent(world: Arc<World>, id: String, behavior: Behavior, seed: u64)
             }
         };
         a.record(Op::Disconnected { replica, why });
+        if a.vanished {
+            a.world.agent_replica.lock().unwrap().remove(&a.id);
+            a.world.outstanding.lock().unwrap().remove(&a.id);
+            return;
+        }
         // Held offers are only for the first connection.
         a.first_offer = false;
         a.world.agent_replica.lock().unwrap().remove(&a.id);

@@ -52,6 +52,15 @@ pub struct Policy {
     /// the customer's previous agent), and offers to the best scored among them; 0 scores every
     /// eligible agent (exact, but linear in the pool).
     pub selection_candidate_limit: usize,
+    /// Per channel: an assigned case with no activity reported by its agent (accept, then each
+    /// `ReportActivity`) for this long is handed back to the queue; 0 turns the timer off for
+    /// the channel.
+    pub activity_timeout_ms: ChannelDurations,
+    /// The agent is warned this long before an activity hand-back (at timeout − warning).
+    pub activity_warning_ms: u64,
+    /// A case handed back prefers its last agent (the affinity term) for this long, should
+    /// they come back.
+    pub hand_back_preference_ms: u64,
 }
 
 impl Default for Policy {
@@ -79,6 +88,9 @@ impl Default for Policy {
             terminal_case_retention_ms: 24 * 3600 * 1000,
             limits: Limits::default(),
             selection_candidate_limit: 200,
+            activity_timeout_ms: ChannelDurations { voice: 0, chat: 180_000, email: 0 },
+            activity_warning_ms: 60_000,
+            hand_back_preference_ms: 120_000,
         }
     }
 }
@@ -250,6 +262,10 @@ impl Policy {
         if !(1..=10).contains(&self.explain_top) {
             return err("explain_top", "must be 1 to 10");
         }
+        let t = &self.activity_timeout_ms;
+        if [t.voice, t.chat, t.email].iter().any(|t| *t > 0 && *t <= self.activity_warning_ms) {
+            return err("activity_timeout_ms", "every timeout above 0 must be longer than activity_warning_ms");
+        }
         Ok(())
     }
 
@@ -264,6 +280,11 @@ impl Policy {
             .iter()
             .find(|o| o.channel.is_none_or(|c| c == channel) && o.tier.is_none_or(|t| t == tier))
             .map_or(self.offer_timeout_ms, |o| o.timeout_ms)
+    }
+
+    /// The activity timeout of `channel`'s assigned cases, if it is on.
+    pub fn activity_timeout(&self, channel: Channel) -> Option<u64> {
+        Some(self.activity_timeout_ms.get(channel)).filter(|t| *t > 0)
     }
 
     /// What is relaxed for a case that has waited `waited_ms`.

@@ -100,7 +100,8 @@ fn above(held: Level, required: Level) -> f64 {
 /// - `rating`: rating / 5;
 /// - `idle`: time since the agent last became free, saturating at `idle_saturation_ms`;
 /// - `acceptance`: smoothed share of offers accepted, (accepted + 1) / (received + 2);
-/// - `affinity`: 1 when the agent is the customer's previous agent.
+/// - `affinity`: 1 when the agent is the customer's previous agent, or the agent a handed-back
+///   case was taken from, within `hand_back_preference_ms`.
 pub fn score(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> CandidateScore {
     let w = &policy.weights;
     let v = term_values(case, agent, now, policy);
@@ -126,7 +127,8 @@ fn term_values(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> [f64
     }
     let skill_depth = if n == 0 { 0.0 } else { depth / n as f64 };
     let idle = ((now - agent.idle_since).max(0) as f64 / policy.idle_saturation_ms as f64).min(1.0);
-    let affinity = if spec.previous_agent.as_ref() == Some(agent.id()) { 1.0 } else { 0.0 };
+    let returning = case.prefers_returning(agent.id(), now);
+    let affinity = if returning || spec.previous_agent.as_ref() == Some(agent.id()) { 1.0 } else { 0.0 };
     let rating = (profile.rating / 5.0).clamp(0.0, 1.0);
     [language, skill_depth, rating, idle, agent.acceptance_ratio(), affinity]
 }

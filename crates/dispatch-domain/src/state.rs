@@ -128,6 +128,9 @@ pub struct Agent {
     /// between two versions of the record tells the device, whichever replica decided it.
     #[serde(default)]
     pub status_changes: u64,
+    /// Assigned cases taken back from this agent (it vanished or went quiet on them).
+    #[serde(default)]
+    pub hand_backs: u64,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -149,6 +152,7 @@ impl Agent {
             offers_accepted: 0,
             status_reason: StatusReason::Requested,
             status_changes: 0,
+            hand_backs: 0,
             version: 0,
         }
     }
@@ -409,10 +413,26 @@ pub struct OfferRecord {
     pub outcome: OfferOutcome,
     /// When it ended (0 while pending).
     pub decided_at: Millis,
-    /// Decline reason or revoke cause.
+    /// Decline reason or revoke cause; for an accepted offer handed back, why it was.
     pub reason: String,
     /// Why this agent.
     pub explanation: Explanation,
+    /// When the assignment this accepted offer made was handed back to the queue (0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_back_at: Millis,
+}
+
+fn is_zero(v: &Millis) -> bool {
+    *v == 0
+}
+
+/// The agent a handed-back case prefers should they come back soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Returning {
+    /// The agent the case was taken from.
+    pub agent_id: AgentId,
+    /// The preference lasts until then.
+    pub until: Millis,
 }
 
 /// How many offers a case's history keeps (the oldest are dropped).
@@ -444,6 +464,17 @@ pub struct Case {
     /// offers, on any replica) link back to it. Observability only; no rule reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// While assigned: the last sign of work from its agent (the accept, then each reported
+    /// activity), for the activity timer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activity_at: Millis,
+    /// While assigned: when the agent was warned that the case will be handed back for want of
+    /// activity (0: not warned since the last activity).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activity_warned_at: Millis,
+    /// A handed-back case's preference for the agent it was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning: Option<Returning>,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -461,6 +492,9 @@ impl Case {
             closed_at: 0,
             tenant: None,
             trace: None,
+            activity_at: 0,
+            activity_warned_at: 0,
+            returning: None,
             version: 0,
         }
     }
@@ -527,6 +561,18 @@ impl Case {
         }
     }
 
+    /// Whether an agent ever accepted it (a handed-back case has been: it no longer expires,
+    /// as its customer was already being served).
+    pub fn was_assigned(&self) -> bool {
+        self.offers.iter().any(|o| o.outcome == OfferOutcome::Accepted)
+    }
+
+    /// Whether `agent` is the agent this handed-back case was taken from, still preferred at
+    /// `now`.
+    pub fn prefers_returning(&self, agent: &AgentId, now: Millis) -> bool {
+        self.returning.as_ref().is_some_and(|r| &r.agent_id == agent && now < r.until)
+    }
+
     /// The offer with this id, if in the history.
     pub fn offer(&self, id: &OfferId) -> Option<&OfferRecord> {
         self.offers.iter().rev().find(|o| &o.id == id)
@@ -549,7 +595,7 @@ impl Case {
         }
         let relax = policy.next_relaxation_after(self.waited_ms(now)).map(|a| self.created_at + a as i64);
         let unexclude = self.excluded.values().copied().filter(|u| *u > now).min();
-        let ttl = self.spec.ttl_ms.map(|t| self.created_at + t as i64);
+        let ttl = self.spec.ttl_ms.filter(|_| !self.was_assigned()).map(|t| self.created_at + t as i64);
         [relax, unexclude, ttl].into_iter().flatten().min()
     }
 }

@@ -29,11 +29,13 @@ pub enum Counter {
     Cancelled,
     /// Cases expired.
     Expired,
+    /// Assigned cases handed back to the queue (their agent vanished or went quiet).
+    HandedBack,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Submitted,
         Counter::OffersMade,
         Counter::OffersAccepted,
@@ -44,6 +46,7 @@ impl Counter {
         Counter::Completed,
         Counter::Cancelled,
         Counter::Expired,
+        Counter::HandedBack,
     ];
 }
 

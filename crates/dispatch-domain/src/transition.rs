@@ -5,6 +5,8 @@
 //!
 //! Case:  queued → offered → assigned → completed; offered → queued on decline, time-out or
 //! revoke; queued/offered/assigned → cancelled; queued → expired.
+//! assigned → queued when handed back (its agent vanished past the grace period, signed out,
+//! or reported no activity within the channel's activity timeout).
 //! Agent: offline → away (sign-in) ⇄ available; disconnect keeps the status for the grace period,
 //! then offline; missing `max_consecutive_misses` offers in a row forces away.
 
@@ -15,7 +17,7 @@ use crate::policy::Policy;
 use crate::scoring;
 use crate::state::{
     Agent, AgentStatus, Case, CaseState, Explanation, MAX_OFFER_HISTORY, OfferOutcome, OfferRecord, PendingOffer,
-    Session, StatusReason,
+    Returning, Session, StatusReason,
 };
 use crate::stats::Counter;
 
@@ -171,6 +173,38 @@ impl RevokeReason {
     }
 }
 
+/// Why an assigned case went back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandBackReason {
+    /// The agent's device stayed away past the presence grace period.
+    PresenceLost,
+    /// The agent signed out and did not sign in again within the grace period.
+    SignedOut,
+    /// The agent reported no activity on the case within the channel's activity timeout.
+    NoActivity,
+}
+
+impl HandBackReason {
+    /// Every reason.
+    pub const ALL: [HandBackReason; 3] =
+        [HandBackReason::PresenceLost, HandBackReason::SignedOut, HandBackReason::NoActivity];
+
+    /// Lower-case name, sent to agents and watchers and kept in the offer record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandBackReason::PresenceLost => "presence_lost",
+            HandBackReason::SignedOut => "signed_out",
+            HandBackReason::NoActivity => "no_activity",
+        }
+    }
+
+    /// The reason named `s`.
+    pub fn parse(s: &str) -> Option<HandBackReason> {
+        HandBackReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// Something that happened, for watchers, agents and counters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -232,6 +266,17 @@ pub enum Event {
         /// From offer to accept.
         time_to_accept_ms: u64,
     },
+    /// The assignment was taken back from its agent and the case queued again, with its age.
+    HandedBack {
+        /// Case.
+        case_id: CaseId,
+        /// The accepted offer whose assignment ended.
+        offer_id: OfferId,
+        /// The agent it was taken from.
+        agent_id: AgentId,
+        /// Why.
+        reason: HandBackReason,
+    },
     /// The agent completed the case.
     Completed {
         /// Case.
@@ -283,6 +328,7 @@ impl Event {
                 (Counter::AcceptMillisTotal, i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX)),
             ],
             Event::Completed { .. } => vec![(Counter::Completed, 1)],
+            Event::HandedBack { .. } => vec![(Counter::HandedBack, 1)],
             Event::Cancelled { .. } => vec![(Counter::Cancelled, 1)],
             Event::Expired { .. } => vec![(Counter::Expired, 1)],
             Event::AgentStatus { .. } => vec![],
@@ -299,11 +345,26 @@ impl Event {
             Event::TimedOut { .. } => "timed_out",
             Event::Revoked { .. } => "revoked",
             Event::Completed { .. } => "completed",
+            Event::HandedBack { .. } => "handed_back",
             Event::Cancelled { .. } => "cancelled",
             Event::Expired { .. } => "expired",
             Event::AgentStatus { .. } => "agent_status",
         }
     }
+
+    /// The [`Event::name`] of every case event (metrics zero-initialise a series per name).
+    pub const CASE_EVENT_NAMES: [&'static str; 10] = [
+        "submitted",
+        "offered",
+        "accepted",
+        "declined",
+        "timed_out",
+        "revoked",
+        "handed_back",
+        "completed",
+        "cancelled",
+        "expired",
+    ];
 
     /// Whether this is an event of a case's life (every event but [`Event::AgentStatus`]).
     pub fn is_case_event(&self) -> bool {
@@ -325,36 +386,50 @@ pub fn case_events(before: Option<&Case>, after: &Case) -> Vec<Event> {
     }
     for rec in &after.offers {
         let prev = before.and_then(|b| b.offer(&rec.id));
-        let (offer_id, agent_id) = (rec.id.clone(), rec.agent_id.clone());
+        let (offer_id, agent_id) = (|| rec.id.clone(), || rec.agent_id.clone());
         if prev.is_none() {
             out.push(Event::Offered {
                 case_id: case_id(),
-                offer_id: offer_id.clone(),
-                agent_id: agent_id.clone(),
+                offer_id: offer_id(),
+                agent_id: agent_id(),
                 deadline: rec.deadline,
             });
         }
-        if rec.outcome == OfferOutcome::Pending || prev.is_some_and(|p| p.outcome != OfferOutcome::Pending) {
-            continue;
+        let decided_now =
+            rec.outcome != OfferOutcome::Pending && prev.is_none_or(|p| p.outcome == OfferOutcome::Pending);
+        if decided_now {
+            out.push(match rec.outcome {
+                OfferOutcome::Accepted => Event::Assigned {
+                    case_id: case_id(),
+                    offer_id: offer_id(),
+                    agent_id: agent_id(),
+                    time_to_accept_ms: u64::try_from(rec.decided_at - rec.offered_at).unwrap_or(0),
+                },
+                OfferOutcome::Declined => Event::Declined {
+                    case_id: case_id(),
+                    offer_id: offer_id(),
+                    agent_id: agent_id(),
+                    reason: rec.reason.clone(),
+                },
+                OfferOutcome::TimedOut => {
+                    Event::TimedOut { case_id: case_id(), offer_id: offer_id(), agent_id: agent_id() }
+                }
+                OfferOutcome::Revoked | OfferOutcome::Pending => Event::Revoked {
+                    case_id: case_id(),
+                    offer_id: offer_id(),
+                    agent_id: agent_id(),
+                    reason: RevokeReason::parse(&rec.reason).unwrap_or(RevokeReason::Disconnected),
+                },
+            });
         }
-        out.push(match rec.outcome {
-            OfferOutcome::Accepted => Event::Assigned {
+        if rec.handed_back_at > 0 && prev.is_none_or(|p| p.handed_back_at == 0) {
+            out.push(Event::HandedBack {
                 case_id: case_id(),
-                offer_id,
-                agent_id,
-                time_to_accept_ms: u64::try_from(rec.decided_at - rec.offered_at).unwrap_or(0),
-            },
-            OfferOutcome::Declined => {
-                Event::Declined { case_id: case_id(), offer_id, agent_id, reason: rec.reason.clone() }
-            }
-            OfferOutcome::TimedOut => Event::TimedOut { case_id: case_id(), offer_id, agent_id },
-            OfferOutcome::Revoked | OfferOutcome::Pending => Event::Revoked {
-                case_id: case_id(),
-                offer_id,
-                agent_id,
-                reason: RevokeReason::parse(&rec.reason).unwrap_or(RevokeReason::Disconnected),
-            },
-        });
+                offer_id: offer_id(),
+                agent_id: agent_id(),
+                reason: HandBackReason::parse(&rec.reason).unwrap_or(HandBackReason::PresenceLost),
+            });
+        }
     }
     if !after.state.is_terminal() || before.is_some_and(|b| b.state.is_terminal()) {
         return out;
@@ -420,6 +495,9 @@ pub enum TimerKey {
     PresenceLease(AgentId),
     /// A terminal case's retention ends: it is deleted.
     Purge(CaseId),
+    /// An assigned case is looked at for hand-back: its agent signed out or vanished past the
+    /// grace period, or its activity timer warns or runs out.
+    HandBack(CaseId),
 }
 
 /// The outcome of a transition: what to write, what happened, what to arm.
@@ -511,6 +589,7 @@ pub fn offer(
         decided_at: 0,
         reason: String::new(),
         explanation,
+        handed_back_at: 0,
     });
     if case.offers.len() > MAX_OFFER_HISTORY {
         case.offers.remove(0);
@@ -539,6 +618,12 @@ fn live_offer<'a>(
     let record = case.offer(offer_id).ok_or_else(|| Rejection::not_found("offer", offer_id))?;
     if &record.agent_id != agent.id() {
         return Err(Rejection::PermissionDenied(format!("offer {offer_id} was made to another agent")));
+    }
+    if record.handed_back_at > 0 {
+        return Err(Rejection::FailedPrecondition(
+            Precondition::CaseNotAssigned,
+            format!("offer {offer_id} was accepted, then its case was handed back ({})", record.reason),
+        ));
     }
     if record.outcome == done {
         return Ok(None);
@@ -575,7 +660,13 @@ fn release_offer(agent: &mut Agent, now: Millis) {
 }
 
 /// The agent accepts its live offer: the case is assigned to it.
-pub fn accept(case: &Case, agent: &Agent, offer_id: &OfferId, now: Millis) -> Result<Change, Rejection> {
+pub fn accept(
+    case: &Case,
+    agent: &Agent,
+    offer_id: &OfferId,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
     let Some(record) = live_offer(case, agent, offer_id, OfferOutcome::Accepted, now)? else {
         return Ok(Change::default());
     };
@@ -585,6 +676,9 @@ pub fn accept(case: &Case, agent: &Agent, offer_id: &OfferId, now: Millis) -> Re
     close_offer(&mut case, offer_id, OfferOutcome::Accepted, "", now);
     case.state = CaseState::Assigned { offer_id: offer_id.clone(), agent_id: agent.id().clone() };
     case.excluded.clear();
+    case.returning = None;
+    case.activity_at = now;
+    case.activity_warned_at = 0;
     agent.pending_offer = None;
     agent.assignments.insert(case.id().clone(), case.spec.channel);
     agent.consecutive_misses = 0;
@@ -595,7 +689,128 @@ pub fn accept(case: &Case, agent: &Agent, offer_id: &OfferId, now: Millis) -> Re
         agent_id: agent.id().clone(),
         time_to_accept_ms,
     }];
-    Ok(Change { case: Some(case), agent: Some(agent), events, timers: Vec::new() })
+    let timers = activity_timer(&case, policy).into_iter().collect();
+    Ok(Change { case: Some(case), agent: Some(agent), events, timers })
+}
+
+/// The activity timer of an assigned case: the warning, or once warned the hand-back.
+fn activity_timer(case: &Case, policy: &Policy) -> Option<(TimerKey, Millis)> {
+    let timeout = policy.activity_timeout(case.spec.channel)? as i64;
+    let due = case.activity_at + timeout;
+    let at = if case.activity_warned_at > 0 { due } else { due - policy.activity_warning_ms as i64 };
+    Some((TimerKey::HandBack(case.id().clone()), at))
+}
+
+/// When an assigned case is handed back for want of activity, if its channel has the timer.
+pub fn activity_hand_back_at(case: &Case, policy: &Policy) -> Option<Millis> {
+    policy.activity_timeout(case.spec.channel).map(|t| case.activity_at + t as i64)
+}
+
+/// The agent reports activity on a case it holds (a reply sent, a call still running): the
+/// activity timer starts again and a warning is withdrawn.
+pub fn report_activity(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Result<Change, Rejection> {
+    match &case.state {
+        CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => {}
+        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } if agent_id != agent.id() => {
+            return Err(Rejection::PermissionDenied(format!(
+                "case {} is not assigned to agent {}",
+                case.id(),
+                agent.id()
+            )));
+        }
+        other => {
+            return Err(Rejection::FailedPrecondition(
+                Precondition::CaseNotAssigned,
+                format!("case {} is {}, not assigned", case.id(), other.name()),
+            ));
+        }
+    }
+    let mut case = case.clone();
+    case.activity_at = now;
+    case.activity_warned_at = 0;
+    let timers = activity_timer(&case, policy).into_iter().collect();
+    Ok(Change { case: Some(case), timers, ..Change::default() })
+}
+
+/// The hand-back timer fired for `case`, with `agent` the agent it is assigned to (as read;
+/// `None`: gone). An agent signed out (the grace period over, or a sign-out not undone in it)
+/// loses the case at once; otherwise the channel's activity timer warns once, then hands it
+/// back. A case not assigned, or an agent who reported activity since, is left alone (a stale
+/// firing re-arms the timer it should be).
+pub fn review_assignment(case: &Case, agent: Option<&Agent>, now: Millis, policy: &Policy) -> Change {
+    let CaseState::Assigned { agent_id, .. } = &case.state else {
+        return Change::default();
+    };
+    let agent = agent.filter(|a| a.id() == agent_id);
+    let vanished = agent.is_none_or(|a| a.session.is_none());
+    if vanished {
+        let reason = match agent.map(|a| a.status_reason) {
+            Some(StatusReason::Requested) => HandBackReason::SignedOut,
+            _ => HandBackReason::PresenceLost,
+        };
+        return hand_back(case, agent, reason, now, policy);
+    }
+    let Some(due) = activity_hand_back_at(case, policy) else {
+        return Change::default();
+    };
+    if now >= due {
+        return hand_back(case, agent, HandBackReason::NoActivity, now, policy);
+    }
+    let warn_at = due - policy.activity_warning_ms as i64;
+    if now >= warn_at && case.activity_warned_at == 0 {
+        let mut case = case.clone();
+        case.activity_warned_at = now;
+        return Change {
+            timers: vec![(TimerKey::HandBack(case.id().clone()), due)],
+            case: Some(case),
+            ..Change::default()
+        };
+    }
+    Change { timers: activity_timer(case, policy).into_iter().collect(), ..Change::default() }
+}
+
+/// Takes `case`'s assignment back from its agent: the case is queued again with its age (its
+/// accepted offer marked handed back), preferring that agent for `hand_back_preference_ms`
+/// should they return; the agent, if it still holds it, is freed of it and counts a hand-back.
+fn hand_back(case: &Case, agent: Option<&Agent>, reason: HandBackReason, now: Millis, policy: &Policy) -> Change {
+    let CaseState::Assigned { offer_id, agent_id } = case.state.clone() else {
+        return Change::default();
+    };
+    let mut case = case.clone();
+    if let Some(rec) = case.offer_mut(&offer_id) {
+        rec.handed_back_at = now;
+        reason.as_str().clone_into(&mut rec.reason);
+    }
+    case.state = CaseState::Queued;
+    case.activity_at = 0;
+    case.activity_warned_at = 0;
+    case.returning = Some(Returning { agent_id: agent_id.clone(), until: now + policy.hand_back_preference_ms as i64 });
+    let mut change = Change {
+        events: vec![Event::HandedBack { case_id: case.id().clone(), offer_id, agent_id, reason }],
+        ..Change::default()
+    };
+    if let Some(a) = agent.filter(|a| a.assignments.contains_key(case.id())) {
+        let mut a = a.clone();
+        a.assignments.remove(case.id());
+        a.hand_backs += 1;
+        a.idle_if_free(now);
+        change.agent = Some(a);
+    }
+    change.case_review(&case, policy, now);
+    change.case = Some(case);
+    change
+}
+
+/// The warning a device is to hear, derived from two versions of a case like every notice:
+/// `Some((agent, hand-back time))` when `after` newly carries an activity warning.
+pub fn activity_warning(before: Option<&Case>, after: &Case, policy: &Policy) -> Option<(AgentId, Millis)> {
+    let CaseState::Assigned { agent_id, .. } = &after.state else {
+        return None;
+    };
+    if after.activity_warned_at == 0 || before.is_some_and(|b| b.activity_warned_at == after.activity_warned_at) {
+        return None;
+    }
+    activity_hand_back_at(after, policy).map(|due| (agent_id.clone(), due))
 }
 
 /// The agent declines its live offer: the case goes back to the queue (keeping its age), the
@@ -854,7 +1069,7 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
     if case.state != CaseState::Queued {
         return change;
     }
-    if case.spec.ttl_ms.is_some_and(|ttl| case.created_at + ttl as i64 <= now) {
+    if !case.was_assigned() && case.spec.ttl_ms.is_some_and(|ttl| case.created_at + ttl as i64 <= now) {
         let mut case = case.clone();
         case.state = CaseState::Expired;
         EXPIRED_REASON.clone_into(&mut case.close_reason);
@@ -877,7 +1092,7 @@ pub fn case_timers(case: &Case, now: Millis, policy: &Policy) -> Vec<(TimerKey, 
             case.next_review_at(policy, now).map(|at| (TimerKey::CaseReview(id()), at)).into_iter().collect()
         }
         CaseState::Offered { deadline, .. } => vec![(TimerKey::OfferDeadline(id()), *deadline)],
-        CaseState::Assigned { .. } => Vec::new(),
+        CaseState::Assigned { .. } => activity_timer(case, policy).into_iter().collect(),
         CaseState::Completed | CaseState::Cancelled | CaseState::Expired => {
             vec![(TimerKey::Purge(id()), case.closed_at + policy.terminal_case_retention_ms as i64)]
         }
@@ -897,7 +1112,8 @@ pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKe
             let since = s.disconnected_at.unwrap_or(now);
             timers.push((TimerKey::PresenceGrace(id()), since + policy.presence_grace_ms as i64));
         }
-        None => {}
+        // Signed out holding cases: they are looked at for hand-back.
+        None => timers.extend(agent.assignments.keys().map(|c| (TimerKey::HandBack(c.clone()), now))),
     }
     timers
 }
@@ -995,7 +1211,8 @@ fn revoke_for(
     }
 }
 
-/// The grace timer fired: a still-disconnected agent goes offline (assignments stay with it).
+/// The grace timer fired: a still-disconnected agent goes offline, and the cases assigned to
+/// it are handed back (one hand-back timer each, due now).
 pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
     let Some(session) = &agent.session else {
         return Change::default();
@@ -1010,11 +1227,14 @@ pub fn presence_expired(agent: &Agent, now: Millis, policy: &Policy) -> Change {
     let mut agent = agent.clone();
     agent.session = None;
     let events = vec![status_event(&mut agent, AgentStatus::Offline, StatusReason::PresenceLost)];
-    Change { agent: Some(agent), events, ..Change::default() }
+    let timers = agent.assignments.keys().map(|c| (TimerKey::HandBack(c.clone()), now)).collect();
+    Change { agent: Some(agent), events, timers, ..Change::default() }
 }
 
 /// The agent asks for a status on its session. Going away or offline revokes the pending offer
-/// (on `pending_case`); going available clears the miss count; offline ends the session.
+/// (on `pending_case`); going available clears the miss count; offline ends the session, and
+/// cases still assigned are handed back unless the agent signs in again within the grace
+/// period.
 pub fn set_status(
     agent: &Agent,
     pending_case: Option<&Case>,
@@ -1033,6 +1253,8 @@ pub fn set_status(
     }
     if status == AgentStatus::Offline {
         agent.session = None;
+        let due = now + policy.presence_grace_ms as i64;
+        change.timers.extend(agent.assignments.keys().map(|c| (TimerKey::HandBack(c.clone()), due)));
     }
     change.events.push(status_event(&mut agent, status, StatusReason::Requested));
     change.agent_ready(&agent, now);

@@ -242,7 +242,7 @@ fn offer_then_accept_then_complete() {
     let (c, a) = apply(&c, &a, &ch);
     assert!(matches!(c.state, CaseState::Offered { .. }));
     assert!(transition::offer(&c, &a, oid(2), Explanation::default(), T0, &p).is_err(), "one live offer per case");
-    let ch = transition::accept(&c, &a, &oid(1), T0 + 1_500).unwrap();
+    let ch = transition::accept(&c, &a, &oid(1), T0 + 1_500, &p).unwrap();
     assert_eq!(
         ch.events,
         vec![Event::Assigned {
@@ -253,7 +253,7 @@ fn offer_then_accept_then_complete() {
         }]
     );
     let (c, a) = apply(&c, &a, &ch);
-    assert!(transition::accept(&c, &a, &oid(1), T0 + 1_600).unwrap().is_noop(), "accept is idempotent");
+    assert!(transition::accept(&c, &a, &oid(1), T0 + 1_600, &p).unwrap().is_noop(), "accept is idempotent");
     assert_eq!(a.assignments.len(), 1);
     let ch = transition::complete(&c, &a, "refunded", T0 + 60_000, &p).unwrap();
     let (c, a) = apply(&c, &a, &ch);
@@ -276,16 +276,16 @@ fn stale_foreign_and_late_accepts_are_refused() {
     let a = ready("a", &[("en", 5)], &[], false);
     let b = ready("b", &[("en", 5)], &[], false);
     let (c, a) = offered(&c, &a, 1, T0);
-    assert!(matches!(transition::accept(&c, &b, &oid(1), T0), Err(Rejection::PermissionDenied(_))));
-    assert!(matches!(transition::accept(&c, &a, &oid(9), T0), Err(Rejection::NotFound(_))));
+    assert!(matches!(transition::accept(&c, &b, &oid(1), T0, &p), Err(Rejection::PermissionDenied(_))));
+    assert!(matches!(transition::accept(&c, &a, &oid(9), T0, &p), Err(Rejection::NotFound(_))));
     assert!(
-        matches!(transition::accept(&c, &a, &oid(1), T0 + 20_000), Err(Rejection::FailedPrecondition(..))),
+        matches!(transition::accept(&c, &a, &oid(1), T0 + 20_000, &p), Err(Rejection::FailedPrecondition(..))),
         "at the deadline"
     );
     let ch = transition::decline(&c, &a, &oid(1), "no", T0 + 5, &p).unwrap();
     let (c2, a2) = apply(&c, &a, &ch);
     assert!(transition::decline(&c2, &a2, &oid(1), "no", T0 + 6, &p).unwrap().is_noop(), "decline is idempotent");
-    assert!(matches!(transition::accept(&c2, &a2, &oid(1), T0 + 7), Err(Rejection::FailedPrecondition(..))));
+    assert!(matches!(transition::accept(&c2, &a2, &oid(1), T0 + 7, &p), Err(Rejection::FailedPrecondition(..))));
     assert_eq!(c2.state, CaseState::Queued);
     assert!(c2.excludes(a.id(), T0 + 7));
     assert_eq!(a2.cool_down_until, T0 + 5 + 5_000);
@@ -351,7 +351,7 @@ fn cancel_from_each_state() {
     let mut done = cc.clone();
     done.state = CaseState::Completed;
     assert!(matches!(transition::cancel(&done, None, "late", T0, &p), Err(Rejection::FailedPrecondition(..))));
-    let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0).unwrap());
+    let (ca, aa) = apply(&co, &ao, &transition::accept(&co, &ao, &oid(1), T0, &p).unwrap());
     let ch = transition::cancel(&ca, Some(&aa), "left", T0, &p).unwrap();
     assert!(ch.agent.unwrap().assignments.is_empty());
     assert!(
@@ -399,6 +399,12 @@ enum Op {
     Reconnect(usize),
     Available(usize),
     Away(usize),
+    /// The agent's presence grace runs out (if it is disconnected).
+    GraceEnds(usize),
+    /// A case's hand-back timer fires (activity warning or hand-back, or a stale firing).
+    ReviewAssignment(usize),
+    /// The agent reports activity on a case.
+    Activity(usize, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -411,11 +417,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0u32..30_000).prop_map(Op::Advance),
         c.clone().prop_map(Op::TimeOut),
         (c.clone(), a.clone()).prop_map(|(c, a)| Op::Complete(c, a)),
-        c.prop_map(Op::Cancel),
+        c.clone().prop_map(Op::Cancel),
         a.clone().prop_map(Op::Disconnect),
         a.clone().prop_map(Op::Reconnect),
         a.clone().prop_map(Op::Available),
-        a.prop_map(Op::Away),
+        a.clone().prop_map(Op::Away),
+        a.clone().prop_map(Op::GraceEnds),
+        c.clone().prop_map(Op::ReviewAssignment),
+        (c, a).prop_map(|(c, a)| Op::Activity(c, a)),
     ]
 }
 
@@ -438,7 +447,7 @@ proptest! {
             let pending_case = |agents: &[Agent], cases: &[Case], ai: usize| agents[ai].pending_offer.as_ref().and_then(|po| cases.iter().position(|c| c.id() == &po.case_id));
             let result: Option<(Option<usize>, Option<usize>, Change)> = match op {
                 Op::Offer(ci, ai) => { next_offer += 1; transition::offer(&cases[ci], &agents[ai], oid(next_offer), Explanation::default(), now, &p).ok().map(|ch| (Some(ci), Some(ai), ch)) }
-                Op::Accept(ci, ai) => { let o = cases[ci].offers.last().map(|o| o.id.clone()); o.and_then(|o| transition::accept(&cases[ci], &agents[ai], &o, now).ok()).map(|ch| (Some(ci), Some(ai), ch)) }
+                Op::Accept(ci, ai) => { let o = cases[ci].offers.last().map(|o| o.id.clone()); o.and_then(|o| transition::accept(&cases[ci], &agents[ai], &o, now, &p).ok()).map(|ch| (Some(ci), Some(ai), ch)) }
                 Op::Decline(ci, ai) => { let o = cases[ci].offers.last().map(|o| o.id.clone()); o.and_then(|o| transition::decline(&cases[ci], &agents[ai], &o, "x", now, &p).ok()).map(|ch| (Some(ci), Some(ai), ch)) }
                 Op::Advance(ms) => { now += i64::from(ms); None }
                 Op::TimeOut(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); Some((Some(ci), ai, transition::time_out(&cases[ci], ai.map(|i| &agents[i]), now, &p))) }
@@ -446,6 +455,13 @@ proptest! {
                 Op::Cancel(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); transition::cancel(&cases[ci], ai.map(|i| &agents[i]), "x", now, &p).ok().map(|ch| (Some(ci), ai, ch)) }
                 Op::Disconnect(ai) => { let ci = pending_case(&agents, &cases, ai); Some((ci, Some(ai), transition::disconnect(&agents[ai], ci.map(|i| &cases[i]), &session(sessions[ai]), now, &p))) }
                 Op::Reconnect(ai) => { sessions[ai] += 1; Some((None, Some(ai), transition::connect(&agents[ai], session(sessions[ai]), now, &p))) }
+                Op::GraceEnds(ai) => {
+                    let at = agents[ai].session.as_ref().and_then(|s| s.disconnected_at).map(|d| d + p.presence_grace_ms as i64);
+                    if let Some(at) = at { now = now.max(at); }
+                    Some((None, Some(ai), transition::presence_expired(&agents[ai], now, &p)))
+                }
+                Op::ReviewAssignment(ci) => { let ai = cases[ci].current_agent().and_then(|id| agents.iter().position(|a| a.id() == id)); Some((Some(ci), ai, transition::review_assignment(&cases[ci], ai.map(|i| &agents[i]), now, &p))) }
+                Op::Activity(ci, ai) => transition::report_activity(&cases[ci], &agents[ai], now, &p).ok().map(|ch| (Some(ci), Some(ai), ch)),
                 Op::Available(ai) | Op::Away(ai) => {
                     let st = if matches!(op, Op::Available(_)) { AgentStatus::Available } else { AgentStatus::Away };
                     let ci = pending_case(&agents, &cases, ai);
@@ -482,8 +498,12 @@ proptest! {
                 get(Counter::OffersAccepted) + get(Counter::OffersDeclined) + get(Counter::OffersTimedOut) + get(Counter::OffersRevoked) + live
             );
             for c in &cases {
-                let accepted = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted).count();
+                // A case may be accepted again after a hand-back, never while an earlier
+                // assignment stands.
+                let accepted = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted && o.handed_back_at == 0).count();
                 prop_assert!(accepted <= 1, "I2: case {} accepted {} times", c.id(), accepted);
+                let standing = c.offers.iter().rev().find(|o| o.outcome == OfferOutcome::Accepted);
+                prop_assert!(c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted).all(|o| o.handed_back_at > 0 || Some(o) == standing), "only the last acceptance may stand");
                 let pending = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Pending).count();
                 prop_assert!(pending <= 1, "one live offer per case");
                 match &c.state {
@@ -539,9 +559,9 @@ fn implied_timers_match_the_armed_ones() {
     let offer = transition::offer(&case, &agent, oid(1), Explanation::default(), T0, &p).unwrap();
     let (case, agent) = apply(&case, &agent, &offer);
     assert_eq!(transition::case_timers(&case, T0, &p), offer.timers);
-    let accept = transition::accept(&case, &agent, &oid(1), T0 + 5).unwrap();
+    let accept = transition::accept(&case, &agent, &oid(1), T0 + 5, &p).unwrap();
     let (case, agent) = apply(&case, &agent, &accept);
-    assert!(transition::case_timers(&case, T0 + 5, &p).is_empty(), "an assigned case waits on no timer");
+    assert_eq!(transition::case_timers(&case, T0 + 5, &p), accept.timers, "a chat case's activity timer");
     let done = transition::complete(&case, &agent, "ok", T0 + 50, &p).unwrap();
     let (case, agent) = apply(&case, &agent, &done);
     let case_armed: Vec<_> = done.timers.iter().filter(|(k, _)| matches!(k, TimerKey::Purge(_))).cloned().collect();
@@ -584,7 +604,7 @@ fn a_case_revived_by_a_store_loss_is_closed_again() {
     assert!(change.agent.unwrap().pending_offer.is_none(), "the revived offer is withdrawn from the agent");
     assert!(matches!(change.timers.as_slice(), [(TimerKey::Purge(_), _)]));
     // An assignment is released; a closed case or a non-terminal target changes nothing.
-    let accepted = transition::accept(&offered, &holding, &oid(1), T0 + 1).unwrap();
+    let accepted = transition::accept(&offered, &holding, &oid(1), T0 + 1, &p).unwrap();
     let (assigned, working) = apply(&offered, &holding, &accepted);
     let change = transition::close_after_loss(&assigned, Some(&working), CaseState::Cancelled, T0 + 9, &p);
     assert!(change.agent.unwrap().assignments.is_empty());
@@ -602,11 +622,168 @@ fn a_case_and_its_agent_agree_about_an_assignment() {
     assert!(case.assignment_agrees(None), "a waiting case has nobody to agree with");
     let offer = transition::offer(&case, &agent, oid(1), Explanation::default(), T0, &p).unwrap();
     let (offered, holding) = apply(&case, &agent, &offer);
-    let accept = transition::accept(&offered, &holding, &oid(1), T0 + 1).unwrap();
+    let accept = transition::accept(&offered, &holding, &oid(1), T0 + 1, &p).unwrap();
     let (assigned, working) = apply(&offered, &holding, &accept);
     assert!(assigned.assignment_agrees(Some(&working)) && working.holding_agrees(Some(&assigned)));
     assert!(!assigned.assignment_agrees(Some(&holding)), "the agent's record from before the accept");
     assert!(!assigned.assignment_agrees(None), "its agent is gone");
     assert!(!working.holding_agrees(Some(&case)), "the case's record from before the offer");
     assert!(!working.holding_agrees(None), "the case is gone");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-back: work never sticks with a vanished or quiet agent
+// ---------------------------------------------------------------------------------------------
+
+/// A case assigned to `a` at `at` (offer 1 at `at`, accepted at once).
+fn assigned(case: &Case, agent: &Agent, at: Millis, p: &Policy) -> (Case, Agent, Change) {
+    let (c, a) = offered(case, agent, 1, at);
+    let ch = transition::accept(&c, &a, &oid(1), at, p).unwrap();
+    let (c, a) = apply(&c, &a, &ch);
+    (c, a, ch)
+}
+
+fn hand_back_timer(ch: &Change, case: &Case) -> Option<Millis> {
+    ch.timers.iter().find(|(k, _)| *k == TimerKey::HandBack(case.id().clone())).map(|(_, at)| *at)
+}
+
+#[test]
+fn a_vanished_agents_case_is_handed_back_with_its_age_and_prefers_them_for_a_while() {
+    let p = Policy::default();
+    let mut ttl_spec = spec("hb", "en", &[], Tier::Standard);
+    ttl_spec.ttl_ms = Some(60_000);
+    let c = transition::submit(ttl_spec, None, T0, &p).case.unwrap();
+    let a = ready("a", &[("en", 5)], &[], false);
+    let (c, a, _) = assigned(&c, &a, T0 + 1_000, &p);
+    // The device drops; within the grace period nothing is taken from it.
+    let gone = transition::disconnect(&a, None, &session(1), T0 + 2_000, &p).agent.unwrap();
+    assert_eq!(transition::review_assignment(&c, Some(&gone), T0 + 3_000, &p).case, None, "in grace: kept");
+    // The grace ends: offline, and a hand-back timer due at once for each assigned case.
+    let end = T0 + 2_000 + p.presence_grace_ms as i64;
+    let expired = transition::presence_expired(&gone, end, &p);
+    assert_eq!(hand_back_timer(&expired, &c), Some(end));
+    let offline = expired.agent.unwrap();
+    assert!(offline.assignments.contains_key(c.id()), "the agent record keeps it until the hand-back");
+    let back = transition::review_assignment(&c, Some(&offline), end, &p);
+    let (case, agent) = apply(&c, &offline, &back);
+    assert_eq!(case.state, CaseState::Queued);
+    assert_eq!(case.created_at, T0, "its age is kept");
+    assert_eq!(case.queue_rank(&p), c.queue_rank(&p));
+    assert_eq!(case.offers[0].outcome, OfferOutcome::Accepted);
+    assert_eq!((case.offers[0].handed_back_at, case.offers[0].reason.as_str()), (end, "presence_lost"));
+    assert!(agent.assignments.is_empty() && agent.hand_backs == 1);
+    let want = Event::HandedBack {
+        case_id: c.id().clone(),
+        offer_id: oid(1),
+        agent_id: a.id().clone(),
+        reason: transition::HandBackReason::PresenceLost,
+    };
+    assert_eq!(back.events, vec![want.clone()]);
+    assert_eq!(want.counters(), vec![(Counter::HandedBack, 1)]);
+    assert_eq!(transition::case_events(Some(&c), &case), vec![want.clone()], "every replica derives it");
+    assert!(transition::case_events(None, &case).contains(&want));
+    // Past its time-to-live it still waits: its customer was being served.
+    assert!(transition::review_case(&case, T0 + 120_000, &p).case.is_none());
+    // The old offer cannot be accepted again, nor the case completed by its old agent.
+    let back_in = transition::connect(&agent, session(2), end + 1, &p).agent.unwrap();
+    assert!(matches!(
+        transition::accept(&case, &back_in, &oid(1), end + 1, &p),
+        Err(Rejection::FailedPrecondition(dispatch_domain::Precondition::CaseNotAssigned, _))
+    ));
+    assert!(transition::complete(&case, &back_in, "done", end + 1, &p).is_err());
+    // The agent it was taken from is preferred (affinity) for hand_back_preference_ms.
+    let back_in = transition::set_status(&back_in, None, &session(2), AgentStatus::Available, end + 1, &p)
+        .unwrap()
+        .agent
+        .unwrap();
+    let affinity = |at: Millis| {
+        let s = scoring::score(&case, &back_in, at, &p);
+        s.terms.iter().find(|t| t.name == dispatch_domain::state::Term::Affinity).unwrap().value
+    };
+    assert_eq!(affinity(end + 1), 1.0);
+    assert_eq!(affinity(end + p.hand_back_preference_ms as i64), 0.0);
+    // Another agent takes it: two accepted offers, the first handed back.
+    let b = ready("b", &[("en", 5)], &[], false);
+    let ch = transition::offer(&case, &b, oid(2), Explanation::default(), end + 5, &p).unwrap();
+    let (case, b) = apply(&case, &b, &ch);
+    let (case, _) = apply(&case, &b, &transition::accept(&case, &b, &oid(2), end + 6, &p).unwrap());
+    assert_eq!(case.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted && o.handed_back_at == 0).count(), 1);
+    assert!(case.returning.is_none(), "the preference ends with the new assignment");
+}
+
+#[test]
+fn a_sign_out_holding_cases_hands_them_back_unless_the_agent_signs_in_again() {
+    let p = Policy::default();
+    let c = new_case("so", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let (c, a, _) = assigned(&c, &a, T0, &p);
+    let out = transition::set_status(&a, None, &session(1), AgentStatus::Offline, T0 + 10, &p).unwrap();
+    let due = T0 + 10 + p.presence_grace_ms as i64;
+    assert_eq!(hand_back_timer(&out, &c), Some(due));
+    let signed_out = out.agent.unwrap();
+    // Signed in again before the timer: kept (the activity timer is armed again instead).
+    let again = transition::connect(&signed_out, session(2), T0 + 20, &p).agent.unwrap();
+    let kept = transition::review_assignment(&c, Some(&again), due, &p);
+    assert!(kept.case.is_none() && kept.agent.is_none());
+    assert_eq!(hand_back_timer(&kept, &c), Some(T0 + 180_000 - 60_000));
+    // Not back: handed back, reason signed_out.
+    let back = transition::review_assignment(&c, Some(&signed_out), due, &p);
+    assert!(matches!(
+        back.events.as_slice(),
+        [Event::HandedBack { reason: transition::HandBackReason::SignedOut, .. }]
+    ));
+    // The implied timers (after a store loss) look at it again too.
+    let implied = transition::agent_timers(&signed_out, due, &p);
+    assert!(implied.contains(&(TimerKey::HandBack(c.id().clone()), due)));
+}
+
+#[test]
+fn no_activity_warns_then_hands_back_and_activity_resets_the_timer() {
+    let p = Policy::default(); // chat: 180 s timeout, warned 60 s before
+    let c = new_case("ac", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let (c, a, accepted) = assigned(&c, &a, T0, &p);
+    assert_eq!(hand_back_timer(&accepted, &c), Some(T0 + 120_000));
+    assert_eq!(transition::case_timers(&c, T0, &p), accepted.timers, "implied after a loss");
+    // A stale firing re-arms the same timer and changes nothing.
+    let early = transition::review_assignment(&c, Some(&a), T0 + 50_000, &p);
+    assert!(early.is_noop() && hand_back_timer(&early, &c) == Some(T0 + 120_000));
+    // The warning: recorded on the case (so every replica tells the device), once.
+    let warned = transition::review_assignment(&c, Some(&a), T0 + 120_000, &p);
+    assert!(warned.events.is_empty() && warned.agent.is_none());
+    assert_eq!(hand_back_timer(&warned, &c), Some(T0 + 180_000));
+    let (cw, _) = apply(&c, &a, &warned);
+    assert_eq!(transition::activity_warning(Some(&c), &cw, &p), Some((a.id().clone(), T0 + 180_000)));
+    assert_eq!(transition::activity_warning(Some(&cw), &cw, &p), None, "told once");
+    // Activity: the warning is withdrawn and the timer starts again.
+    let act = transition::report_activity(&cw, &a, T0 + 150_000, &p).unwrap();
+    assert_eq!(hand_back_timer(&act, &c), Some(T0 + 150_000 + 120_000));
+    let (ca, _) = apply(&cw, &a, &act);
+    assert_eq!((ca.activity_at, ca.activity_warned_at), (T0 + 150_000, 0));
+    assert!(transition::review_assignment(&ca, Some(&a), T0 + 200_000, &p).case.is_none());
+    // Quiet again: warned, then handed back at the timeout.
+    let (cw, _) = apply(&ca, &a, &transition::review_assignment(&ca, Some(&a), T0 + 270_000, &p));
+    let back = transition::review_assignment(&cw, Some(&a), T0 + 330_000, &p);
+    assert!(matches!(
+        back.events.as_slice(),
+        [Event::HandedBack { reason: transition::HandBackReason::NoActivity, .. }]
+    ));
+    let (case, agent) = apply(&cw, &a, &back);
+    assert_eq!(case.state, CaseState::Queued);
+    assert!(agent.assignments.is_empty() && agent.hand_backs == 1);
+    // Only the holder may report activity, and only on an assigned case.
+    let b = ready("b", &[("en", 5)], &[], false);
+    assert!(matches!(transition::report_activity(&ca, &b, T0, &p), Err(Rejection::PermissionDenied(_))));
+    assert!(matches!(transition::report_activity(&case, &a, T0, &p), Err(Rejection::FailedPrecondition(..))));
+    // A channel without the timer: nothing is armed and a firing is a no-op.
+    let off = Policy {
+        activity_timeout_ms: dispatch_domain::policy::ChannelDurations { voice: 0, chat: 0, email: 0 },
+        ..p.clone()
+    };
+    let (c2, a2, accepted) = assigned(&new_case("ac2", "en", &[], Tier::Standard, T0), &b, T0, &off);
+    assert_eq!(hand_back_timer(&accepted, &c2), None);
+    assert!(transition::review_assignment(&c2, Some(&a2), T0 + 10_000_000, &off).is_noop());
+    // The warning must come before the timeout.
+    let bad = Policy { activity_warning_ms: 180_000, ..p };
+    assert_eq!(bad.validate().unwrap_err().field, "activity_timeout_ms");
 }

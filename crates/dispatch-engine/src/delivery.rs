@@ -48,6 +48,11 @@ impl Engine {
         for ev in transition::case_events(before.as_deref(), &after) {
             self.tell_device(&ev, &after, now);
         }
+        if let Some((agent_id, due)) = transition::activity_warning(before.as_deref(), &after, &inner.policy) {
+            info!(case_id = %after.id(), agent_id = %agent_id, "no activity on an assigned case: warned");
+            let remaining_ms = u64::try_from(due - now).unwrap_or(0);
+            self.tell(&agent_id, AgentNotice::ActivityWarning { case_id: after.id().clone(), remaining_ms });
+        }
     }
 
     /// What the agent's device hears of one case event: only what still holds in `after` (an
@@ -88,6 +93,15 @@ impl Engine {
                     };
                     self.tell(agent_id, notice);
                 }
+            }
+            Event::HandedBack { offer_id, agent_id, reason, .. } => {
+                info!(case_id = %after.id(), agent_id = %agent_id, reason = reason.as_str(), "case handed back");
+                let notice = AgentNotice::HandedBack {
+                    offer_id: offer_id.clone(),
+                    case_id: after.id().clone(),
+                    reason: *reason,
+                };
+                self.tell(agent_id, notice);
             }
             Event::Cancelled { .. }
             | Event::Queued { .. }

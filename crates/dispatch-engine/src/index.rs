@@ -216,7 +216,7 @@ impl PoolIndex {
     }
 
     /// The best candidates for `case` (see [`scoring::rank_first`]): the customer's previous
-    /// agent, then the smallest posting list among the case's language and (language, required
+    /// agent and a handed-back case's last agent, then the smallest posting list among the case's language and (language, required
     /// skill) pairs, longest idle first, up to `policy.selection_candidate_limit` eligible agents.
     pub fn rank_for_case(&self, case: &Case, now: Millis, policy: &Policy) -> Explanation {
         let postings = self.postings.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -227,10 +227,14 @@ impl PoolIndex {
         keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()), vip)));
         let empty = Postings::new();
         let smallest = keys.iter().map(|k| postings.get(k).unwrap_or(&empty)).min_by_key(|s| s.len()).unwrap_or(&empty);
-        let previous = case.spec.previous_agent.as_ref().and_then(|id| self.agent(id));
-        let others =
-            smallest.iter().filter(|((_, id), _)| Some(id) != case.spec.previous_agent.as_ref()).map(|(_, a)| a);
-        let candidates = previous.iter().chain(others).map(|a| a.as_ref());
+        // The agents the case prefers first: the customer's previous agent, and the agent a
+        // handed-back case was taken from.
+        let returning = case.returning.as_ref().map(|r| &r.agent_id).filter(|id| case.prefers_returning(id, now));
+        let mut preferred: Vec<&AgentId> = case.spec.previous_agent.iter().chain(returning).collect();
+        preferred.dedup();
+        let first: Vec<Arc<Agent>> = preferred.iter().filter_map(|id| self.agent(id)).collect();
+        let others = smallest.iter().filter(|((_, id), _)| !preferred.contains(&id)).map(|(_, a)| a);
+        let candidates = first.iter().chain(others).map(|a| a.as_ref());
         scoring::rank_first(case, candidates, now, policy, policy.selection_candidate_limit)
     }
 

@@ -21,10 +21,6 @@ const WAIT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 /// Buckets for store round trips (seconds): 0.1 ms to 2.5 s.
 const STORE_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5];
 
-/// The `event` label values of `dispatch_case_events_total`.
-const EVENTS: [&str; 9] =
-    ["submitted", "offered", "accepted", "declined", "timed_out", "revoked", "completed", "cancelled", "expired"];
-
 /// The label of languages outside the configured list.
 pub const OTHER_LANGUAGE: &str = "other";
 
@@ -87,7 +83,7 @@ impl Metrics {
                 &r,
                 "dispatch_case_events_total",
                 "Case events this replica committed (submitted, offered, accepted, declined, timed_out, \
-                 revoked, completed, cancelled, expired).",
+                 revoked, handed_back, completed, cancelled, expired).",
                 &["event", "tier", "channel"],
             ),
             submit_to_offer: histogram_vec(
@@ -205,7 +201,7 @@ impl Metrics {
     /// Counters that alerts take `rate` or `increase` of start at zero, so that their first
     /// increment is seen (a series that appears at 1 has no increase).
     fn zeroes(&self) {
-        for event in EVENTS {
+        for event in Event::CASE_EVENT_NAMES {
             for tier in [Tier::Standard, Tier::Vip] {
                 for channel in Channel::ALL {
                     self.case_events.with_label_values(&[event, tier.as_str(), channel.as_str()]);

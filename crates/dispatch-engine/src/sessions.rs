@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dispatch_domain::model::CaseSpec;
-use dispatch_domain::transition::{self, RevokeReason};
+use dispatch_domain::transition::{self, HandBackReason, RevokeReason};
 use dispatch_domain::{Activity, Agent, AgentId, AgentStatus, CaseId, Millis, OfferId, SessionId, StatusReason};
 use tokio::sync::mpsc;
 
@@ -78,6 +78,24 @@ pub enum AgentNotice {
         offer_id: OfferId,
         /// The case, as submitted.
         case: Arc<CaseSpec>,
+    },
+    /// A case assigned to the agent was taken back (it reported no activity in time, or its
+    /// device was away past the grace period): the device must drop it.
+    HandedBack {
+        /// The accepted offer whose assignment ended.
+        offer_id: OfferId,
+        /// The case.
+        case_id: CaseId,
+        /// Why.
+        reason: HandBackReason,
+    },
+    /// No activity was reported on an assigned case for a while: it is handed back when
+    /// `remaining_ms` have passed unless the agent reports activity (or completes it) before.
+    ActivityWarning {
+        /// The case.
+        case_id: CaseId,
+        /// Time left until the hand-back when sent.
+        remaining_ms: u64,
     },
     /// The agent's status changed (or was confirmed on sign-in or resume).
     Status {

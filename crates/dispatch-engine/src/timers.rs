@@ -1,5 +1,5 @@
 //! Time: the sweeper fires due timers (offer deadlines, presence grace and leases, wrap-up
-//! ends, case reviews, purges) and renews the presence leases of the sessions held here. Every
+//! ends, case reviews, hand-backs, purges) and renews the presence leases of the sessions held here. Every
 //! handler re-checks the records, so a stale or duplicate firing is harmless; a timer is
 //! cleared only if it was not re-armed meanwhile.
 
@@ -104,6 +104,12 @@ impl Engine {
                 self.observe_case_purged(case_id);
                 Ok(())
             }
+            TimerKey::HandBack(case_id) => self
+                .transact(Load::CaseAndItsAgent(case_id), |case, agent, now| {
+                    Ok(case.map(|c| transition::review_assignment(c, agent, now, policy)).unwrap_or_default())
+                })
+                .await
+                .map(drop),
             TimerKey::PresenceGrace(agent_id) => self
                 .transact(Load::Agent(agent_id), |_, agent, now| {
                     Ok(agent.map(|a| transition::presence_expired(a, now, policy)).unwrap_or_default())

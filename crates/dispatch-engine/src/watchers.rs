@@ -29,6 +29,8 @@ pub enum CaseEventKind {
     OfferRevoked,
     /// An agent accepted.
     Assigned,
+    /// The assignment was taken back from its agent (vanished or quiet); the case waits again.
+    HandedBack,
     /// Completed.
     Completed,
     /// Cancelled.
@@ -139,6 +141,10 @@ impl CaseEvent {
             Event::Assigned { offer_id, agent_id, .. } => {
                 let state = CaseState::Assigned { offer_id: offer_id.clone(), agent_id: agent_id.clone() };
                 make(CaseEventKind::Assigned, decided(offer_id), Some(agent_id), Some(offer_id), "", state)
+            }
+            Event::HandedBack { offer_id, agent_id, reason, .. } => {
+                let at = record(offer_id).map_or(after.created_at, |r| r.handed_back_at);
+                make(CaseEventKind::HandedBack, at, Some(agent_id), Some(offer_id), reason.as_str(), CaseState::Queued)
             }
             Event::Completed { agent_id, outcome, .. } => {
                 make(CaseEventKind::Completed, after.closed_at, Some(agent_id), None, outcome, CaseState::Completed)

@@ -185,6 +185,7 @@ pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
             cool_down_remaining_ms: remaining(a.cool_down_until, now),
             offers_received: a.offers_received,
             offers_accepted: a.offers_accepted,
+            hand_backs: a.hand_backs,
         }),
         version: a.version,
     }
@@ -331,6 +332,7 @@ fn offer_to(case: &Case, o: &OfferRecord, viewer: Option<&TenantId>) -> pb::Offe
         decided_at_ms: o.decided_at,
         reason: o.reason.clone(),
         explanation: Some(explanation_to(&o.explanation)),
+        handed_back_at_ms: o.handed_back_at,
     }
 }
 
@@ -361,6 +363,7 @@ pub fn event_to(e: &CaseEvent, viewer: Option<&TenantId>) -> pb::CaseEvent {
         CaseEventKind::OfferTimedOut => pb::CaseEventKind::OfferTimedOut,
         CaseEventKind::OfferRevoked => pb::CaseEventKind::OfferRevoked,
         CaseEventKind::Assigned => pb::CaseEventKind::Assigned,
+        CaseEventKind::HandedBack => pb::CaseEventKind::HandedBack,
         CaseEventKind::Completed => pb::CaseEventKind::Completed,
         CaseEventKind::Cancelled => pb::CaseEventKind::Cancelled,
         CaseEventKind::Expired => pb::CaseEventKind::Expired,
@@ -415,6 +418,14 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
         }),
         AgentNotice::Assigned { offer_id, case } => {
             Event::Assignment(pb::AssignmentConfirmed { offer_id: offer_id.to_string(), case: Some(summary_to(&case)) })
+        }
+        AgentNotice::HandedBack { offer_id, case_id, reason } => Event::HandedBack(pb::CaseHandedBack {
+            offer_id: offer_id.to_string(),
+            case_id: case_id.to_string(),
+            reason: reason.as_str().to_owned(),
+        }),
+        AgentNotice::ActivityWarning { case_id, remaining_ms } => {
+            Event::ActivityWarning(pb::ActivityWarning { case_id: case_id.to_string(), remaining_ms })
         }
         AgentNotice::Status { status, activity, reason, assignments } => Event::Status(pb::StatusChanged {
             status: status_to(status) as i32,
@@ -538,6 +549,7 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
         cancelled_total: c(Counter::Cancelled),
         expired_total: c(Counter::Expired),
         mean_time_to_accept_ms: s.mean_time_to_accept_ms,
+        handed_back_total: c(Counter::HandedBack),
     }
 }
 

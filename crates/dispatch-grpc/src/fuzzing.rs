@@ -87,5 +87,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with(6, pb::CancelCaseRequest { case_id: "case-1".into(), reason: "left".into() }.encode_to_vec()),
         with(7, pb::ListAgentsRequest { page_size: 10, page_token: "ana".into() }.encode_to_vec()),
         with(8, pb::WatchCaseRequest { case_id: "case-1".into() }.encode_to_vec()),
+        with(2, msg(C::ReportActivity(pb::ReportActivity { case_id: "case-1".into() }))),
     ]
 }

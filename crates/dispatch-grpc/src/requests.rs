@@ -146,5 +146,8 @@ pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, F
             CaseId::parse_qualified("complete.case_id", &case_id)?,
             bounded_text("complete.outcome", &outcome, limits.max_reason_len)?.to_owned(),
         ),
+        Command::ReportActivity(pb::ReportActivity { case_id }) => {
+            AgentCommand::ReportActivity(CaseId::parse_qualified("report_activity.case_id", &case_id)?)
+        }
     })
 }

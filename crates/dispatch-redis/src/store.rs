@@ -247,6 +247,7 @@ fn timer_member(key: &TimerKey) -> String {
         TimerKey::PresenceGrace(a) => format!("grace:{a}"),
         TimerKey::PresenceLease(a) => format!("lease:{a}"),
         TimerKey::Purge(c) => format!("purge:{c}"),
+        TimerKey::HandBack(c) => format!("handback:{c}"),
     }
 }
 
@@ -319,6 +320,7 @@ fn parse_timer(member: &str) -> Option<TimerKey> {
         "grace" => TimerKey::PresenceGrace(agent()?),
         "lease" => TimerKey::PresenceLease(agent()?),
         "purge" => TimerKey::Purge(case()?),
+        "handback" => TimerKey::HandBack(case()?),
         _ => return None,
     })
 }
@@ -339,6 +341,7 @@ fn counter_name(c: Counter) -> &'static str {
         Counter::Completed => "completed",
         Counter::Cancelled => "cancelled",
         Counter::Expired => "expired",
+        Counter::HandedBack => "handed_back",
     }
 }
 
@@ -940,6 +943,7 @@ mod tests {
             TimerKey::AgentReady(a.clone()),
             TimerKey::PresenceGrace(a.clone()),
             TimerKey::PresenceLease(a),
+            TimerKey::HandBack(c.clone()),
             TimerKey::Purge(c),
         ] {
             assert_eq!(parse_timer(&timer_member(&k)), Some(k));

@@ -27,6 +27,9 @@ pub enum AgentCommand {
     Decline(OfferId, String),
     /// Complete an assigned case, with an outcome.
     Complete(CaseId, String),
+    /// Still working on an assigned case (a reply sent, a call running): its activity timer
+    /// starts again.
+    ReportActivity(CaseId),
 }
 
 /// One message from the device, as the transport decoded it.
@@ -203,6 +206,7 @@ impl Engine {
             AgentCommand::Accept(offer_id) => self.accept(agent_id, session_id, &offer_id).await,
             AgentCommand::Decline(offer_id, reason) => self.decline(agent_id, session_id, &offer_id, &reason).await,
             AgentCommand::Complete(case_id, outcome) => self.complete(agent_id, session_id, &case_id, &outcome).await,
+            AgentCommand::ReportActivity(case_id) => self.report_activity(agent_id, session_id, &case_id).await,
         }
     }
 
@@ -259,7 +263,7 @@ impl Engine {
         self.transact(Load::CaseAndAgent(&case_id, agent_id), |case, agent, now| {
             let (case, agent) = both(case, agent, &case_id, agent_id)?;
             transition::check_session(agent, session_id)?;
-            transition::accept(case, agent, offer_id, now)
+            transition::accept(case, agent, offer_id, now, &self.inner.policy)
         })
         .await
         .map(drop)
@@ -278,6 +282,22 @@ impl Engine {
             let (case, agent) = both(case, agent, &case_id, agent_id)?;
             transition::check_session(agent, session_id)?;
             transition::decline(case, agent, offer_id, reason, now, &self.inner.policy)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The agent reports activity on an assigned case.
+    async fn report_activity(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+        case_id: &CaseId,
+    ) -> Result<(), EngineError> {
+        self.transact(Load::CaseAndAgent(case_id, agent_id), |case, agent, now| {
+            let (case, agent) = both(case, agent, case_id, agent_id)?;
+            transition::check_session(agent, session_id)?;
+            transition::report_activity(case, agent, now, &self.inner.policy)
         })
         .await
         .map(drop)

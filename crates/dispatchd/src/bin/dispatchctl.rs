@@ -436,9 +436,10 @@ fn agents_table(agents: &[pb::Agent]) -> String {
         let langs: Vec<String> = p.languages.iter().map(|l| format!("{}:{}", l.language, l.proficiency)).collect();
         let sk: Vec<String> = p.skills.iter().map(|l| format!("{}:{}", l.skill, l.level)).collect();
         let work = format!(
-            "offer={} cases={}",
+            "offer={} cases={} hand_backs={}",
             if pr.pending_offer_id.is_empty() { "-" } else { &pr.pending_offer_id },
-            pr.assigned_case_ids.len()
+            pr.assigned_case_ids.len(),
+            pr.hand_backs
         );
         s.push_str(&format!(
             "{:<16} {:<18} {:<16} {:<24} {:<4} {:<10} {:<10} {}\n",
@@ -611,7 +612,8 @@ async fn connect(conn: Conn, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
                     ["accept", o] => C::Accept(pb::Accept { offer_id: (*o).to_owned() }),
                     ["decline", o, rest @ ..] => C::Decline(pb::Decline { offer_id: (*o).to_owned(), reason: rest.join(" ") }),
                     ["complete", c, rest @ ..] => C::Complete(pb::Complete { case_id: (*c).to_owned(), outcome: rest.join(" ") }),
-                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome]"); continue }
+                    ["activity", c] => C::ReportActivity(pb::ReportActivity { case_id: (*c).to_owned() }),
+                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome] | activity CASE"); continue }
                 };
                 tx.send(msg(cmd)).await?;
             }
@@ -654,6 +656,13 @@ fn describe(m: &pb::DispatcherMessage) -> String {
             } else {
                 format!("ERROR {} {:?}: {}", r.request_id, code, r.message)
             }
+        }
+        Some(Event::HandedBack(h)) => format!("HANDED_BACK case={} offer={} ({})", h.case_id, h.offer_id, h.reason),
+        Some(Event::ActivityWarning(w)) => {
+            format!(
+                "ACTIVITY_WARNING case={} handed back in {}ms unless you report activity",
+                w.case_id, w.remaining_ms
+            )
         }
         Some(Event::Ended(e)) => {
             format!("ENDED {}", enum_name(e.reason, pb::SessionEndReason::as_str_name, "SESSION_END_REASON_"))
@@ -738,7 +747,7 @@ fn queue_table(r: &pb::GetQueueStatsResponse) -> String {
     let mut s = format!(
         "waiting={} offered={} assigned={} oldest_wait={}ms\n\
          submitted={} offers made={} accepted={} declined={} timed_out={} revoked={} \
-         completed={} cancelled={} expired={} mean_time_to_accept={:.0}ms\n",
+         completed={} cancelled={} expired={} handed_back={} mean_time_to_accept={:.0}ms\n",
         r.waiting,
         r.offered,
         r.assigned,
@@ -752,6 +761,7 @@ fn queue_table(r: &pb::GetQueueStatsResponse) -> String {
         r.completed_total,
         r.cancelled_total,
         r.expired_total,
+        r.handed_back_total,
         r.mean_time_to_accept_ms
     );
     for g in &r.groups {
