@@ -65,6 +65,7 @@ async fn main() {
                         vip_certified: i % 12 == 0,
                         capacity: vec![(Some(Channel::Chat), 3), (Some(Channel::Voice), 1)],
                         rating: 4.2,
+                        ..Default::default()
                     },
                     &dispatch_domain::limits::Limits::default(),
                 )

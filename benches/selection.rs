@@ -6,6 +6,8 @@
 //! `cargo bench -p dispatch-benches --bench selection` (add `-- --quick` for a short run).
 //! Pools of 1k, 10k, 100k and 1M agents, 10% routable (signed in and available), 20 languages
 //! with a skewed distribution, 0–4 skills from 30 with levels 1–5, 8% VIP-certified; 1,000 cases.
+//! With `GATES=1` agents and cases carry markets, data regions, clearance and certifications
+//! (`pool::gate_agent`, `pool::gate_case`): the cost of the eligibility gates.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use dispatch_domain::{Case, Policy, scoring};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use dispatch_benches::pool::{T0, case, indexed_agents};
+use dispatch_benches::pool::{T0, case, gate_case, indexed_agents};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -21,6 +23,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // GATES=1: markets, data regions, clearance and certifications on agents and cases.
+    let gated = std::env::var_os("GATES").is_some();
     let mut policy = Policy::default();
     if let Some(limit) = std::env::var("SELECTION_LIMIT").ok().and_then(|v| v.parse().ok()) {
         policy.selection_candidate_limit = limit;
@@ -37,7 +41,15 @@ fn main() {
     for &n in sizes {
         let mut rng = SmallRng::seed_from_u64(42);
         let (agents, index) = indexed_agents(&mut rng, n, &policy);
-        let cases: Vec<Case> = (0..1_000).map(|i| case(&mut rng, i)).collect();
+        let cases: Vec<Case> = (0..1_000)
+            .map(|i| {
+                let mut c = case(&mut rng, i);
+                if gated {
+                    gate_case(&mut c, i);
+                }
+                c
+            })
+            .collect();
         let mut idx_times = Vec::with_capacity(cases.len());
         let mut scan_times = Vec::with_capacity(cases.len());
         let (mut same, mut gap_sum, mut compared) = (0usize, 0.0f64, 0usize);

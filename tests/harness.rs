@@ -597,6 +597,7 @@ pub fn profile(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: boo
         vip_certified: vip,
         capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 1 }],
         rating: 4.0,
+        ..Default::default()
     }
 }
 

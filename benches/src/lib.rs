@@ -67,6 +67,7 @@ pub mod pool {
                 vip_certified: rng.random_bool(0.08),
                 capacity: vec![(Some(Channel::Chat), 2)],
                 rating: rng.random_range(2.0..5.0),
+                ..Default::default()
             },
             &dispatch_domain::limits::Limits::default(),
         )
@@ -104,13 +105,64 @@ pub mod pool {
         Case::new(spec, T0)
     }
 
-    /// `n` agents (see [`agent`]) and the live index over them.
+    /// The markets of gated pools, most common first (23, as the product's).
+    pub const MARKETS: [&str; 23] = [
+        "US", "GB", "DE", "FR", "ES", "IT", "BR", "MX", "NL", "PL", "SE", "TR", "JP", "KR", "IN", "CA", "AU", "AT",
+        "CH", "BE", "PT", "IE", "DK",
+    ];
+
+    /// Gates agent `i` (its own random stream, so the ungated pool stays the same): 1–3 markets
+    /// (skewed), data region `eu` (60 %) or `us`, clearance 0–3, `pci` for 40 % (one in eight of
+    /// them expired), `disputes-l2` for 20 %.
+    pub fn gate_agent(a: &mut Agent, i: usize) {
+        use dispatch_domain::model::{Certification, DataRegion, Market};
+        let mut rng = <SmallRng as rand::SeedableRng>::seed_from_u64(0x9e37_79b9 ^ i as u64);
+        let p = &mut a.profile;
+        for _ in 0..rng.random_range(1..=3) {
+            p.markets.insert(Market::parse("m", MARKETS[skewed(&mut rng, MARKETS.len())]).unwrap());
+        }
+        p.data_regions.insert(DataRegion::parse("r", if rng.random_bool(0.6) { "eu" } else { "us" }).unwrap());
+        p.clearance = rng.random_range(0..=3);
+        if rng.random_bool(0.4) {
+            let until = if rng.random_bool(0.125) { T0 - 1 } else { T0 + 86_400_000 };
+            p.certifications.insert(Certification::parse("c", "pci").unwrap(), until);
+        }
+        if rng.random_bool(0.2) {
+            p.certifications.insert(Certification::parse("c", "disputes-l2").unwrap(), i64::MAX);
+        }
+    }
+
+    /// Gates case `i`: a market (skewed), data region `eu` for half, clearance 0–2, `pci` for
+    /// 15 %.
+    pub fn gate_case(c: &mut Case, i: usize) {
+        use dispatch_domain::model::{Certification, DataRegion, Market};
+        let mut rng = <SmallRng as rand::SeedableRng>::seed_from_u64(0x85eb_ca6b ^ i as u64);
+        let s = &mut c.spec;
+        s.market = Some(Market::parse("m", MARKETS[skewed(&mut rng, MARKETS.len())]).unwrap());
+        s.data_region = rng.random_bool(0.5).then(|| DataRegion::parse("r", "eu").unwrap());
+        s.required_clearance = rng.random_range(0..=2);
+        if rng.random_bool(0.15) {
+            s.required_certifications.push(Certification::parse("c", "pci").unwrap());
+        }
+    }
+
+    /// `n` agents (see [`agent`]; gated by [`gate_agent`] when `GATES` is set) and the live
+    /// index over them.
     pub fn indexed_agents(
         rng: &mut SmallRng,
         n: usize,
         policy: &Policy,
     ) -> (Vec<Agent>, dispatch_engine::index::PoolIndex) {
-        let agents: Vec<Agent> = (0..n).map(|i| agent(rng, i, policy)).collect();
+        let gated = std::env::var_os("GATES").is_some();
+        let agents: Vec<Agent> = (0..n)
+            .map(|i| {
+                let mut a = agent(rng, i, policy);
+                if gated {
+                    gate_agent(&mut a, i);
+                }
+                a
+            })
+            .collect();
         let index = dispatch_engine::index::PoolIndex::new();
         for a in &agents {
             index.apply_agent(a.clone());

@@ -145,6 +145,7 @@ async fn planner_counts_match_the_pool(b: Backend) {
         min_language_proficiency: 0,
         skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 3 }],
         vip_certified_only: true,
+        ..Default::default()
     };
     let german = total(
         s.planner()

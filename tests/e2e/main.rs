@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary (link time), one module per area.
 
 mod api;
+mod eligibility;
 mod handback;
 mod matching;
 mod offers;
@@ -9,3 +10,4 @@ mod presence;
 mod redis_faults;
 mod replicas;
 mod security;
+mod worktime;

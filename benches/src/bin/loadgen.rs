@@ -284,6 +284,7 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 pb::ChannelCapacity { channel: pb::Channel::Voice as i32, capacity: 1 },
             ],
             rating: rng.random_range(3.0..5.0),
+            ..Default::default()
         });
     }
     let started = Instant::now();

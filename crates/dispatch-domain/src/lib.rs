@@ -12,7 +12,8 @@
 //! - [`transition`]: the case / offer / agent state machines, returning a
 //!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
 //! - [`stats`]: planner counts over agents;
-//! - [`queueing`]: Erlang C and Erlang A (waits, service level, agents needed).
+//! - [`queueing`]: Erlang C and Erlang A (waits, service level, agents needed);
+//! - [`worktime`]: working-time accounting and limits.
 
 pub mod limits;
 pub mod model;
@@ -22,6 +23,7 @@ pub mod scoring;
 pub mod state;
 pub mod stats;
 pub mod transition;
+pub mod worktime;
 
 pub use model::{
     AgentId, CaseId, Channel, FieldError, Language, Level, Millis, OfferId, SessionId, Skill, TenantId, Tier,

@@ -1,7 +1,7 @@
 //! The vocabulary: identifiers, languages, skills, tiers, channels, agent profiles and case specs,
 //! each constructed only through validation so that the rest of the crate can trust them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -258,6 +258,98 @@ impl fmt::Display for Skill {
     }
 }
 
+/// The ISO 3166-1 alpha-2 codes (2026), sorted: the markets a case may come from.
+const ISO_3166_ALPHA_2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES \
+    ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO \
+    IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK \
+    ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR \
+    PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK \
+    TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+/// A market: the ISO 3166-1 alpha-2 country a case comes from, or one an agent is contracted
+/// to serve. Upper case (`DE`, `BR`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Market(String);
+
+impl Market {
+    /// Validates a country code (case-insensitive) against ISO 3166-1 alpha-2.
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+        let code = value.to_ascii_uppercase();
+        if code.is_empty() {
+            return Err(FieldError::new(field, "market is required"));
+        }
+        if code.len() != 2 || ISO_3166_ALPHA_2.split_ascii_whitespace().all(|c| c != code) {
+            return Err(FieldError::new(field, format!("{value:?} is not an ISO 3166-1 alpha-2 country code")));
+        }
+        Ok(Self(code))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Market {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! token_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates a name as a skill name is validated (lower-cased, `[a-z0-9_.-]`, 1 to
+            /// 64 bytes).
+            pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+                Skill::parse(field, value)
+                    .map(|s| Self(s.0))
+                    .map_err(|e| FieldError::new(e.field, e.reason.replace("skill", $what)))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+token_type!(
+    /// A data region whose personal data an agent is cleared to see (`eu`, `us`, `apac`).
+    DataRegion, "data region"
+);
+token_type!(
+    /// A certification an agent holds until its expiry (`vip`, `pci`, `disputes-l2`).
+    Certification, "certification"
+);
+
+impl Certification {
+    /// The certification VIP cases require.
+    pub fn vip() -> Certification {
+        Certification(VIP_CERTIFICATION.to_owned())
+    }
+}
+
+/// The name of the certification VIP cases require (what `vip_certified` was).
+pub const VIP_CERTIFICATION: &str = "vip";
+
+/// The highest personal-data clearance level (0: none).
+pub const MAX_CLEARANCE: u8 = 5;
+
 /// A level from 1 to 5: skill level or language proficiency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -354,6 +446,7 @@ pub struct LanguageProficiency {
 
 /// What the roster knows about an agent; changed only by `UpsertAgent`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredProfile")]
 pub struct AgentProfile {
     /// The agent.
     pub id: AgentId,
@@ -363,12 +456,76 @@ pub struct AgentProfile {
     pub languages: Vec<LanguageProficiency>,
     /// Skills with levels.
     pub skills: BTreeMap<Skill, Level>,
-    /// May take VIP cases.
-    pub vip_certified: bool,
     /// How many cases of each channel the agent can hold at once; a missing channel is 0.
     pub capacity: BTreeMap<Channel, u32>,
     /// 0.0 to 5.0, from the customers' ratings.
     pub rating: f64,
+    /// The markets the agent is contracted to serve (a case with a market goes only to them).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub markets: BTreeSet<Market>,
+    /// The data regions whose personal data the agent is cleared for.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub data_regions: BTreeSet<DataRegion>,
+    /// Personal-data clearance, 0 (none) to [`MAX_CLEARANCE`].
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub clearance: u8,
+    /// Certifications held, each valid until its expiry ([`Millis::MAX`]: none). VIP cases
+    /// need [`VIP_CERTIFICATION`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certifications: BTreeMap<Certification, Millis>,
+    /// The agent's own working-time limits (a student visa's weekly cap), over its markets'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_limits: Option<crate::worktime::WorkLimits>,
+}
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
+}
+
+/// A profile as stored, before and after certifications: records written with the old
+/// `vip_certified` flag are read as holding the `vip` certification without expiry.
+#[derive(Deserialize)]
+struct StoredProfile {
+    id: AgentId,
+    display_name: String,
+    languages: Vec<LanguageProficiency>,
+    skills: BTreeMap<Skill, Level>,
+    #[serde(default)]
+    vip_certified: bool,
+    capacity: BTreeMap<Channel, u32>,
+    rating: f64,
+    #[serde(default)]
+    markets: BTreeSet<Market>,
+    #[serde(default)]
+    data_regions: BTreeSet<DataRegion>,
+    #[serde(default)]
+    clearance: u8,
+    #[serde(default)]
+    certifications: BTreeMap<Certification, Millis>,
+    #[serde(default)]
+    work_limits: Option<crate::worktime::WorkLimits>,
+}
+
+impl From<StoredProfile> for AgentProfile {
+    fn from(s: StoredProfile) -> Self {
+        let mut certifications = s.certifications;
+        if s.vip_certified {
+            certifications.entry(Certification::vip()).or_insert(Millis::MAX);
+        }
+        Self {
+            id: s.id,
+            display_name: s.display_name,
+            languages: s.languages,
+            skills: s.skills,
+            capacity: s.capacity,
+            rating: s.rating,
+            markets: s.markets,
+            data_regions: s.data_regions,
+            clearance: s.clearance,
+            certifications,
+            work_limits: s.work_limits,
+        }
+    }
 }
 
 /// The raw parts of a profile, before validation.
@@ -382,12 +539,23 @@ pub struct AgentProfileInput<'a> {
     pub languages: Vec<(&'a str, u32)>,
     /// (skill, level) pairs.
     pub skills: Vec<(&'a str, u32)>,
-    /// VIP certification.
+    /// Shorthand for the `vip` certification without expiry.
     pub vip_certified: bool,
     /// (channel, capacity) pairs; `None` channel means the caller sent an unknown channel.
     pub capacity: Vec<(Option<Channel>, u32)>,
     /// Rating.
     pub rating: f64,
+    /// ISO 3166-1 alpha-2 codes.
+    pub markets: Vec<&'a str>,
+    /// Data region names.
+    pub data_regions: Vec<&'a str>,
+    /// 0 to 5.
+    pub clearance: u32,
+    /// (name, expiry in epoch milliseconds; 0: none). An expiry in the past is refused when
+    /// the profile is stored ([`crate::transition::upsert_profile`]), which knows the time.
+    pub certifications: Vec<(&'a str, i64)>,
+    /// The agent's own working-time limits, if any.
+    pub work_limits: Option<crate::worktime::WorkLimits>,
 }
 
 impl AgentProfile {
@@ -457,15 +625,72 @@ impl AgentProfile {
         if !(0.0..=5.0).contains(&input.rating) {
             return Err(FieldError::new("rating", format!("rating {} is outside 0.0 to 5.0", input.rating)));
         }
+        let markets = parse_set("markets", &input.markets, limits, Market::parse)?;
+        let data_regions = parse_set("data_regions", &input.data_regions, limits, DataRegion::parse)?;
+        let clearance = match u8::try_from(input.clearance) {
+            Ok(c) if c <= MAX_CLEARANCE => c,
+            _ => {
+                return Err(FieldError::new(
+                    "clearance",
+                    format!("clearance {} is outside 0 to {MAX_CLEARANCE}", input.clearance),
+                ));
+            }
+        };
+        if input.certifications.len() > limits.max_skills {
+            return Err(FieldError::new("certifications", format!("more than {} certifications", limits.max_skills)));
+        }
+        let mut certifications = BTreeMap::new();
+        for (i, (name, expires)) in input.certifications.iter().enumerate() {
+            let c = Certification::parse(&format!("certifications[{i}].name"), name)?;
+            let until = match *expires {
+                0 => Millis::MAX,
+                t if t < 0 => {
+                    return Err(FieldError::new(
+                        format!("certifications[{i}].expires_at_ms"),
+                        format!("expiry {t} is negative; 0 means none"),
+                    ));
+                }
+                t => t,
+            };
+            if certifications.insert(c.clone(), until).is_some() {
+                return Err(FieldError::new(format!("certifications[{i}].name"), format!("{c} is listed twice")));
+            }
+        }
+        if input.vip_certified {
+            certifications.entry(Certification::vip()).or_insert(Millis::MAX);
+        }
+        if let Some(w) = &input.work_limits {
+            w.validate("work_limits").map_err(|r| FieldError::new("work_limits", r))?;
+        }
         Ok(Self {
             id,
             display_name,
             languages,
             skills,
-            vip_certified: input.vip_certified,
             capacity,
             rating: input.rating,
+            markets,
+            data_regions,
+            clearance,
+            certifications,
+            work_limits: input.work_limits.filter(|w| !w.is_unlimited()),
         })
+    }
+
+    /// Whether the agent holds `certification` valid at `now` (expired from its expiry instant).
+    pub fn certified(&self, certification: &str, now: Millis) -> bool {
+        self.certifications.iter().any(|(c, until)| c.as_str() == certification && now < *until)
+    }
+
+    /// Whether the agent holds the VIP certification valid at `now`.
+    pub fn vip_certified(&self, now: Millis) -> bool {
+        self.certified(VIP_CERTIFICATION, now)
+    }
+
+    /// Whether the agent holds the VIP certification at all (expired or not): the index files
+    /// such agents with the certified ones, and the filter rejects the expired at selection.
+    pub fn holds_vip(&self) -> bool {
+        self.certifications.keys().any(|c| c.as_str() == VIP_CERTIFICATION)
     }
 
     /// The agent's proficiency in the primary language of `language`, if spoken.
@@ -509,6 +734,18 @@ pub struct CaseSpec {
     pub previous_agent: Option<AgentId>,
     /// Expire after this long without assignment; `None` waits for ever.
     pub ttl_ms: Option<u64>,
+    /// The customer's market (ISO 3166-1 alpha-2): only agents contracted for it may take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<Market>,
+    /// The data region of the customer's personal data: only agents cleared for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_region: Option<DataRegion>,
+    /// The personal-data clearance the case needs (0: none).
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub required_clearance: u8,
+    /// Certifications the agent must hold, valid, besides `vip` for VIP cases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_certifications: Vec<Certification>,
 }
 
 /// The raw parts of a case spec, before validation.
@@ -540,6 +777,14 @@ pub struct CaseSpecInput<'a> {
     pub previous_agent_id: &'a str,
     /// 0 for none.
     pub ttl_ms: u64,
+    /// Empty for none.
+    pub market: &'a str,
+    /// Empty for none.
+    pub data_region: &'a str,
+    /// 0 to 5.
+    pub required_clearance: u32,
+    /// Certification names.
+    pub required_certifications: Vec<&'a str>,
 }
 
 impl CaseSpec {
@@ -582,6 +827,21 @@ impl CaseSpec {
             return Err(FieldError::new("ttl_ms", format!("ttl_ms is above {}", limits.max_ttl_ms)));
         }
         let ttl_ms = (input.ttl_ms > 0).then_some(input.ttl_ms);
+        let market = optional(input.market, |v| Market::parse("market", v))?;
+        let data_region = optional(input.data_region, |v| DataRegion::parse("data_region", v))?;
+        let required_clearance = match u8::try_from(input.required_clearance) {
+            Ok(c) if c <= MAX_CLEARANCE => c,
+            _ => {
+                return Err(FieldError::new(
+                    "required_clearance",
+                    format!("clearance {} is outside 0 to {MAX_CLEARANCE}", input.required_clearance),
+                ));
+            }
+        };
+        let required_certifications: Vec<Certification> =
+            parse_set("required_certifications", &input.required_certifications, limits, Certification::parse)?
+                .into_iter()
+                .collect();
         Ok(Self {
             id,
             language,
@@ -596,12 +856,37 @@ impl CaseSpec {
             customer,
             previous_agent,
             ttl_ms,
+            market,
+            data_region,
+            required_clearance,
+            required_certifications,
         })
     }
 }
 
 fn optional<T>(v: &str, parse: impl FnOnce(&str) -> Result<T, FieldError>) -> Result<Option<T>, FieldError> {
     if v.is_empty() { Ok(None) } else { parse(v).map(Some) }
+}
+
+/// A list of names parsed into a set; a name listed twice is refused.
+fn parse_set<T: Ord + fmt::Display>(
+    field: &str,
+    items: &[&str],
+    limits: &Limits,
+    parse: impl Fn(&str, &str) -> Result<T, FieldError>,
+) -> Result<BTreeSet<T>, FieldError> {
+    if items.len() > limits.max_skills {
+        return Err(FieldError::new(field, format!("more than {} entries", limits.max_skills)));
+    }
+    let mut out = BTreeSet::new();
+    for (i, v) in items.iter().enumerate() {
+        let item = parse(&format!("{field}[{i}]"), v)?;
+        if out.contains(&item) {
+            return Err(FieldError::new(format!("{field}[{i}]"), format!("{item} is listed twice")));
+        }
+        out.insert(item);
+    }
+    Ok(out)
 }
 
 fn parse_skill_list(field: &str, items: &[(&str, u32)], limits: &Limits) -> Result<Vec<SkillLevel>, FieldError> {
@@ -716,8 +1001,77 @@ mod tests {
         assert_eq!(e.field, "capacity");
         let e = AgentProfile::parse(AgentProfileInput { rating: 9.0, ..base() }, &Limits::default()).unwrap_err();
         assert_eq!(e.field, "rating");
+        let e = AgentProfile::parse(AgentProfileInput { markets: vec!["DE", "xx"], ..base() }, &Limits::default())
+            .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("markets[1]", "\"xx\" is not an ISO 3166-1 alpha-2 country code")
+        );
+        let e = AgentProfile::parse(AgentProfileInput { markets: vec!["de", "DE"], ..base() }, &Limits::default())
+            .unwrap_err();
+        assert_eq!(e.field, "markets[1]", "listed twice");
+        let e = AgentProfile::parse(AgentProfileInput { clearance: 6, ..base() }, &Limits::default()).unwrap_err();
+        assert_eq!(e.field, "clearance");
+        let e = AgentProfile::parse(
+            AgentProfileInput { certifications: vec![("pci", 5), ("P CI", 0)], ..base() },
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "certifications[1].name");
+        let e =
+            AgentProfile::parse(AgentProfileInput { certifications: vec![("pci", -1)], ..base() }, &Limits::default())
+                .unwrap_err();
+        assert_eq!(e.field, "certifications[0].expires_at_ms");
+        let p = AgentProfile::parse(
+            AgentProfileInput { vip_certified: true, certifications: vec![("vip", 99)], ..base() },
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.certifications.get(&Certification::vip()),
+            Some(&99),
+            "an explicit expiry wins over the shorthand"
+        );
         let many: Vec<(&str, u32)> = (0..=limits::MAX_SKILLS).map(|_| ("x", 1)).collect();
         let e = AgentProfile::parse(AgentProfileInput { skills: many, ..base() }, &Limits::default()).unwrap_err();
         assert_eq!(e.field, "skills");
+    }
+
+    #[test]
+    fn a_profile_stored_with_the_vip_flag_reads_as_holding_the_vip_certification() {
+        let old = r#"{"id":"a1","display_name":"Ana","languages":[{"language":"de","proficiency":5}],"skills":{},"vip_certified":true,"capacity":{"chat":1},"rating":4.5}"#;
+        let p: AgentProfile = serde_json::from_str(old).unwrap();
+        assert_eq!(p.certifications.get(&Certification::vip()), Some(&Millis::MAX));
+        assert!(p.vip_certified(i64::MAX - 1));
+        let again: AgentProfile = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(again, p, "written back once, as a certification");
+        assert!(!serde_json::to_string(&p).unwrap().contains("vip_certified"));
+    }
+
+    #[test]
+    fn case_gates_are_validated() {
+        let base = || CaseSpecInput {
+            id: "c1",
+            language: "de",
+            tier: Some(Tier::Standard),
+            channel: Some(Channel::Chat),
+            ..Default::default()
+        };
+        let parse = |i| CaseSpec::parse(i, Level::MIN, &Limits::default());
+        let ok = parse(CaseSpecInput {
+            market: "de",
+            data_region: "EU",
+            required_clearance: 2,
+            required_certifications: vec!["pci"],
+            ..base()
+        })
+        .unwrap();
+        assert_eq!((ok.market.unwrap().as_str(), ok.data_region.unwrap().as_str()), ("DE", "eu"));
+        assert_eq!(parse(CaseSpecInput { market: "Germany", ..base() }).unwrap_err().field, "market");
+        assert_eq!(parse(CaseSpecInput { required_clearance: 9, ..base() }).unwrap_err().field, "required_clearance");
+        let e = parse(CaseSpecInput { required_certifications: vec!["pci", "pci"], ..base() }).unwrap_err();
+        assert_eq!(e.field, "required_certifications[1]");
+        assert_eq!(parse(CaseSpecInput { data_region: "e u", ..base() }).unwrap_err().field, "data_region");
+        assert!(parse(base()).unwrap().market.is_none(), "no market: any agent");
     }
 }

@@ -61,6 +61,8 @@ pub struct Policy {
     /// A case handed back prefers its last agent (the affinity term) for this long, should
     /// they come back.
     pub hand_back_preference_ms: u64,
+    /// Working-time limits by market, and what counts as engaged.
+    pub working_time: crate::worktime::WorkingTimePolicy,
 }
 
 impl Default for Policy {
@@ -91,6 +93,7 @@ impl Default for Policy {
             activity_timeout_ms: ChannelDurations { voice: 0, chat: 180_000, email: 0 },
             activity_warning_ms: 60_000,
             hand_back_preference_ms: 120_000,
+            working_time: crate::worktime::WorkingTimePolicy::default(),
         }
     }
 }
@@ -261,6 +264,18 @@ impl Policy {
         }
         if !(1..=10).contains(&self.explain_top) {
             return err("explain_top", "must be 1 to 10");
+        }
+        let wt = &self.working_time;
+        wt.default
+            .validate("working_time.default")
+            .map_err(|r| PolicyError { field: "working_time".into(), reason: r })?;
+        for (m, limits) in &wt.markets {
+            if crate::model::Market::parse("", m).map(|p| p.as_str() != m).unwrap_or(true) {
+                return err("working_time.markets", &format!("{m:?} is not an upper-case ISO 3166-1 alpha-2 code"));
+            }
+            limits
+                .validate(&format!("working_time.markets.{m}"))
+                .map_err(|r| PolicyError { field: "working_time".into(), reason: r })?;
         }
         let t = &self.activity_timeout_ms;
         if [t.voice, t.chat, t.email].iter().any(|t| *t > 0 && *t <= self.activity_warning_ms) {

@@ -17,13 +17,90 @@ pub enum Ineligible {
     Language,
     /// Lacks a required (or not yet dropped preferred) skill at its level.
     Skill,
-    /// VIP case, agent not certified.
+    /// Not contracted for the case's market.
+    Market,
+    /// Not cleared for the data region of the case's personal data.
+    DataRegion,
+    /// Personal-data clearance below the case's.
+    Clearance,
+    /// VIP case, agent not (or no longer) VIP-certified.
     NotVipCertified,
+    /// Lacks a certification the case requires.
+    Certification,
+    /// Holds a certification the case requires, but it has expired.
+    CertificationExpired,
     /// Declined or missed this case recently.
     Excluded,
+    /// The offer would be expected to run past a working-time limit.
+    WorkingTime(crate::worktime::Limit),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ineligible;
+
+    #[test]
+    fn slots_follow_the_rules_order() {
+        for (i, r) in Ineligible::RULES.iter().enumerate() {
+            assert_eq!(r.slot(), i, "{}", r.code());
+        }
+    }
 }
 
 impl Ineligible {
+    /// Every rule with a fixed code (the readiness reasons count as one).
+    pub const RULES: [Ineligible; 12] = [
+        Ineligible::NotReady(""),
+        Ineligible::NoCapacity,
+        Ineligible::Language,
+        Ineligible::Skill,
+        Ineligible::Market,
+        Ineligible::DataRegion,
+        Ineligible::Clearance,
+        Ineligible::NotVipCertified,
+        Ineligible::Certification,
+        Ineligible::CertificationExpired,
+        Ineligible::Excluded,
+        Ineligible::WorkingTime(crate::worktime::Limit::Day),
+    ];
+
+    /// Stable lower-case code (explanations count excluded agents by it).
+    pub fn code(self) -> &'static str {
+        match self {
+            Ineligible::NotReady(_) => "not_ready",
+            Ineligible::NoCapacity => "no_capacity",
+            Ineligible::Language => "language",
+            Ineligible::Skill => "skill",
+            Ineligible::Market => "market",
+            Ineligible::DataRegion => "data_region",
+            Ineligible::Clearance => "clearance",
+            Ineligible::NotVipCertified => "vip_certification",
+            Ineligible::Certification => "certification",
+            Ineligible::CertificationExpired => "certification_expired",
+            Ineligible::Excluded => "excluded",
+            Ineligible::WorkingTime(_) => "working_time",
+        }
+    }
+
+    /// The rule's position in [`Ineligible::RULES`] (counted per ineligible agent: no string
+    /// is compared).
+    fn slot(self) -> usize {
+        match self {
+            Ineligible::NotReady(_) => 0,
+            Ineligible::NoCapacity => 1,
+            Ineligible::Language => 2,
+            Ineligible::Skill => 3,
+            Ineligible::Market => 4,
+            Ineligible::DataRegion => 5,
+            Ineligible::Clearance => 6,
+            Ineligible::NotVipCertified => 7,
+            Ineligible::Certification => 8,
+            Ineligible::CertificationExpired => 9,
+            Ineligible::Excluded => 10,
+            Ineligible::WorkingTime(_) => 11,
+        }
+    }
+
     /// Lower-case explanation.
     pub fn describe(self) -> &'static str {
         match self {
@@ -31,34 +108,50 @@ impl Ineligible {
             Ineligible::NoCapacity => "no spare capacity for the channel",
             Ineligible::Language => "does not speak the language at the required proficiency",
             Ineligible::Skill => "lacks a required skill level",
+            Ineligible::Market => "not contracted for the case's market",
+            Ineligible::DataRegion => "not cleared for the case's data region",
+            Ineligible::Clearance => "personal-data clearance below the case's",
             Ineligible::NotVipCertified => "not vip-certified",
+            Ineligible::Certification => "lacks a required certification",
+            Ineligible::CertificationExpired => "a required certification has expired",
             Ineligible::Excluded => "declined or missed this case",
+            Ineligible::WorkingTime(_) => "the offer would run past a working-time limit",
         }
     }
 }
 
 /// The hard filters: `Ok` when `agent` may be offered `case` at `now`.
 pub fn eligibility(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Result<(), Ineligible> {
-    eligibility_relaxed(case, agent, now, case.relaxed(policy, now))
+    eligibility_relaxed(case, agent, now, case.relaxed(policy, now), policy)
 }
 
 /// [`eligibility`] with the relaxation already worked out (once per selection, not per agent).
-pub fn eligibility_relaxed(case: &Case, agent: &Agent, now: Millis, relaxed: Relaxed) -> Result<(), Ineligible> {
+pub fn eligibility_relaxed(
+    case: &Case,
+    agent: &Agent,
+    now: Millis,
+    relaxed: Relaxed,
+    policy: &Policy,
+) -> Result<(), Ineligible> {
     if let Some(why) = agent.unready_reason(now) {
         return Err(Ineligible::NotReady(why));
     }
     if !agent.has_room(case.spec.channel) {
         return Err(Ineligible::NoCapacity);
     }
-    matches_requirements(case, agent, relaxed)?;
+    if let Some(limit) = crate::worktime::would_cross(agent, case.spec.channel, now, policy) {
+        return Err(Ineligible::WorkingTime(limit));
+    }
+    matches_requirements(case, agent, relaxed, now)?;
     if case.excludes(agent.id(), now) {
         return Err(Ineligible::Excluded);
     }
     Ok(())
 }
 
-/// The profile-only filters (language, skills, VIP), under the given relaxation.
-pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed) -> Result<(), Ineligible> {
+/// The profile filters (language, skills, market, data region, clearance, VIP and the other
+/// certifications, valid at `now`), under the given relaxation. The first that fails.
+pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed, now: Millis) -> Result<(), Ineligible> {
     let spec = &case.spec;
     let profile = &agent.profile;
     let min_prof = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
@@ -78,10 +171,145 @@ pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed) -> Res
             }
         }
     }
-    if case.needs_vip_certified(relaxed) && !profile.vip_certified {
+    if spec.market.as_ref().is_some_and(|m| !profile.markets.contains(m)) {
+        return Err(Ineligible::Market);
+    }
+    if spec.data_region.as_ref().is_some_and(|r| !profile.data_regions.contains(r)) {
+        return Err(Ineligible::DataRegion);
+    }
+    if profile.clearance < spec.required_clearance {
+        return Err(Ineligible::Clearance);
+    }
+    if case.needs_vip_certified(relaxed) && !profile.vip_certified(now) {
         return Err(Ineligible::NotVipCertified);
     }
+    for c in &spec.required_certifications {
+        match profile.certifications.get(c) {
+            None => return Err(Ineligible::Certification),
+            Some(until) if now >= *until => return Err(Ineligible::CertificationExpired),
+            Some(_) => {}
+        }
+    }
     Ok(())
+}
+
+/// One rule an agent fails for a case, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRule {
+    /// The rule.
+    pub rule: Ineligible,
+    /// What exactly fails, for the agent or a planner to read.
+    pub detail: String,
+}
+
+/// Every hard rule `agent` fails for `case` at `now`, each in words (empty: eligible). Unlike
+/// [`eligibility`], which stops at the first, this checks them all: "why was I not offered
+/// this case?".
+pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<FailedRule> {
+    let relaxed = case.relaxed(policy, now);
+    let spec = &case.spec;
+    let profile = &agent.profile;
+    let mut out = Vec::new();
+    let mut fail = |rule: Ineligible, detail: String| out.push(FailedRule { rule, detail });
+    if let Some(why) = agent.unready_reason(now) {
+        let detail = match agent.work.capped.filter(|c| now < c.until && why == "at a working-time limit") {
+            Some(c) => format!(
+                "reached the {} working-time limit; may take work again in {}",
+                c.limit.as_str(),
+                span(c.until - now)
+            ),
+            None => format!("cannot take an offer now: {why}"),
+        };
+        fail(Ineligible::NotReady(why), detail);
+    }
+    if !agent.has_room(spec.channel) {
+        let (load, cap) = (agent.load(spec.channel), profile.capacity_for(spec.channel));
+        fail(Ineligible::NoCapacity, format!("holds {load} of {cap} {} cases", spec.channel.as_str()));
+    }
+    let min_prof = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
+    match profile.proficiency(&spec.language) {
+        None => fail(Ineligible::Language, format!("does not speak {}", spec.language.primary())),
+        Some(p) if p < min_prof => fail(
+            Ineligible::Language,
+            format!("speaks {} at {}, the case needs {}", spec.language.primary(), p.get(), min_prof.get()),
+        ),
+        Some(_) => {}
+    }
+    let required = spec.required_skills.iter().map(|r| (r, r.level.lowered(relaxed.lower_skill_levels_by)));
+    let preferred = spec.preferred_skills.iter().filter(|_| !relaxed.drop_preferred_skills).map(|p| (p, p.level));
+    for (s, need) in required.chain(preferred) {
+        match profile.skills.get(&s.skill) {
+            None => fail(Ineligible::Skill, format!("lacks skill {} (the case needs level {})", s.skill, need.get())),
+            Some(l) if *l < need => fail(
+                Ineligible::Skill,
+                format!("holds skill {} at {}, the case needs {}", s.skill, l.get(), need.get()),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(m) = spec.market.as_ref().filter(|m| !profile.markets.contains(*m)) {
+        let serves: Vec<&str> = profile.markets.iter().map(|m| m.as_str()).collect();
+        let serves = if serves.is_empty() { "none".to_owned() } else { serves.join(", ") };
+        fail(Ineligible::Market, format!("not contracted for market {m} (serves: {serves})"));
+    }
+    if let Some(r) = spec.data_region.as_ref().filter(|r| !profile.data_regions.contains(*r)) {
+        fail(Ineligible::DataRegion, format!("not cleared for personal data of region {r}"));
+    }
+    if profile.clearance < spec.required_clearance {
+        fail(
+            Ineligible::Clearance,
+            format!("personal-data clearance {}, the case needs {}", profile.clearance, spec.required_clearance),
+        );
+    }
+    let vip = crate::model::Certification::vip();
+    let needed = case.needs_vip_certified(relaxed).then_some((&vip, Ineligible::NotVipCertified));
+    for (c, missing) in
+        needed.into_iter().chain(spec.required_certifications.iter().map(|c| (c, Ineligible::Certification)))
+    {
+        match profile.certifications.get(c) {
+            None => fail(missing, format!("lacks certification {c}")),
+            Some(until) if now >= *until => {
+                let rule =
+                    if missing == Ineligible::NotVipCertified { missing } else { Ineligible::CertificationExpired };
+                fail(rule, format!("certification {c} expired {} ago", span(now - until)));
+            }
+            Some(_) => {}
+        }
+    }
+    let wt = &policy.working_time;
+    if let Some(limit) = crate::worktime::would_cross(agent, spec.channel, now, policy) {
+        let limits = wt.limits_for(agent);
+        let room = crate::worktime::room_ms(&agent.work, now, &limits).map_or(0, |(r, _)| r);
+        let expected = wt.expected_handle_ms.get(spec.channel);
+        fail(
+            Ineligible::WorkingTime(limit),
+            format!(
+                "{} left before the {} working-time limit; a {} case is expected to take {}",
+                span(i64::try_from(room).unwrap_or(0)),
+                limit.as_str(),
+                spec.channel.as_str(),
+                span(i64::try_from(expected).unwrap_or(0))
+            ),
+        );
+    }
+    if let Some(until) = case.excluded.get(agent.id()).filter(|u| now < **u) {
+        fail(
+            Ineligible::Excluded,
+            format!("declined or missed this case; it may be offered again in {}", span(until - now)),
+        );
+    }
+    out
+}
+
+/// A duration in words, coarse: `45 s`, `12 min`, `3 h`, `2 d`.
+fn span(ms: Millis) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }
 
 fn above(held: Level, required: Level) -> f64 {
@@ -164,13 +392,15 @@ pub fn rank_first<A: std::borrow::Borrow<Agent>>(
     let keep = policy.explain_top.max(1);
     let mut top: Vec<(f64, A)> = Vec::with_capacity(keep + 1);
     let mut eligible = 0u32;
+    let mut excluded = [0u32; Ineligible::RULES.len()];
     let relaxed = case.relaxed(policy, now);
     for agent in agents {
         let a = agent.borrow();
         if limit > 0 && eligible as usize >= limit {
             break;
         }
-        if eligibility_relaxed(case, a, now, relaxed).is_err() {
+        if let Err(why) = eligibility_relaxed(case, a, now, relaxed, policy) {
+            excluded[why.slot()] += 1;
             continue;
         }
         eligible += 1;
@@ -182,7 +412,9 @@ pub fn rank_first<A: std::borrow::Borrow<Agent>>(
         }
     }
     let candidates = top.iter().map(|(_, a)| score(case, a.borrow(), now, policy)).collect();
-    Explanation { candidates, eligible, relaxations: relaxed.describe() }
+    let excluded =
+        Ineligible::RULES.iter().zip(excluded).filter(|(_, n)| *n > 0).map(|(r, n)| (r.code().to_owned(), n)).collect();
+    Explanation { candidates, eligible, relaxations: relaxed.describe(), excluded }
 }
 
 /// The explanation of an offer to candidate `i` of `ranked`: the winner first, the others in

@@ -131,6 +131,9 @@ pub struct Agent {
     /// Assigned cases taken back from this agent (it vanished or went quiet on them).
     #[serde(default)]
     pub hand_backs: u64,
+    /// Engaged time, for the working-time limits ([`crate::worktime`]).
+    #[serde(default)]
+    pub work: crate::worktime::WorkLog,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -153,6 +156,7 @@ impl Agent {
             status_reason: StatusReason::Requested,
             status_changes: 0,
             hand_backs: 0,
+            work: crate::worktime::WorkLog::default(),
             version: 0,
         }
     }
@@ -227,6 +231,8 @@ impl Agent {
             Some("in wrap-up")
         } else if now < self.cool_down_until {
             Some("cooling down")
+        } else if self.work.capped.is_some_and(|c| now < c.until) {
+            Some("at a working-time limit")
         } else {
             None
         }
@@ -251,7 +257,8 @@ impl Agent {
     /// When the agent may next become ready for work through time alone (end of wrap-up or
     /// cool-down), if that is in the future.
     pub fn next_ready_at(&self, now: Millis) -> Option<Millis> {
-        let at = self.wrap_up_until.max(self.cool_down_until);
+        let capped = self.work.capped.map_or(0, |c| c.until);
+        let at = self.wrap_up_until.max(self.cool_down_until).max(capped);
         (at > now).then_some(at)
     }
 
@@ -396,6 +403,9 @@ pub struct Explanation {
     pub eligible: u32,
     /// Relaxation in force.
     pub relaxations: Vec<String>,
+    /// Agents considered and found ineligible, by rule ([`crate::scoring::Ineligible::code`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, u32>,
 }
 
 /// One offer in a case's history.

@@ -64,18 +64,21 @@ pub struct AvailabilityFilter {
     pub min_proficiency: Option<Level>,
     /// Agents with each of these at or above its level.
     pub skills: Vec<SkillLevel>,
-    /// Only VIP-certified agents.
+    /// Only VIP-certified agents (certification valid now).
     pub vip_certified_only: bool,
+    /// Agents contracted for at least one of these markets; empty: any.
+    pub markets: Vec<crate::model::Market>,
 }
 
 impl AvailabilityFilter {
     /// Whether `agent` is counted.
-    pub fn admits(&self, agent: &Agent) -> bool {
+    pub fn admits(&self, agent: &Agent, now: Millis) -> bool {
         let p = &agent.profile;
         let min = self.min_proficiency.unwrap_or(Level::MIN);
         (self.languages.is_empty() || self.languages.iter().any(|l| p.proficiency(l).is_some_and(|x| x >= min)))
             && self.skills.iter().all(|s| p.skills.get(&s.skill).is_some_and(|l| *l >= s.level))
-            && (!self.vip_certified_only || p.vip_certified)
+            && (!self.vip_certified_only || p.vip_certified(now))
+            && (self.markets.is_empty() || self.markets.iter().any(|m| p.markets.contains(m)))
     }
 }
 
@@ -158,7 +161,7 @@ pub fn availability<'a>(
     now: Millis,
 ) -> Availability {
     let mut out = Availability::default();
-    for agent in agents.into_iter().filter(|a| filter.admits(a)) {
+    for agent in agents.into_iter().filter(|a| filter.admits(a, now)) {
         let activity = agent.activity(now);
         out.total.add(activity);
         if group_by.is_empty() {
@@ -186,7 +189,7 @@ pub fn availability<'a>(
                     })
                     .collect(),
                 GroupBy::Tier => {
-                    let tier = if agent.profile.vip_certified { "vip" } else { "standard" };
+                    let tier = if agent.profile.vip_certified(now) { "vip" } else { "standard" };
                     keys.into_iter().map(|k| GroupKey { tier: Some(tier), ..k }).collect()
                 }
                 GroupBy::Activity => keys.into_iter().map(|k| GroupKey { activity: Some(activity), ..k }).collect(),

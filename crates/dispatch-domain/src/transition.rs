@@ -514,6 +514,20 @@ pub struct Change {
 }
 
 impl Change {
+    /// Brings the agent's working-time log up to its new state ([`crate::worktime::settle`]):
+    /// every change passes here before it is written. A cap it sets arms the agent's ready
+    /// timer for when it ends.
+    pub fn settle(mut self, now: Millis, policy: &Policy) -> Change {
+        if let Some(agent) = self.agent.as_mut() {
+            let before = agent.work.capped;
+            crate::worktime::settle(agent, now, policy);
+            if let Some(c) = agent.work.capped.filter(|c| before != Some(*c)) {
+                self.timers.push((TimerKey::AgentReady(agent.id().clone()), c.until));
+            }
+        }
+        self
+    }
+
     /// Nothing to write: a repeated request that was already carried out, or a stale timer.
     pub fn is_noop(&self) -> bool {
         self.case.is_none() && self.agent.is_none()
@@ -1118,13 +1132,23 @@ pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKe
     timers
 }
 
-/// Registers a new agent or updates a profile; the live state is kept.
-pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Millis) -> Change {
+/// Registers a new agent or updates a profile; the live state is kept. A certification whose
+/// expiry is already past is refused, unless the stored profile has it with that same expiry
+/// (a roster sync sending the profile again as it is).
+pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Millis) -> Result<Change, Rejection> {
+    let stored = |c: &crate::model::Certification| existing.and_then(|a| a.profile.certifications.get(c)).copied();
+    if let Some((c, until)) =
+        profile.certifications.iter().find(|(c, until)| **until <= now && stored(c) != Some(**until))
+    {
+        return Err(
+            FieldError::new("certifications", format!("{c} expires at {until}, which is not in the future")).into()
+        );
+    }
     let agent = match existing {
         Some(a) => Agent { profile, ..a.clone() },
         None => Agent::new(profile, now),
     };
-    Change { agent: Some(agent), ..Change::default() }
+    Ok(Change { agent: Some(agent), ..Change::default() })
 }
 
 /// An agent may be removed only when it holds no offer and no assignment.

@@ -27,6 +27,7 @@ fn profile(id: &str, langs: &[(&str, u32)], skills: &[(&str, u32)], vip: bool) -
             vip_certified: vip,
             capacity: vec![(Some(Channel::Chat), 1)],
             rating: 4.0,
+            ..Default::default()
         },
         &dispatch_domain::limits::Limits::default(),
     )
@@ -205,7 +206,7 @@ proptest! {
         let mut c = new_case("c", "en", &[("billing", 4)], Tier::Vip, T0);
         c.spec.preferred_skills = vec![dispatch_domain::model::SkillLevel { skill: dispatch_domain::Skill::parse("s", "crypto").unwrap(), level: Level::MIN }];
         let a = ready("a", &[("en", prof)], &[("billing", lvl)], vip);
-        let at = |w: u64| scoring::matches_requirements(&c, &a, p.relaxed(w)).is_ok();
+        let at = |w: u64| scoring::matches_requirements(&c, &a, p.relaxed(w), T0).is_ok();
         prop_assert!(!at(wait1) || at(wait1 + extra));
     }
 }
@@ -786,4 +787,163 @@ fn no_activity_warns_then_hands_back_and_activity_resets_the_timer() {
     // The warning must come before the timeout.
     let bad = Policy { activity_warning_ms: 180_000, ..p };
     assert_eq!(bad.validate().unwrap_err().field, "activity_timeout_ms");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Eligibility gates: market, data region, clearance, certifications with expiry
+// ---------------------------------------------------------------------------------------------
+
+fn gated_case(id: &str, f: impl FnOnce(&mut CaseSpec)) -> Case {
+    let mut s = spec(id, "de", &[], Tier::Standard);
+    f(&mut s);
+    transition::submit(s, None, T0, &Policy::default()).case.unwrap()
+}
+
+fn gated_agent(id: &str, f: impl FnOnce(&mut dispatch_domain::model::AgentProfile)) -> Agent {
+    let mut a = ready(id, &[("de", 5)], &[], false);
+    f(&mut a.profile);
+    a
+}
+
+fn market(s: &str) -> dispatch_domain::model::Market {
+    dispatch_domain::model::Market::parse("m", s).unwrap()
+}
+
+fn cert(s: &str) -> dispatch_domain::model::Certification {
+    dispatch_domain::model::Certification::parse("c", s).unwrap()
+}
+
+#[test]
+fn each_gate_excludes_and_says_why_in_words() {
+    let p = Policy::default();
+    let region = dispatch_domain::model::DataRegion::parse("r", "eu").unwrap();
+    let case = gated_case("g1", |s| {
+        s.market = Some(market("de"));
+        s.data_region = Some(region.clone());
+        s.required_clearance = 2;
+        s.required_certifications = vec![cert("pci")];
+    });
+    let good = gated_agent("good", |p| {
+        p.markets.insert(market("DE"));
+        p.data_regions.insert(region.clone());
+        p.clearance = 3;
+        p.certifications.insert(cert("pci"), Millis::MAX);
+    });
+    assert_eq!(scoring::eligibility(&case, &good, T0, &p), Ok(()));
+    assert!(scoring::why_not(&case, &good, T0, &p).is_empty());
+    let gates: [(Agent, Ineligible, &str); 5] = [
+        (
+            gated_agent("fr", |q| {
+                q.clone_from(&good.profile);
+                q.id = AgentId::parse("a", "fr").unwrap();
+                q.markets = [market("FR")].into();
+            }),
+            Ineligible::Market,
+            "not contracted for market DE (serves: FR)",
+        ),
+        (
+            gated_agent("us", |q| {
+                q.clone_from(&good.profile);
+                q.data_regions.clear();
+            }),
+            Ineligible::DataRegion,
+            "not cleared for personal data of region eu",
+        ),
+        (
+            gated_agent("low", |q| {
+                q.clone_from(&good.profile);
+                q.clearance = 1;
+            }),
+            Ineligible::Clearance,
+            "personal-data clearance 1, the case needs 2",
+        ),
+        (
+            gated_agent("nopci", |q| {
+                q.clone_from(&good.profile);
+                q.certifications.clear();
+            }),
+            Ineligible::Certification,
+            "lacks certification pci",
+        ),
+        (
+            gated_agent("old", |q| {
+                q.clone_from(&good.profile);
+                q.certifications.insert(cert("pci"), T0 - 3 * 3_600_000);
+            }),
+            Ineligible::CertificationExpired,
+            "certification pci expired 3 h ago",
+        ),
+    ];
+    for (agent, rule, words) in gates {
+        assert_eq!(scoring::eligibility(&case, &agent, T0, &p), Err(rule), "{words}");
+        let why = scoring::why_not(&case, &agent, T0, &p);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert_eq!((why[0].rule, why[0].detail.as_str()), (rule, words));
+    }
+    // Every failing rule is listed, not only the first.
+    let mut bad = gated_agent("bad", |q| q.clearance = 0);
+    bad.status = AgentStatus::Away;
+    let why: Vec<&str> = scoring::why_not(&case, &bad, T0, &p).iter().map(|w| w.rule.code()).collect();
+    assert_eq!(why, ["not_ready", "market", "data_region", "clearance", "certification"]);
+    // A case without gates takes any agent, gated or not.
+    let plain = gated_case("g2", |_| {});
+    assert_eq!(scoring::eligibility(&plain, &bad_ready(), T0, &p), Ok(()));
+}
+
+fn bad_ready() -> Agent {
+    gated_agent("plain", |_| {})
+}
+
+#[test]
+fn a_certification_is_invalid_from_its_expiry_instant() {
+    let p = Policy::default();
+    let until = T0 + 60_000;
+    let vip_case = gated_case("v1", |s| s.tier = Tier::Vip);
+    let pci_case = gated_case("v2", |s| s.required_certifications = vec![cert("pci")]);
+    let a = gated_agent("a", |q| {
+        q.certifications.insert(cert("vip"), until);
+        q.certifications.insert(cert("pci"), until);
+    });
+    for case in [&vip_case, &pci_case] {
+        assert_eq!(scoring::eligibility(case, &a, until - 1, &p), Ok(()), "valid a millisecond before");
+        assert!(scoring::eligibility(case, &a, until, &p).is_err(), "invalid at the instant");
+    }
+    assert_eq!(scoring::eligibility(&pci_case, &a, until, &p), Err(Ineligible::CertificationExpired));
+    assert_eq!(scoring::eligibility(&vip_case, &a, until, &p), Err(Ineligible::NotVipCertified));
+    assert!(a.profile.vip_certified(until - 1) && !a.profile.vip_certified(until));
+    assert!(a.profile.holds_vip(), "still filed with the VIP agents; the filter decides");
+    // The offer transition re-checks at its own instant.
+    assert!(transition::offer(&pci_case, &a, oid(1), Explanation::default(), until, &p).is_err());
+}
+
+#[test]
+fn the_explanation_counts_the_agents_excluded_per_rule() {
+    let p = Policy::default();
+    let case = gated_case("x1", |s| s.market = Some(market("DE")));
+    let de = gated_agent("de", |q| {
+        q.markets.insert(market("DE"));
+    });
+    let fr1 = gated_agent("fr1", |q| {
+        q.markets.insert(market("FR"));
+    });
+    let fr2 = gated_agent("fr2", |q| {
+        q.markets.insert(market("FR"));
+    });
+    let mut away = gated_agent("away", |q| {
+        q.markets.insert(market("DE"));
+    });
+    away.status = AgentStatus::Away;
+    let why = scoring::rank(&case, [&de, &fr1, &fr2, &away], T0, &p);
+    assert_eq!(why.eligible, 1);
+    assert_eq!(why.excluded, BTreeMap::from([("market".to_owned(), 2), ("not_ready".to_owned(), 1)]));
+}
+
+#[test]
+fn an_expiry_in_the_past_is_refused_on_upsert_unless_it_is_stored_already() {
+    let mut profile = ready("u", &[("de", 5)], &[], false).profile;
+    profile.certifications.insert(cert("pci"), T0 - 1);
+    let err = transition::upsert_profile(None, profile.clone(), T0).unwrap_err();
+    assert!(matches!(&err, Rejection::InvalidArgument(f) if f.field == "certifications"), "{err:?}");
+    let stored = Agent::new(profile.clone(), T0 - 10);
+    assert!(transition::upsert_profile(Some(&stored), profile, T0).is_ok(), "a sync sending it again as it is");
 }

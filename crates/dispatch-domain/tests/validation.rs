@@ -102,6 +102,7 @@ proptest! {
             vip_certified: false,
             capacity: caps.iter().map(|(c, n)| ([None, Some(Channel::Voice), Some(Channel::Chat), Some(Channel::Email)][*c as usize], *n)).collect(),
             rating,
+            ..Default::default()
         };
         match AgentProfile::parse(input, &limits) {
             Ok(p) => {

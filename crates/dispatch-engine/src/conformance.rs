@@ -27,6 +27,7 @@ fn agent(id: &str) -> Agent {
             vip_certified: false,
             capacity: vec![(Some(Channel::Chat), 1)],
             rating: 4.0,
+            ..Default::default()
         },
         &dispatch_domain::limits::Limits::default(),
     )

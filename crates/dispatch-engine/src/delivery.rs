@@ -143,6 +143,14 @@ impl Engine {
             };
             self.tell(after.id(), notice);
         }
+        // A new working-time cap, whichever replica set it.
+        if let Some(c) = after.work.capped.filter(|c| before.as_ref().is_none_or(|b| b.work.capped != Some(*c)))
+            && ended.is_none()
+        {
+            info!(agent_id = %after.id(), limit = c.limit.as_str(), until = c.until, "agent at a working-time limit");
+            let remaining_ms = u64::try_from(c.until - now).unwrap_or(0);
+            self.tell(after.id(), AgentNotice::WorkingTimeLimit { limit: c.limit, remaining_ms });
+        }
         if let Some(why) = ended
             && let Some(session_id) = inner.delivery.sessions.end(after.id(), why)
         {

@@ -9,13 +9,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
+use dispatch_domain::model::Market;
 use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::Explanation;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, Policy, Skill};
 
-/// A posting list key: a primary language, optionally a skill, and whether the list holds only
-/// VIP-certified agents (each agent is in both the general and, if certified, the VIP lists).
-type Posting = (String, Option<Skill>, bool);
+/// A posting list key: a primary language, optionally a skill, whether the list holds only
+/// VIP-certified agents (each agent is in both the general and, if certified, the VIP lists),
+/// and optionally a market (each agent is in the lists without a market and in those of each
+/// market it serves: a case with a market looks only at agents contracted for it).
+type Posting = (String, Option<Skill>, bool, Option<Market>);
 
 /// A posting list: agents longest idle first, with their handles (no map lookup per candidate).
 type Postings = BTreeMap<(Millis, AgentId), Arc<Agent>>;
@@ -60,11 +63,15 @@ pub enum Applied<T> {
 fn postings_of(a: &Agent) -> Vec<Posting> {
     let mut out = Vec::new();
     let langs = a.profile.primary_languages();
-    let tiers: &[bool] = if a.profile.vip_certified { &[false, true] } else { &[false] };
+    let tiers: &[bool] = if a.profile.holds_vip() { &[false, true] } else { &[false] };
+    let markets: Vec<Option<Market>> =
+        std::iter::once(None).chain(a.profile.markets.iter().cloned().map(Some)).collect();
     for l in langs {
         for vip in tiers {
-            out.push((l.to_owned(), None, *vip));
-            out.extend(a.profile.skills.keys().map(|s| (l.to_owned(), Some(s.clone()), *vip)));
+            for m in &markets {
+                out.push((l.to_owned(), None, *vip, m.clone()));
+                out.extend(a.profile.skills.keys().map(|s| (l.to_owned(), Some(s.clone()), *vip, m.clone())));
+            }
         }
     }
     out
@@ -223,8 +230,11 @@ impl PoolIndex {
         let lang = case.spec.language.primary().to_owned();
         // A VIP case looks only at certified agents unless relaxation has opened it up.
         let vip = case.needs_vip_certified(case.relaxed(policy, now));
-        let mut keys = vec![(lang.clone(), None, vip)];
-        keys.extend(case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()), vip)));
+        let market = case.spec.market.clone();
+        let mut keys = vec![(lang.clone(), None, vip, market.clone())];
+        keys.extend(
+            case.spec.required_skills.iter().map(|s| (lang.clone(), Some(s.skill.clone()), vip, market.clone())),
+        );
         let empty = Postings::new();
         let smallest = keys.iter().map(|k| postings.get(k).unwrap_or(&empty)).min_by_key(|s| s.len()).unwrap_or(&empty);
         // The agents the case prefers first: the customer's previous agent, and the agent a

@@ -97,6 +97,21 @@ pub enum AgentNotice {
         /// Time left until the hand-back when sent.
         remaining_ms: u64,
     },
+    /// The agent reached a working-time limit: no offers until `remaining_ms` have passed
+    /// (the work in hand finishes).
+    WorkingTimeLimit {
+        /// The limit reached.
+        limit: dispatch_domain::worktime::Limit,
+        /// Time until the agent may take work again, when sent.
+        remaining_ms: u64,
+    },
+    /// The answer to the agent's question why it may or may not be offered a case.
+    Explanation {
+        /// The case asked about.
+        case_id: CaseId,
+        /// The answer.
+        explanation: Box<crate::api::planner::MatchExplanation>,
+    },
     /// The agent's status changed (or was confirmed on sign-in or resume).
     Status {
         /// The new status.

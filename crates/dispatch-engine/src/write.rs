@@ -152,7 +152,7 @@ impl Engine {
 
     /// Commits a decided change through the gate, then delivers what was stored.
     pub(crate) async fn commit(&self, change: Change, now: Millis) -> Result<Written, StoreError> {
-        let Change { case, agent, events, timers } = change;
+        let Change { case, agent, events, timers } = change.settle(now, &self.inner.policy);
         let counters: Vec<(Counter, i64)> = events.iter().flat_map(Event::counters).collect();
         let commit = Commit { case, agent, timers, counters };
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;

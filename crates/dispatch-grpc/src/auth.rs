@@ -63,6 +63,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.PlannerService/GetQueueStats", PLANNER),
     ("/dispatch.v1.PlannerService/WatchAvailability", PLANNER),
     ("/dispatch.v1.PlannerService/WhatIfStaffing", PLANNER),
+    ("/dispatch.v1.PlannerService/ExplainMatch", PLANNER),
     // Generic tools and load balancers: the API's shape is public (it is in the repository).
     ("/grpc.health.v1.Health/Check", Access::Public),
     ("/grpc.health.v1.Health/Watch", Access::Public),

@@ -98,7 +98,20 @@ pub(crate) fn profile_from(
     prefix: &str,
     limits: &dispatch_domain::limits::Limits,
 ) -> Result<AgentProfile, FieldError> {
-    let pb::AgentProfile { agent_id, display_name, languages, skills, vip_certified, capacity, rating } = p;
+    let pb::AgentProfile {
+        agent_id,
+        display_name,
+        languages,
+        skills,
+        vip_certified,
+        capacity,
+        rating,
+        markets,
+        data_regions,
+        clearance,
+        certifications,
+        work_limits,
+    } = p;
     let channels = capacity
         .iter()
         .enumerate()
@@ -133,13 +146,33 @@ pub(crate) fn profile_from(
                 })
                 .collect(),
             rating: *rating,
+            markets: markets.iter().map(String::as_str).collect(),
+            data_regions: data_regions.iter().map(String::as_str).collect(),
+            clearance: *clearance,
+            certifications: certifications
+                .iter()
+                .map(|c| {
+                    // `valid` is read only.
+                    let pb::Certification { name, expires_at_ms, valid: _ } = c;
+                    (name.as_str(), *expires_at_ms)
+                })
+                .collect(),
+            work_limits: work_limits.as_ref().map(|w| {
+                let pb::WorkLimits { max_continuous_ms, break_ms, max_per_day_ms, max_per_week_ms } = w;
+                dispatch_domain::worktime::WorkLimits {
+                    max_continuous_ms: *max_continuous_ms,
+                    break_ms: *break_ms,
+                    max_per_day_ms: *max_per_day_ms,
+                    max_per_week_ms: *max_per_week_ms,
+                }
+            }),
         },
         limits,
     )
     .map_err(prefixed(prefix))
 }
 
-fn profile_to(p: &AgentProfile) -> pb::AgentProfile {
+fn profile_to(p: &AgentProfile, now: Millis) -> pb::AgentProfile {
     pb::AgentProfile {
         agent_id: p.id.to_string(),
         display_name: p.display_name.clone(),
@@ -156,13 +189,31 @@ fn profile_to(p: &AgentProfile) -> pb::AgentProfile {
             .iter()
             .map(|(s, l)| pb::SkillLevel { skill: s.to_string(), level: u32::from(l.get()) })
             .collect(),
-        vip_certified: p.vip_certified,
+        vip_certified: p.vip_certified(now),
         capacity: p
             .capacity
             .iter()
             .map(|(c, n)| pb::ChannelCapacity { channel: channel_to(*c) as i32, capacity: *n })
             .collect(),
         rating: p.rating,
+        markets: p.markets.iter().map(ToString::to_string).collect(),
+        data_regions: p.data_regions.iter().map(ToString::to_string).collect(),
+        clearance: u32::from(p.clearance),
+        certifications: p
+            .certifications
+            .iter()
+            .map(|(c, until)| pb::Certification {
+                name: c.to_string(),
+                expires_at_ms: if *until == Millis::MAX { 0 } else { *until },
+                valid: now < *until,
+            })
+            .collect(),
+        work_limits: p.work_limits.map(|w| pb::WorkLimits {
+            max_continuous_ms: w.max_continuous_ms,
+            break_ms: w.break_ms,
+            max_per_day_ms: w.max_per_day_ms,
+            max_per_week_ms: w.max_per_week_ms,
+        }),
     }
 }
 
@@ -172,8 +223,11 @@ fn remaining(until: Millis, now: Millis) -> u64 {
 
 /// Domain agent → proto, with remaining times measured at `now`.
 pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
+    // Day and week figures do not depend on the limits.
+    let used = a.work.used(now, &dispatch_domain::worktime::WorkLimits::default());
+    let capped = a.work.capped.filter(|c| now < c.until);
     pb::Agent {
-        profile: Some(profile_to(&a.profile)),
+        profile: Some(profile_to(&a.profile, now)),
         presence: Some(pb::AgentPresence {
             status: status_to(a.status) as i32,
             activity: activity_to(a.activity(now)) as i32,
@@ -186,6 +240,10 @@ pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
             offers_received: a.offers_received,
             offers_accepted: a.offers_accepted,
             hand_backs: a.hand_backs,
+            engaged_today_ms: used.day_ms,
+            engaged_week_ms: used.week_ms,
+            capped_limit: capped.map(|c| c.limit.as_str().to_owned()).unwrap_or_default(),
+            capped_remaining_ms: capped.map_or(0, |c| remaining(c.until, now)),
         }),
         version: a.version,
     }
@@ -207,6 +265,10 @@ pub(crate) fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Resu
         customer_id,
         previous_agent_id,
         ttl_ms,
+        market,
+        data_region,
+        required_clearance,
+        required_certifications,
     } = s;
     let pairs = |v: &'_ [pb::SkillLevel]| -> Vec<(String, u32)> {
         v.iter()
@@ -234,6 +296,10 @@ pub(crate) fn spec_from(s: &pb::CaseSpec, prefix: &str, policy: &Policy) -> Resu
             customer_id,
             previous_agent_id,
             ttl_ms: *ttl_ms,
+            market,
+            data_region,
+            required_clearance: *required_clearance,
+            required_certifications: required_certifications.iter().map(String::as_str).collect(),
         },
         policy.default_min_level(),
         &policy.limits,
@@ -256,6 +322,10 @@ fn spec_to(s: &CaseSpec, viewer: Option<&TenantId>) -> pb::CaseSpec {
         customer_id: s.customer.as_ref().map(ToString::to_string).unwrap_or_default(),
         previous_agent_id: s.previous_agent.as_ref().map(ToString::to_string).unwrap_or_default(),
         ttl_ms: s.ttl_ms.unwrap_or(0),
+        market: s.market.as_ref().map(ToString::to_string).unwrap_or_default(),
+        data_region: s.data_region.as_ref().map(ToString::to_string).unwrap_or_default(),
+        required_clearance: u32::from(s.required_clearance),
+        required_certifications: s.required_certifications.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -272,6 +342,23 @@ pub fn summary_to(s: &CaseSpec) -> pb::CaseSummary {
         sentiment: s.sentiment,
         priority: u32::from(s.priority),
         customer_id: s.customer.as_ref().map(ToString::to_string).unwrap_or_default(),
+        market: s.market.as_ref().map(ToString::to_string).unwrap_or_default(),
+    }
+}
+
+/// Why an agent may or may not be offered a case → proto.
+pub fn match_explanation_to(e: &dispatch_engine::api::planner::MatchExplanation) -> pb::ExplainMatchResponse {
+    pb::ExplainMatchResponse {
+        eligible: e.failed.is_empty(),
+        failed: e
+            .failed
+            .iter()
+            .map(|f| pb::FailedRule { rule: f.rule.code().to_owned(), detail: f.detail.clone() })
+            .collect(),
+        score: e.score.as_ref().map(candidate_to),
+        relaxations: e.relaxations.clone(),
+        case_state: state_to(&e.case_state) as i32,
+        at_ms: e.at,
     }
 }
 
@@ -318,6 +405,7 @@ fn explanation_to(e: &Explanation) -> pb::Explanation {
         candidates: e.candidates.iter().map(candidate_to).collect(),
         eligible: e.eligible,
         relaxations: e.relaxations.clone(),
+        excluded: e.excluded.iter().map(|(rule, n)| pb::ExclusionCount { rule: rule.clone(), agents: *n }).collect(),
     }
 }
 
@@ -427,6 +515,13 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
         AgentNotice::ActivityWarning { case_id, remaining_ms } => {
             Event::ActivityWarning(pb::ActivityWarning { case_id: case_id.to_string(), remaining_ms })
         }
+        AgentNotice::WorkingTimeLimit { limit, remaining_ms } => {
+            Event::WorkingTime(pb::WorkingTimeLimit { limit: limit.as_str().to_owned(), resume_in_ms: remaining_ms })
+        }
+        AgentNotice::Explanation { case_id, explanation } => Event::Explanation(pb::MatchExplained {
+            case_id: case_id.to_string(),
+            explanation: Some(match_explanation_to(&explanation)),
+        }),
         AgentNotice::Status { status, activity, reason, assignments } => Event::Status(pb::StatusChanged {
             status: status_to(status) as i32,
             activity: activity_to(activity) as i32,
@@ -457,7 +552,14 @@ pub(crate) fn filter_from(
     prefix: &str,
 ) -> Result<(AvailabilityFilter, Vec<GroupBy>), FieldError> {
     let mut filter = AvailabilityFilter::default();
-    if let Some(pb::AvailabilityFilter { languages, min_language_proficiency, skills, vip_certified_only }) = f {
+    if let Some(pb::AvailabilityFilter { languages, min_language_proficiency, skills, vip_certified_only, markets }) = f
+    {
+        if markets.len() > limits.max_skills {
+            return Err(FieldError::new(format!("{prefix}filter.markets"), "too many markets"));
+        }
+        for (i, m) in markets.iter().enumerate() {
+            filter.markets.push(dispatch_domain::model::Market::parse(&format!("{prefix}filter.markets[{i}]"), m)?);
+        }
         for (i, l) in languages.iter().enumerate() {
             filter.languages.push(Language::parse(&format!("{prefix}filter.languages[{i}]"), l)?);
         }

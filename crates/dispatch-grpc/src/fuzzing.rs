@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 10;
+pub const KINDS: u8 = 11;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -28,7 +28,8 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         6 => pb::CancelCaseRequest::decode(body).is_ok_and(|r| requests::cancel_case(&r, limits).is_ok()),
         7 => pb::ListAgentsRequest::decode(body).is_ok_and(|r| requests::list_agents(&r, limits).is_ok()),
         8 => pb::WatchCaseRequest::decode(body).is_ok_and(|r| requests::watch_case(&r).is_ok()),
-        _ => pb::WhatIfStaffingRequest::decode(body).is_ok_and(|r| requests::what_if_staffing(&r).is_ok()),
+        9 => pb::WhatIfStaffingRequest::decode(body).is_ok_and(|r| requests::what_if_staffing(&r).is_ok()),
+        _ => pb::ExplainMatchRequest::decode(body).is_ok_and(|r| requests::explain_match(&r).is_ok()),
     }
 }
 
@@ -61,12 +62,29 @@ pub fn seeds() -> Vec<Vec<u8>> {
         vip_certified: true,
         capacity: vec![pb::ChannelCapacity { channel: pb::Channel::Chat as i32, capacity: 3 }],
         rating: 4.5,
+        ..Default::default()
     };
     let filter = pb::AvailabilityFilter {
         languages: vec!["de".into()],
         min_language_proficiency: 3,
         skills: vec![pb::SkillLevel { skill: "disputes".into(), level: 3 }],
         vip_certified_only: true,
+        ..Default::default()
+    };
+    let gated_spec = pb::CaseSpec {
+        case_id: "case-2".into(),
+        market: "de".into(),
+        data_region: "eu".into(),
+        required_clearance: 2,
+        required_certifications: vec!["pci".into()],
+        ..spec.clone()
+    };
+    let gated_profile = pb::AgentProfile {
+        markets: vec!["DE".into(), "AT".into()],
+        data_regions: vec!["eu".into()],
+        clearance: 3,
+        certifications: vec![pb::Certification { name: "pci".into(), expires_at_ms: 1_900_000_000_000, valid: false }],
+        ..profile.clone()
     };
     use pb::agent_message::Command as C;
     let msg = |c: C| pb::AgentMessage { request_id: "r1".into(), command: Some(c) }.encode_to_vec();
@@ -88,5 +106,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with(7, pb::ListAgentsRequest { page_size: 10, page_token: "ana".into() }.encode_to_vec()),
         with(8, pb::WatchCaseRequest { case_id: "case-1".into() }.encode_to_vec()),
         with(2, msg(C::ReportActivity(pb::ReportActivity { case_id: "case-1".into() }))),
+        with(10, pb::ExplainMatchRequest { case_id: "acme/case-1".into(), agent_id: "ana".into() }.encode_to_vec()),
+        with(2, msg(C::ExplainCase(pb::ExplainCase { case_id: "case-1".into() }))),
+        with(0, pb::SubmitCaseRequest { spec: Some(gated_spec) }.encode_to_vec()),
+        with(1, pb::UpsertAgentRequest { profile: Some(gated_profile) }.encode_to_vec()),
     ]
 }

@@ -21,6 +21,12 @@ pub fn submit_case(r: &pb::SubmitCaseRequest, policy: &Policy) -> Result<CaseSpe
     convert::spec_from(spec.as_ref().ok_or_else(|| required("spec"))?, "spec", policy)
 }
 
+/// `ExplainMatch`: the case (as the dispatcher names it) and the agent.
+pub fn explain_match(r: &pb::ExplainMatchRequest) -> Result<(CaseId, dispatch_domain::AgentId), FieldError> {
+    let pb::ExplainMatchRequest { case_id, agent_id } = r;
+    Ok((CaseId::parse_qualified("case_id", case_id)?, dispatch_domain::AgentId::parse("agent_id", agent_id)?))
+}
+
 /// `WhatIfStaffing`.
 pub fn what_if_staffing(r: &pb::WhatIfStaffingRequest) -> Result<dispatch_domain::queueing::Forecast, FieldError> {
     let pb::WhatIfStaffingRequest {
@@ -148,6 +154,9 @@ pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, F
         ),
         Command::ReportActivity(pb::ReportActivity { case_id }) => {
             AgentCommand::ReportActivity(CaseId::parse_qualified("report_activity.case_id", &case_id)?)
+        }
+        Command::ExplainCase(pb::ExplainCase { case_id }) => {
+            AgentCommand::ExplainCase(CaseId::parse_qualified("explain_case.case_id", &case_id)?)
         }
     })
 }

@@ -46,19 +46,54 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory-policy", "allkeys-lru"]`).
     pub fn start_with(extra: &[&str]) -> Self {
+        // A free port may be taken between choosing it and the server binding it (by another
+        // test's server, or as a client connection's local port): the server then exits at
+        // once, and another port is tried.
+        for _ in 0..4 {
+            if let Some(s) = Self::try_start_on(free_port(), extra) {
+                return s;
+            }
+        }
         Self::start_on(free_port(), extra)
     }
 
     fn start_on(port: u16, extra: &[&str]) -> Self {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("dispatch-redis-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the redis test directory");
-        let mut s = Self { child: None, port, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        let mut s = Self::new_on(port, extra);
         s.spawn();
         s
     }
 
+    fn new_on(port: u16, extra: &[&str]) -> Self {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("dispatch-redis-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the redis test directory");
+        Self { child: None, port, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() }
+    }
+
+    /// Starts a server on `port`; `None` if it exited before answering (the port was taken).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<Self> {
+        let mut s = Self::new_on(port, extra);
+        s.launch();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if s.ping() {
+                return Some(s);
+            }
+            if s.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                s.child = None;
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server on port {port} did not answer PING within 10 s");
+    }
+
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    fn launch(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
@@ -76,7 +111,6 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
-        self.wait_ready();
     }
 
     fn wait_ready(&self) {

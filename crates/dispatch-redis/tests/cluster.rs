@@ -66,6 +66,7 @@ async fn each_pool_lives_on_one_shard_and_the_engine_dispatches_there() {
             vip_certified: true,
             capacity: vec![(Some(Channel::Chat), 1)],
             rating: 4.5,
+            ..Default::default()
         },
         &limits,
     )

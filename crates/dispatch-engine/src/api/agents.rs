@@ -30,6 +30,9 @@ pub enum AgentCommand {
     /// Still working on an assigned case (a reply sent, a call running): its activity timer
     /// starts again.
     ReportActivity(CaseId),
+    /// Why the agent may or may not be offered a case: answered by an
+    /// [`AgentNotice::Explanation`] before the result.
+    ExplainCase(CaseId),
 }
 
 /// One message from the device, as the transport decoded it.
@@ -207,6 +210,13 @@ impl Engine {
             AgentCommand::Decline(offer_id, reason) => self.decline(agent_id, session_id, &offer_id, &reason).await,
             AgentCommand::Complete(case_id, outcome) => self.complete(agent_id, session_id, &case_id, &outcome).await,
             AgentCommand::ReportActivity(case_id) => self.report_activity(agent_id, session_id, &case_id).await,
+            AgentCommand::ExplainCase(case_id) => {
+                let explanation = Box::new(self.explain_match(&case_id, agent_id).await?);
+                let notice = AgentNotice::Explanation { case_id, explanation };
+                // The device's queue is full: it hears nothing more anyway.
+                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                Ok(())
+            }
         }
     }
 

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use dispatch_domain::scoring::{self, FailedRule};
+use dispatch_domain::state::CandidateScore;
 use dispatch_domain::stats::{self, Availability, AvailabilityFilter, Counter, GroupBy};
-use dispatch_domain::{CaseState, Millis, Tier};
+use dispatch_domain::{AgentId, CaseId, CaseState, Millis, Rejection, Tier};
 use tokio::sync::watch;
 
 use crate::engine::Engine;
@@ -41,7 +43,40 @@ pub struct QueueStats {
     pub mean_time_to_accept_ms: f64,
 }
 
+/// Why one agent may or may not be offered one case, now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchExplanation {
+    /// The case's state (an agent is offered only waiting cases).
+    pub case_state: CaseState,
+    /// Every hard rule the agent fails, in words (empty: eligible).
+    pub failed: Vec<FailedRule>,
+    /// The agent's score for the case when eligible.
+    pub score: Option<CandidateScore>,
+    /// The relaxation in force for the case now.
+    pub relaxations: Vec<String>,
+    /// The store's time.
+    pub at: Millis,
+}
+
 impl Engine {
+    /// Why `agent` may or may not be offered `case` now, from the records as stored: every
+    /// failed rule in words (the domain's [`scoring::why_not`]), or its score.
+    pub async fn explain_match(&self, case_id: &CaseId, agent_id: &AgentId) -> Result<MatchExplanation, EngineError> {
+        let read = self.inner.store.read(Some(case_id), Some(agent_id)).await?;
+        let case = read.case.ok_or_else(|| Rejection::not_found("case", case_id))?;
+        let agent = read.agent.ok_or_else(|| Rejection::not_found("agent", agent_id))?;
+        let policy = &self.inner.policy;
+        let failed = scoring::why_not(&case, &agent, read.now, policy);
+        let score = failed.is_empty().then(|| scoring::score(&case, &agent, read.now, policy));
+        Ok(MatchExplanation {
+            case_state: case.state.clone(),
+            failed,
+            score,
+            relaxations: case.relaxed(policy, read.now).describe(),
+            at: read.now,
+        })
+    }
+
     /// Agent counts, filtered and grouped, from the live index; with the store's time.
     pub async fn availability(
         &self,

@@ -16,7 +16,11 @@ impl Engine {
         let out = self
             .transact(Load::Agent(&id), |_, agent, now| {
                 created = agent.is_none();
-                Ok(transition::upsert_profile(agent, profile.clone(), now))
+                transition::upsert_profile(agent, profile.clone(), now).map_err(|r| match r {
+                    // The profile's fields, as the request names them.
+                    Rejection::InvalidArgument(f) => Rejection::InvalidArgument(f.under("profile")),
+                    other => other,
+                })
             })
             .await?;
         let agent = out.committed.agent.ok_or_else(|| EngineError::Internal("upsert stored no agent".into()))?;

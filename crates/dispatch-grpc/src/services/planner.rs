@@ -32,6 +32,15 @@ impl pb::planner_service_server::PlannerService for Services {
         Ok(Response::new(convert::queue_stats_to(&stats)))
     }
 
+    async fn explain_match(
+        &self,
+        request: Request<pb::ExplainMatchRequest>,
+    ) -> Result<Response<pb::ExplainMatchResponse>, Status> {
+        let (case_id, agent_id) = requests::explain_match(request.get_ref()).map_err(invalid)?;
+        let e = self.engine.explain_match(&case_id, &agent_id).await.map_err(status)?;
+        Ok(Response::new(convert::match_explanation_to(&e)))
+    }
+
     /// Pure computation in the domain; a large forecast runs off the async workers.
     async fn what_if_staffing(
         &self,

@@ -53,7 +53,7 @@ enum Cmd {
     Case(CaseCmd),
     /// Act as an agent: open the stream, print what the dispatcher sends, read commands from
     /// standard input (`available`, `away`, `offline`, `accept OFFER`, `decline OFFER [reason]`,
-    /// `complete CASE [outcome]`).
+    /// `complete CASE [outcome]`, `activity CASE`, `why CASE`).
     Connect(ConnectArgs),
     /// Who is available now.
     Availability(AvailabilityArgs),
@@ -62,6 +62,13 @@ enum Cmd {
     /// Staffing for a forecast (Erlang C, and Erlang A with --patience): agents needed for the
     /// goal and what they achieve.
     WhatIf(WhatIfArgs),
+    /// Why an agent may or may not be offered a case now: every rule it fails, in words.
+    Why {
+        /// The case (as the dispatcher names it).
+        case: String,
+        /// The agent.
+        agent: String,
+    },
     /// Mints an HS256 token for development and tests (production tokens come from your
     /// identity provider).
     DevToken(DevTokenArgs),
@@ -159,6 +166,25 @@ struct UpsertArgs {
     /// Rating, 0 to 5.
     #[arg(long, default_value_t = 4.0)]
     rating: f64,
+    /// A market the agent may serve (ISO 3166-1 alpha-2, e.g. `DE`); repeatable.
+    #[arg(long = "market", value_name = "CC")]
+    markets: Vec<String>,
+    /// A data region the agent is cleared for (e.g. `eu`); repeatable.
+    #[arg(long = "region")]
+    regions: Vec<String>,
+    /// Personal-data clearance, 0 to 5.
+    #[arg(long, default_value_t = 0)]
+    clearance: u32,
+    /// A certification, optionally with its expiry in epoch milliseconds (`pci`, `vip:1767225600000`);
+    /// repeatable.
+    #[arg(long = "cert", value_name = "NAME[:EXPIRES_MS]")]
+    certifications: Vec<String>,
+    /// The agent's own limit of engaged time per UTC day, in hours (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    max_hours_per_day: f64,
+    /// The agent's own limit of engaged time over seven days, in hours (a visa's cap; 0: none).
+    #[arg(long, default_value_t = 0.0)]
+    max_hours_per_week: f64,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +228,18 @@ struct SubmitArgs {
     /// Expire after this long without an agent (0: never).
     #[arg(long, default_value_t = 0)]
     ttl_ms: u64,
+    /// The customer's market (ISO 3166-1 alpha-2).
+    #[arg(long, default_value = "")]
+    market: String,
+    /// The data region of the customer's personal data.
+    #[arg(long, default_value = "")]
+    region: String,
+    /// Personal-data clearance the case needs, 0 to 5.
+    #[arg(long, default_value_t = 0)]
+    clearance: u32,
+    /// A certification the agent must hold; repeatable.
+    #[arg(long = "cert")]
+    certifications: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +347,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = planner.get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
             out.print(&r, || queue_table(&r))
         }
+        Cmd::Why { case, agent } => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner
+                .explain_match(pb::ExplainMatchRequest { case_id: case.clone(), agent_id: agent.clone() })
+                .await?;
+            let r = r.into_inner();
+            out.print(&r, || {
+                if r.eligible {
+                    let total = r.score.as_ref().map_or(0.0, |s| s.total);
+                    format!("{agent} may be offered {case} (score {total:.3})")
+                } else {
+                    let lines: Vec<String> =
+                        r.failed.iter().map(|f| format!("  {:<22} {}", f.rule, f.detail)).collect();
+                    format!("{agent} cannot be offered {case}:\n{}", lines.join("\n"))
+                }
+            })
+        }
         Cmd::WhatIf(a) => {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
             let request = pb::WhatIfStaffingRequest {
@@ -394,6 +449,23 @@ async fn agent_cmd(conn: Conn, cmd: AgentCmd, out: &Out) -> anyhow::Result<()> {
                 vip_certified: a.vip,
                 capacity,
                 rating: a.rating,
+                markets: a.markets,
+                data_regions: a.regions,
+                clearance: a.clearance,
+                certifications: a
+                    .certifications
+                    .iter()
+                    .map(|c| {
+                        let (name, expires) = c.split_once(':').unwrap_or((c, "0"));
+                        let expires_at_ms = expires.parse().with_context(|| format!("--cert {c}: expiry in ms"))?;
+                        Ok(pb::Certification { name: name.to_owned(), expires_at_ms, valid: false })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                work_limits: (a.max_hours_per_day > 0.0 || a.max_hours_per_week > 0.0).then(|| pb::WorkLimits {
+                    max_per_day_ms: (a.max_hours_per_day * 3_600_000.0) as u64,
+                    max_per_week_ms: (a.max_hours_per_week * 3_600_000.0) as u64,
+                    ..Default::default()
+                }),
             };
             let r = roster.upsert_agent(pb::UpsertAgentRequest { profile: Some(profile) }).await?.into_inner();
             out.print(&r, || {
@@ -435,12 +507,16 @@ fn agents_table(agents: &[pb::Agent]) -> String {
         let pr = a.presence.clone().unwrap_or_default();
         let langs: Vec<String> = p.languages.iter().map(|l| format!("{}:{}", l.language, l.proficiency)).collect();
         let sk: Vec<String> = p.skills.iter().map(|l| format!("{}:{}", l.skill, l.level)).collect();
-        let work = format!(
-            "offer={} cases={} hand_backs={}",
+        let mut work = format!(
+            "offer={} cases={} hand_backs={} today={}min",
             if pr.pending_offer_id.is_empty() { "-" } else { &pr.pending_offer_id },
             pr.assigned_case_ids.len(),
-            pr.hand_backs
+            pr.hand_backs,
+            pr.engaged_today_ms / 60_000
         );
+        if !pr.capped_limit.is_empty() {
+            work.push_str(&format!(" capped={}({}min)", pr.capped_limit, pr.capped_remaining_ms / 60_000));
+        }
         s.push_str(&format!(
             "{:<16} {:<18} {:<16} {:<24} {:<4} {:<10} {:<10} {}\n",
             p.agent_id,
@@ -473,6 +549,10 @@ async fn submit(conn: Conn, a: SubmitArgs, out: &Out) -> anyhow::Result<()> {
         customer_id: a.customer,
         previous_agent_id: a.previous_agent,
         ttl_ms: a.ttl_ms,
+        market: a.market,
+        data_region: a.region,
+        required_clearance: a.clearance,
+        required_certifications: a.certifications,
     };
     let r = EscalationServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone())
         .submit_case(pb::SubmitCaseRequest { spec: Some(spec) })
@@ -613,7 +693,8 @@ async fn connect(conn: Conn, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
                     ["decline", o, rest @ ..] => C::Decline(pb::Decline { offer_id: (*o).to_owned(), reason: rest.join(" ") }),
                     ["complete", c, rest @ ..] => C::Complete(pb::Complete { case_id: (*c).to_owned(), outcome: rest.join(" ") }),
                     ["activity", c] => C::ReportActivity(pb::ReportActivity { case_id: (*c).to_owned() }),
-                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome] | activity CASE"); continue }
+                    ["why", c] => C::ExplainCase(pb::ExplainCase { case_id: (*c).to_owned() }),
+                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome] | activity CASE | why CASE"); continue }
                 };
                 tx.send(msg(cmd)).await?;
             }
@@ -657,6 +738,22 @@ fn describe(m: &pb::DispatcherMessage) -> String {
                 format!("ERROR {} {:?}: {}", r.request_id, code, r.message)
             }
         }
+        Some(Event::Explanation(x)) => {
+            let e = x.explanation.clone().unwrap_or_default();
+            if e.eligible {
+                format!("ELIGIBLE for case={}", x.case_id)
+            } else {
+                let why: Vec<String> = e.failed.iter().map(|f| format!("{}: {}", f.rule, f.detail)).collect();
+                format!("NOT ELIGIBLE for case={}: {}", x.case_id, why.join("; "))
+            }
+        }
+        Some(Event::WorkingTime(w)) => {
+            format!(
+                "WORKING_TIME_LIMIT {}: no offers for {}s; the work in hand finishes",
+                w.limit,
+                w.resume_in_ms / 1000
+            )
+        }
         Some(Event::HandedBack(h)) => format!("HANDED_BACK case={} offer={} ({})", h.case_id, h.offer_id, h.reason),
         Some(Event::ActivityWarning(w)) => {
             format!(
@@ -686,6 +783,7 @@ async fn availability(conn: Conn, a: AvailabilityArgs, out: &Out) -> anyhow::Res
         min_language_proficiency: 0,
         skills: skills(&a.skills)?,
         vip_certified_only: a.vip,
+        ..Default::default()
     };
     let r = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone())
         .get_availability(pb::GetAvailabilityRequest { filter: Some(filter), group_by })
