@@ -9,5 +9,7 @@ mod operability;
 mod presence;
 mod redis_faults;
 mod replicas;
+mod reputation;
 mod security;
+mod transparency;
 mod worktime;

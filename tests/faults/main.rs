@@ -663,8 +663,15 @@ async fn agents_vanish_holding_cases() {
         assert!(a.assignments.is_empty(), "{agent} vanished with {case}; its record still holds {:?}", a.assignments);
         assert!(a.session.is_none() && a.hand_backs >= 1, "{agent}: offline, counted: {a:?}");
     }
-    println!("scenario=agents-vanish vanished={} handed_back={}", vanished.len(), v.handed_back);
-    assert!(!vanished.is_empty() && v.handed_back >= vanished.len(), "every vanished agent's case handed back");
+    // One case may be taken by two agents who both vanish with it: count cases.
+    let cases: std::collections::HashSet<&String> = vanished.iter().map(|(_, c)| c).collect();
+    println!(
+        "scenario=agents-vanish vanished={} their_cases={} handed_back={}",
+        vanished.len(),
+        cases.len(),
+        v.handed_back
+    );
+    assert!(!vanished.is_empty() && v.handed_back >= cases.len(), "every vanished agent's case handed back");
     assert_eq!(v.completed, v.cases);
 }
 

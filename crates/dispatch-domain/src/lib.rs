@@ -13,16 +13,20 @@
 //!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
 //! - [`stats`]: planner counts over agents;
 //! - [`queueing`]: Erlang C and Erlang A (waits, service level, agents needed);
-//! - [`worktime`]: working-time accounting and limits.
+//! - [`worktime`]: working-time accounting and limits;
+//! - [`reputation`]: customers' ratings and the shrunk mean selection scores;
+//! - [`transparency`]: why an agent gets no offers, and the allocation parameters in force.
 
 pub mod limits;
 pub mod model;
 pub mod policy;
 pub mod queueing;
+pub mod reputation;
 pub mod scoring;
 pub mod state;
 pub mod stats;
 pub mod transition;
+pub mod transparency;
 pub mod worktime;
 
 pub use model::{

@@ -63,6 +63,8 @@ pub struct Policy {
     pub hand_back_preference_ms: u64,
     /// Working-time limits by market, and what counts as engaged.
     pub working_time: crate::worktime::WorkingTimePolicy,
+    /// How customers' ratings become the rating term.
+    pub reputation: crate::reputation::ReputationPolicy,
 }
 
 impl Default for Policy {
@@ -94,6 +96,7 @@ impl Default for Policy {
             activity_warning_ms: 60_000,
             hand_back_preference_ms: 120_000,
             working_time: crate::worktime::WorkingTimePolicy::default(),
+            reputation: crate::reputation::ReputationPolicy::default(),
         }
     }
 }
@@ -265,6 +268,7 @@ impl Policy {
         if !(1..=10).contains(&self.explain_top) {
             return err("explain_top", "must be 1 to 10");
         }
+        self.reputation.validate().map_err(|r| PolicyError { field: "reputation".into(), reason: r })?;
         let wt = &self.working_time;
         wt.default
             .validate("working_time.default")

@@ -325,7 +325,9 @@ fn above(held: Level, required: Level) -> f64 {
 /// - `language`: proficiency above the case's minimum, scaled to the room above it;
 /// - `skill_depth`: mean over required skills of the level above the requirement, and over
 ///   preferred skills of whether the agent holds them at their level;
-/// - `rating`: rating / 5;
+/// - `rating`: the agent's earned rating / 5: the mean of its last `reputation.window`
+///   controllable customer ratings shrunk toward `reputation.prior_mean` (a newcomer is at the
+///   prior); the profile's typed-in `rating` is not used;
 /// - `idle`: time since the agent last became free, saturating at `idle_saturation_ms`;
 /// - `acceptance`: smoothed share of offers accepted, (accepted + 1) / (received + 2);
 /// - `affinity`: 1 when the agent is the customer's previous agent, or the agent a handed-back
@@ -357,7 +359,7 @@ fn term_values(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> [f64
     let idle = ((now - agent.idle_since).max(0) as f64 / policy.idle_saturation_ms as f64).min(1.0);
     let returning = case.prefers_returning(agent.id(), now);
     let affinity = if returning || spec.previous_agent.as_ref() == Some(agent.id()) { 1.0 } else { 0.0 };
-    let rating = (profile.rating / 5.0).clamp(0.0, 1.0);
+    let rating = (agent.ratings.score(&policy.reputation) / 5.0).clamp(0.0, 1.0);
     [language, skill_depth, rating, idle, agent.acceptance_ratio(), affinity]
 }
 

@@ -131,9 +131,13 @@ pub struct Agent {
     /// Assigned cases taken back from this agent (it vanished or went quiet on them).
     #[serde(default)]
     pub hand_backs: u64,
-    /// Engaged time, for the working-time limits ([`crate::worktime`]).
-    #[serde(default)]
+    /// Engaged time and the day's figures, for the working-time limits and the agent's own
+    /// figures ([`crate::worktime`]).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub work: crate::worktime::WorkLog,
+    /// Customers' ratings of the cases it completed ([`crate::reputation`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ratings: crate::reputation::Ratings,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -157,6 +161,7 @@ impl Agent {
             status_changes: 0,
             hand_backs: 0,
             work: crate::worktime::WorkLog::default(),
+            ratings: crate::reputation::Ratings::default(),
             version: 0,
         }
     }
@@ -432,6 +437,10 @@ pub struct OfferRecord {
     pub handed_back_at: Millis,
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 fn is_zero(v: &Millis) -> bool {
     *v == 0
 }
@@ -485,6 +494,9 @@ pub struct Case {
     /// A handed-back case's preference for the agent it was taken from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub returning: Option<Returning>,
+    /// The customer's rating, once given (completed cases only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<crate::reputation::CaseRating>,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -505,6 +517,7 @@ impl Case {
             activity_at: 0,
             activity_warned_at: 0,
             returning: None,
+            rating: None,
             version: 0,
         }
     }
@@ -545,6 +558,14 @@ impl Case {
     /// Only VIP-certified agents may take it under this relaxation.
     pub fn needs_vip_certified(&self, relaxed: Relaxed) -> bool {
         self.spec.tier == crate::model::Tier::Vip && !relaxed.allow_uncertified_for_vip
+    }
+
+    /// The agent who completed it (the accepted offer that was not handed back).
+    pub fn completed_by(&self) -> Option<&AgentId> {
+        (self.state == CaseState::Completed)
+            .then(|| self.offers.iter().rev().find(|o| o.outcome == OfferOutcome::Accepted && o.handed_back_at == 0))
+            .flatten()
+            .map(|o| &o.agent_id)
     }
 
     /// The live or accepted offer's agent.

@@ -31,11 +31,19 @@ pub enum Counter {
     Expired,
     /// Assigned cases handed back to the queue (their agent vanished or went quiet).
     HandedBack,
+    /// Accepts of VIP cases.
+    AssignedVip,
+    /// Sum of VIP customers' waits from submission to accept, milliseconds.
+    WaitMillisVip,
+    /// Accepts of standard cases.
+    AssignedStandard,
+    /// Sum of standard customers' waits from submission to accept, milliseconds.
+    WaitMillisStandard,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Submitted,
         Counter::OffersMade,
         Counter::OffersAccepted,
@@ -47,7 +55,25 @@ impl Counter {
         Counter::Cancelled,
         Counter::Expired,
         Counter::HandedBack,
+        Counter::AssignedVip,
+        Counter::WaitMillisVip,
+        Counter::AssignedStandard,
+        Counter::WaitMillisStandard,
     ];
+}
+
+/// The Gini coefficient of `values` (0: all equal; toward 1: one holds everything), by the
+/// sorted formula G = 2 Σ i·x₍ᵢ₎ / (n Σ x) − (n + 1) / n. 0 for no values or a zero sum.
+pub fn gini(values: &mut [f64]) -> f64 {
+    let n = values.len();
+    let sum: f64 = values.iter().sum();
+    if n == 0 || sum <= 0.0 {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let weighted: f64 = values.iter().enumerate().map(|(i, x)| (i as f64 + 1.0) * x).sum();
+    let n = n as f64;
+    (2.0 * weighted / (n * sum) - (n + 1.0) / n).max(0.0)
 }
 
 /// Mean offer → accept time from the counters (0 before any accept).
@@ -200,4 +226,21 @@ pub fn availability<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gini;
+
+    #[test]
+    fn gini_is_zero_for_equal_shares_and_grows_with_concentration() {
+        assert_eq!(gini(&mut []), 0.0);
+        assert_eq!(gini(&mut [0.0, 0.0]), 0.0);
+        assert!(gini(&mut [5.0, 5.0, 5.0, 5.0]).abs() < 1e-12);
+        // One of four holds everything: (n − 1) / n.
+        assert!((gini(&mut [0.0, 0.0, 0.0, 8.0]) - 0.75).abs() < 1e-12);
+        // The textbook case 1, 2, 3, 4: 0.25.
+        assert!((gini(&mut [4.0, 1.0, 3.0, 2.0]) - 0.25).abs() < 1e-12);
+        assert!(gini(&mut [1.0, 1.0, 1.0, 5.0]) > gini(&mut [1.0, 2.0, 2.0, 3.0]));
+    }
 }

@@ -71,6 +71,8 @@ pub enum Precondition {
     AgentHoldsWork,
     /// The command came over a session that another device (or a sign-out) replaced.
     SessionReplaced,
+    /// A rating was given for a case that is not completed.
+    CaseNotCompleted,
 }
 
 impl Precondition {
@@ -88,11 +90,12 @@ impl Precondition {
             Precondition::CaseClosed => "CASE_CLOSED",
             Precondition::AgentHoldsWork => "AGENT_HOLDS_WORK",
             Precondition::SessionReplaced => "SESSION_REPLACED",
+            Precondition::CaseNotCompleted => "CASE_NOT_COMPLETED",
         }
     }
 
     /// Every reason.
-    pub const ALL: [Precondition; 11] = [
+    pub const ALL: [Precondition; 12] = [
         Precondition::CaseNotQueued,
         Precondition::AgentNotEligible,
         Precondition::OfferNotLive,
@@ -104,6 +107,7 @@ impl Precondition {
         Precondition::CaseClosed,
         Precondition::AgentHoldsWork,
         Precondition::SessionReplaced,
+        Precondition::CaseNotCompleted,
     ];
 }
 
@@ -265,6 +269,10 @@ pub enum Event {
         agent_id: AgentId,
         /// From offer to accept.
         time_to_accept_ms: u64,
+        /// The customer's tier.
+        tier: crate::model::Tier,
+        /// From submission to this accept: how long the customer waited for a human.
+        waited_ms: u64,
     },
     /// The assignment was taken back from its agent and the case queued again, with its age.
     HandedBack {
@@ -323,10 +331,18 @@ impl Event {
             Event::Declined { .. } => vec![(Counter::OffersDeclined, 1)],
             Event::TimedOut { .. } => vec![(Counter::OffersTimedOut, 1)],
             Event::Revoked { .. } => vec![(Counter::OffersRevoked, 1)],
-            Event::Assigned { time_to_accept_ms, .. } => vec![
-                (Counter::OffersAccepted, 1),
-                (Counter::AcceptMillisTotal, i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX)),
-            ],
+            Event::Assigned { time_to_accept_ms, tier, waited_ms, .. } => {
+                let (assigned, waited) = match tier {
+                    crate::model::Tier::Vip => (Counter::AssignedVip, Counter::WaitMillisVip),
+                    crate::model::Tier::Standard => (Counter::AssignedStandard, Counter::WaitMillisStandard),
+                };
+                vec![
+                    (Counter::OffersAccepted, 1),
+                    (Counter::AcceptMillisTotal, i64::try_from(*time_to_accept_ms).unwrap_or(i64::MAX)),
+                    (assigned, 1),
+                    (waited, i64::try_from(*waited_ms).unwrap_or(i64::MAX)),
+                ]
+            }
             Event::Completed { .. } => vec![(Counter::Completed, 1)],
             Event::HandedBack { .. } => vec![(Counter::HandedBack, 1)],
             Event::Cancelled { .. } => vec![(Counter::Cancelled, 1)],
@@ -404,6 +420,8 @@ pub fn case_events(before: Option<&Case>, after: &Case) -> Vec<Event> {
                     offer_id: offer_id(),
                     agent_id: agent_id(),
                     time_to_accept_ms: u64::try_from(rec.decided_at - rec.offered_at).unwrap_or(0),
+                    tier: after.spec.tier,
+                    waited_ms: u64::try_from(rec.decided_at - after.created_at).unwrap_or(0),
                 },
                 OfferOutcome::Declined => Event::Declined {
                     case_id: case_id(),
@@ -519,6 +537,18 @@ impl Change {
     /// timer for when it ends.
     pub fn settle(mut self, now: Millis, policy: &Policy) -> Change {
         if let Some(agent) = self.agent.as_mut() {
+            // The agent's own figures of the day, from what happened to it.
+            for ev in &self.events {
+                let count: fn(&mut crate::worktime::DayFigures) = match ev {
+                    Event::Offered { agent_id, .. } if agent_id == agent.id() => |d| d.offers += 1,
+                    Event::Assigned { agent_id, .. } if agent_id == agent.id() => |d| d.accepted += 1,
+                    Event::Declined { agent_id, .. } if agent_id == agent.id() => |d| d.declined += 1,
+                    Event::TimedOut { agent_id, .. } if agent_id == agent.id() => |d| d.missed += 1,
+                    Event::Completed { agent_id, .. } if agent_id == agent.id() => |d| d.handled += 1,
+                    _ => continue,
+                };
+                agent.work.count(now, count);
+            }
             let before = agent.work.capped;
             crate::worktime::settle(agent, now, policy);
             if let Some(c) = agent.work.capped.filter(|c| before != Some(*c)) {
@@ -702,6 +732,8 @@ pub fn accept(
         offer_id: offer_id.clone(),
         agent_id: agent.id().clone(),
         time_to_accept_ms,
+        tier: case.spec.tier,
+        waited_ms: u64::try_from(now - case.created_at).unwrap_or(0),
     }];
     let timers = activity_timer(&case, policy).into_iter().collect();
     Ok(Change { case: Some(case), agent: Some(agent), events, timers })
@@ -1149,6 +1181,39 @@ pub fn upsert_profile(existing: Option<&Agent>, profile: AgentProfile, now: Mill
         None => Agent::new(profile, now),
     };
     Ok(Change { agent: Some(agent), ..Change::default() })
+}
+
+/// The customer rates a completed case (`agent`: the agent who completed it, as read; `None`
+/// if gone): the rating is kept on the case and, if the agent could influence it, enters the
+/// agent's window. The same rating again changes nothing; another one for a rated case is
+/// ALREADY_EXISTS. Nothing else of the finished case changes.
+pub fn rate(
+    case: &Case,
+    agent: Option<&Agent>,
+    rating: crate::reputation::CaseRating,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    if case.state != CaseState::Completed {
+        return Err(Rejection::FailedPrecondition(
+            Precondition::CaseNotCompleted,
+            format!("case {} is {}; only a completed case is rated", case.id(), case.state.name()),
+        ));
+    }
+    if let Some(given) = case.rating {
+        return if given.stars == rating.stars && given.controllable == rating.controllable {
+            Ok(Change::default())
+        } else {
+            Err(Rejection::AlreadyExists(format!("case {} was rated {} already", case.id(), given.stars)))
+        };
+    }
+    let mut case = case.clone();
+    case.rating = Some(rating);
+    let agent = agent.filter(|a| case.completed_by() == Some(a.id())).map(|a| {
+        let mut a = a.clone();
+        a.ratings.add(rating, &policy.reputation);
+        a
+    });
+    Ok(Change { case: Some(case), agent, ..Change::default() })
 }
 
 /// An agent may be removed only when it holds no offer and no assignment.

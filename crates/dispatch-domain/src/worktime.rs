@@ -145,15 +145,53 @@ pub struct Capped {
     pub until: Millis,
 }
 
+/// What one agent did on one day: engaged time and offers by outcome (an agent's own figures,
+/// and the planners' fairness figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayFigures {
+    /// Engaged milliseconds.
+    #[serde(rename = "e", default)]
+    pub engaged_ms: u64,
+    /// Offers received.
+    #[serde(rename = "o", default)]
+    pub offers: u32,
+    /// Offers accepted.
+    #[serde(rename = "a", default)]
+    pub accepted: u32,
+    /// Offers declined.
+    #[serde(rename = "d", default)]
+    pub declined: u32,
+    /// Offers missed (not answered in time).
+    #[serde(rename = "m", default)]
+    pub missed: u32,
+    /// Cases completed.
+    #[serde(rename = "h", default)]
+    pub handled: u32,
+}
+
+impl DayFigures {
+    /// The sum of two.
+    pub fn plus(self, o: DayFigures) -> DayFigures {
+        DayFigures {
+            engaged_ms: self.engaged_ms + o.engaged_ms,
+            offers: self.offers + o.offers,
+            accepted: self.accepted + o.accepted,
+            declined: self.declined + o.declined,
+            missed: self.missed + o.missed,
+            handled: self.handled + o.handled,
+        }
+    }
+}
+
 /// The agent's engagement log, part of its record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkLog {
     /// Engaged since then (`None`: not engaged now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engaged_since: Option<Millis>,
-    /// Closed engaged time per UTC day number (`ms / DAY_MS`), the last seven days.
+    /// Closed engaged time and offers per UTC day number (`ms / DAY_MS`), the last seven days.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub days: BTreeMap<i64, u64>,
+    pub days: BTreeMap<i64, DayFigures>,
     /// Closed engaged time in the current continuous stretch.
     #[serde(default)]
     pub stretch_ms: u64,
@@ -194,17 +232,33 @@ impl WorkLog {
         }
         Used {
             continuous_ms: stretch,
-            day_ms: days.get(&today).copied().unwrap_or(0),
-            week_ms: days.range(today - WEEK_DAYS + 1..=today).map(|(_, ms)| *ms).sum(),
+            day_ms: days.get(&today).map_or(0, |d| d.engaged_ms),
+            week_ms: days.range(today - WEEK_DAYS + 1..=today).map(|(_, d)| d.engaged_ms).sum(),
         }
+    }
+
+    /// The agent's figures today and over the last `days` days (1 to 7) at `now`, the open
+    /// engagement counted up to `now`.
+    pub fn figures(&self, now: Millis, days: i64) -> DayFigures {
+        let today = day_of(now);
+        let mut all = self.days.clone();
+        if let Some(since) = self.engaged_since {
+            add_span(&mut all, since, now);
+        }
+        all.range(today - days.clamp(1, WEEK_DAYS) + 1..=today).fold(DayFigures::default(), |acc, (_, d)| acc.plus(*d))
+    }
+
+    /// Counts what happened to the agent at `now` in today's figures.
+    pub fn count(&mut self, now: Millis, f: impl FnOnce(&mut DayFigures)) {
+        f(self.days.entry(day_of(now)).or_default());
     }
 }
 
-fn add_span(days: &mut BTreeMap<i64, u64>, from: Millis, to: Millis) {
+fn add_span(days: &mut BTreeMap<i64, DayFigures>, from: Millis, to: Millis) {
     let mut t = from;
     while t < to {
         let end = ((day_of(t) + 1) * DAY_MS).min(to);
-        *days.entry(day_of(t)).or_insert(0) += u64::try_from(end - t).unwrap_or(0);
+        days.entry(day_of(t)).or_default().engaged_ms += u64::try_from(end - t).unwrap_or(0);
         t = end;
     }
 }
@@ -297,7 +351,7 @@ fn cap(log: &WorkLog, now: Millis, limits: &WorkLimits, needed: u64) -> Option<C
             // The first day on which the last seven days leave `needed` of room.
             let mut d = today + 1;
             loop {
-                let week: u64 = log.days.range(d - WEEK_DAYS + 1..=d).map(|(_, ms)| *ms).sum();
+                let week: u64 = log.days.range(d - WEEK_DAYS + 1..=d).map(|(_, f)| f.engaged_ms).sum();
                 if limits.max_per_week_ms.saturating_sub(week) >= needed || d > today + WEEK_DAYS {
                     break d * DAY_MS;
                 }
@@ -354,7 +408,7 @@ mod tests {
         work(&mut a, D0 + 22 * H, D0 + 26 * H, &p); // 2 h before midnight, 2 h after
         let used = a.work.used(D0 + 27 * H, &WorkLimits::default());
         assert_eq!((used.day_ms, used.week_ms), (2 * H as u64, 4 * H as u64));
-        assert_eq!(a.work.days.get(&20_000), Some(&(2 * H as u64)));
+        assert_eq!(a.work.days.get(&20_000).map(|d| d.engaged_ms), Some(2 * H as u64));
         // Eight days later the old days have dropped out of the week.
         work(&mut a, D0 + 8 * DAY_MS, D0 + 8 * DAY_MS + H, &p);
         assert_eq!(a.work.used(D0 + 8 * DAY_MS + H, &WorkLimits::default()).week_ms, H as u64);

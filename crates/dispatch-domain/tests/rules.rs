@@ -250,7 +250,9 @@ fn offer_then_accept_then_complete() {
             case_id: c.id().clone(),
             offer_id: oid(1),
             agent_id: a.id().clone(),
-            time_to_accept_ms: 1_500
+            time_to_accept_ms: 1_500,
+            tier: Tier::Standard,
+            waited_ms: 1_500,
         }]
     );
     let (c, a) = apply(&c, &a, &ch);
@@ -946,4 +948,36 @@ fn an_expiry_in_the_past_is_refused_on_upsert_unless_it_is_stored_already() {
     assert!(matches!(&err, Rejection::InvalidArgument(f) if f.field == "certifications"), "{err:?}");
     let stored = Agent::new(profile.clone(), T0 - 10);
     assert!(transition::upsert_profile(Some(&stored), profile, T0).is_ok(), "a sync sending it again as it is");
+}
+
+#[test]
+fn the_rating_term_is_the_earned_rating_and_a_rating_is_kept_once() {
+    let p = Policy::default();
+    let term = |c: &Case, a: &Agent| {
+        scoring::score(c, a, T0, &p)
+            .terms
+            .iter()
+            .find(|t| t.name == dispatch_domain::state::Term::Rating)
+            .unwrap()
+            .value
+    };
+    let c = new_case("rt", "en", &[], Tier::Standard, T0);
+    let a = ready("a", &[("en", 5)], &[], false);
+    assert!((term(&c, &a) - 0.8).abs() < 1e-12, "a newcomer at the prior 4.0 / 5");
+    let (case, agent, _) = assigned(&c, &a, T0, &p);
+    let done = transition::complete(&case, &agent, "ok", T0 + 1, &p).unwrap();
+    let (case, agent) = apply(&case, &agent, &done);
+    let five = dispatch_domain::reputation::CaseRating { stars: 5, controllable: true, at: T0 + 2 };
+    let rated = transition::rate(&case, Some(&agent), five, &p).unwrap();
+    let (case, agent) = apply(&case, &agent, &rated);
+    assert!(term(&c, &agent) > 0.8);
+    assert_eq!(case.rating, Some(five));
+    assert!(transition::rate(&case, Some(&agent), five, &p).unwrap().is_noop(), "the same rating again");
+    let two = dispatch_domain::reputation::CaseRating { stars: 2, ..five };
+    assert!(matches!(transition::rate(&case, Some(&agent), two, &p), Err(Rejection::AlreadyExists(_))));
+    let open = new_case("rt2", "en", &[], Tier::Standard, T0);
+    assert!(matches!(
+        transition::rate(&open, None, five, &p),
+        Err(Rejection::FailedPrecondition(dispatch_domain::Precondition::CaseNotCompleted, _))
+    ));
 }

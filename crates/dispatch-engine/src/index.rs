@@ -217,6 +217,16 @@ impl PoolIndex {
     }
 
     /// Ids of every waiting case.
+    /// The first `limit` waiting cases in each of `languages` (primary subtags), queue order.
+    pub fn waiting_in(&self, languages: &[&str], limit: usize) -> Vec<Arc<Case>> {
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        languages
+            .iter()
+            .filter_map(|l| idx.waiting.get(*l))
+            .flat_map(|set| set.iter().take(limit).filter_map(|(_, id)| idx.live.get(id).cloned()))
+            .collect()
+    }
+
     pub fn waiting_ids(&self) -> Vec<CaseId> {
         let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         idx.waiting.values().flat_map(|s| s.iter().map(|(_, id)| id.clone())).collect()

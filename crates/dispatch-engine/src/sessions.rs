@@ -105,6 +105,10 @@ pub enum AgentNotice {
         /// Time until the agent may take work again, when sent.
         remaining_ms: u64,
     },
+    /// The answer to the agent's question why it gets no offers, with its own figures.
+    AgentExplanation(Box<crate::api::planner::AgentExplanation>),
+    /// The allocation parameters in force, as the agent asked.
+    AllocationParameters(Box<dispatch_domain::transparency::AllocationParameters>),
     /// The answer to the agent's question why it may or may not be offered a case.
     Explanation {
         /// The case asked about.

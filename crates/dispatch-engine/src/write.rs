@@ -24,6 +24,8 @@ pub(crate) enum Load<'a> {
     Agent(&'a AgentId),
     /// The case, then the agent holding its offer or assignment.
     CaseAndItsAgent(&'a CaseId),
+    /// The case, then the agent holding it or, for a completed case, the one who completed it.
+    CaseAndItsLastAgent(&'a CaseId),
     /// The agent, then the case of its pending offer.
     AgentAndPendingCase(&'a AgentId),
     /// A case and a given agent (an agent's command about a case).
@@ -61,9 +63,11 @@ impl Engine {
             Load::Case(id) => store.read(Some(id), None).await?,
             Load::Agent(id) => store.read(None, Some(id)).await?,
             Load::CaseAndAgent(case, agent) => store.read(Some(case), Some(agent)).await?,
-            Load::CaseAndItsAgent(id) => {
+            Load::CaseAndItsAgent(id) | Load::CaseAndItsLastAgent(id) => {
                 let first = store.read(Some(id), None).await?;
-                match first.case.as_ref().and_then(|c| c.current_agent()) {
+                let last = matches!(load, Load::CaseAndItsLastAgent(_));
+                let agent = first.case.as_ref().and_then(|c| c.current_agent().or(c.completed_by().filter(|_| last)));
+                match agent {
                     Some(a) => {
                         let second = store.read(None, Some(a)).await?;
                         Read { case: first.case, agent: second.agent, now: second.now }
@@ -93,7 +97,7 @@ impl Engine {
     {
         use tracing::Instrument;
         let (case_id, agent_id) = match &load {
-            Load::Case(c) | Load::CaseAndItsAgent(c) => (Some(*c), None),
+            Load::Case(c) | Load::CaseAndItsAgent(c) | Load::CaseAndItsLastAgent(c) => (Some(*c), None),
             Load::Agent(a) | Load::AgentAndPendingCase(a) => (None, Some(*a)),
             Load::CaseAndAgent(c, a) => (Some(*c), Some(*a)),
         };

@@ -55,6 +55,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.EscalationService/GetCase", ROUTER),
     ("/dispatch.v1.EscalationService/CancelCase", ROUTER),
     ("/dispatch.v1.EscalationService/WatchCase", ROUTER),
+    ("/dispatch.v1.EscalationService/RateCase", ROUTER),
     ("/dispatch.v1.RosterService/UpsertAgent", ADMIN),
     ("/dispatch.v1.RosterService/RemoveAgent", ADMIN),
     ("/dispatch.v1.RosterService/GetAgent", PLANNER),
@@ -64,6 +65,10 @@ pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.PlannerService/WatchAvailability", PLANNER),
     ("/dispatch.v1.PlannerService/WhatIfStaffing", PLANNER),
     ("/dispatch.v1.PlannerService/ExplainMatch", PLANNER),
+    ("/dispatch.v1.PlannerService/ExplainAgent", PLANNER),
+    ("/dispatch.v1.PlannerService/GetFairness", PLANNER),
+    // The same for every agent: agents may read it outside their stream too.
+    ("/dispatch.v1.PlannerService/GetAllocationPolicy", Access::Roles(&[Role::Planner, Role::Agent])),
     // Generic tools and load balancers: the API's shape is public (it is in the repository).
     ("/grpc.health.v1.Health/Check", Access::Public),
     ("/grpc.health.v1.Health/Watch", Access::Public),

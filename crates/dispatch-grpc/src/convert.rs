@@ -222,7 +222,8 @@ fn remaining(until: Millis, now: Millis) -> u64 {
 }
 
 /// Domain agent → proto, with remaining times measured at `now`.
-pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
+pub fn agent_to(a: &Agent, now: Millis, policy: &Policy) -> pb::Agent {
+    let reputation = &policy.reputation;
     // Day and week figures do not depend on the limits.
     let used = a.work.used(now, &dispatch_domain::worktime::WorkLimits::default());
     let capped = a.work.capped.filter(|c| now < c.until);
@@ -244,6 +245,9 @@ pub fn agent_to(a: &Agent, now: Millis) -> pb::Agent {
             engaged_week_ms: used.week_ms,
             capped_limit: capped.map(|c| c.limit.as_str().to_owned()).unwrap_or_default(),
             capped_remaining_ms: capped.map_or(0, |c| remaining(c.until, now)),
+            reputation: a.ratings.score(reputation),
+            ratings_total: a.ratings.total,
+            ratings_controllable: a.ratings.controllable,
         }),
         version: a.version,
     }
@@ -346,6 +350,89 @@ pub fn summary_to(s: &CaseSpec) -> pb::CaseSummary {
     }
 }
 
+fn figures_to(d: &dispatch_domain::worktime::DayFigures) -> pb::AgentFigures {
+    pb::AgentFigures {
+        offers_received: d.offers,
+        offers_accepted: d.accepted,
+        offers_declined: d.declined,
+        offers_missed: d.missed,
+        cases_handled: d.handled,
+        engaged_ms: d.engaged_ms,
+    }
+}
+
+/// Why an agent gets no offers, and its figures → proto.
+pub fn agent_explanation_to(e: &dispatch_engine::api::planner::AgentExplanation) -> pb::ExplainAgentResponse {
+    pb::ExplainAgentResponse {
+        reasons: e
+            .reasons
+            .iter()
+            .map(|r| pb::NoOfferReason {
+                code: r.code.to_owned(),
+                detail: r.detail.clone(),
+                until_ms: r.until.unwrap_or(0),
+            })
+            .collect(),
+        today: Some(figures_to(&e.today)),
+        last_7_days: Some(figures_to(&e.week)),
+        reputation: e.reputation,
+        ratings_total: e.ratings.0,
+        ratings_controllable: e.ratings.1,
+        hand_backs: e.hand_backs,
+        at_ms: e.at,
+    }
+}
+
+/// Fairness figures → proto.
+pub fn fairness_to(f: &dispatch_engine::api::planner::Fairness) -> pb::GetFairnessResponse {
+    pb::GetFairnessResponse {
+        agents: f.agents,
+        offers: f.offers,
+        offers_gini: f.offers_gini,
+        offers_top_decile_share: f.offers_top_decile_share,
+        engaged_ms: f.engaged_ms,
+        engaged_gini: f.engaged_gini,
+        waits: f
+            .waits
+            .iter()
+            .map(|(tier, assigned, mean)| pb::TierWaits {
+                tier: tier_to(*tier) as i32,
+                assigned: *assigned,
+                mean_wait_ms: *mean,
+            })
+            .collect(),
+        hand_backs: f.hand_backs,
+        top_hand_backs: f
+            .top_hand_backs
+            .iter()
+            .map(|(a, n)| pb::AgentHandBacks { agent_id: a.to_string(), hand_backs: *n })
+            .collect(),
+        at_ms: f.at,
+    }
+}
+
+/// The allocation parameters → proto.
+pub fn allocation_to(a: &dispatch_domain::transparency::AllocationParameters) -> pb::AllocationPolicy {
+    pb::AllocationPolicy {
+        filters: a
+            .filters
+            .iter()
+            .map(|f| pb::AllocationFilter { code: f.code.to_owned(), description: f.description.to_owned() })
+            .collect(),
+        weights: a
+            .weights
+            .iter()
+            .map(|w| pb::AllocationWeight {
+                term: w.term.to_owned(),
+                weight: w.weight,
+                share: w.share,
+                description: w.description.to_owned(),
+            })
+            .collect(),
+        text: a.text.clone(),
+    }
+}
+
 /// Why an agent may or may not be offered a case → proto.
 pub fn match_explanation_to(e: &dispatch_engine::api::planner::MatchExplanation) -> pb::ExplainMatchResponse {
     pb::ExplainMatchResponse {
@@ -438,6 +525,8 @@ pub fn case_to(c: &Case, now: Millis, policy: &Policy, viewer: Option<&TenantId>
         outcome: c.close_reason.clone(),
         relaxations,
         waited_ms: c.waited_ms(now),
+        rating: c.rating.map_or(0, |r| u32::from(r.stars)),
+        rating_agent_controllable: c.rating.is_some_and(|r| r.controllable),
     }
 }
 
@@ -518,6 +607,8 @@ pub fn notice_to(n: AgentNotice) -> Result<pb::DispatcherMessage, tonic::Status>
         AgentNotice::WorkingTimeLimit { limit, remaining_ms } => {
             Event::WorkingTime(pb::WorkingTimeLimit { limit: limit.as_str().to_owned(), resume_in_ms: remaining_ms })
         }
+        AgentNotice::AgentExplanation(e) => Event::Explained(agent_explanation_to(&e)),
+        AgentNotice::AllocationParameters(a) => Event::AllocationPolicy(allocation_to(&a)),
         AgentNotice::Explanation { case_id, explanation } => Event::Explanation(pb::MatchExplained {
             case_id: case_id.to_string(),
             explanation: Some(match_explanation_to(&explanation)),

@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 11;
+pub const KINDS: u8 = 13;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -29,7 +29,9 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         7 => pb::ListAgentsRequest::decode(body).is_ok_and(|r| requests::list_agents(&r, limits).is_ok()),
         8 => pb::WatchCaseRequest::decode(body).is_ok_and(|r| requests::watch_case(&r).is_ok()),
         9 => pb::WhatIfStaffingRequest::decode(body).is_ok_and(|r| requests::what_if_staffing(&r).is_ok()),
-        _ => pb::ExplainMatchRequest::decode(body).is_ok_and(|r| requests::explain_match(&r).is_ok()),
+        10 => pb::ExplainMatchRequest::decode(body).is_ok_and(|r| requests::explain_match(&r).is_ok()),
+        11 => pb::RateCaseRequest::decode(body).is_ok_and(|r| requests::rate_case(&r).is_ok()),
+        _ => pb::GetFairnessRequest::decode(body).is_ok_and(|r| requests::get_fairness(&r).is_ok()),
     }
 }
 
@@ -110,5 +112,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with(2, msg(C::ExplainCase(pb::ExplainCase { case_id: "case-1".into() }))),
         with(0, pb::SubmitCaseRequest { spec: Some(gated_spec) }.encode_to_vec()),
         with(1, pb::UpsertAgentRequest { profile: Some(gated_profile) }.encode_to_vec()),
+        with(11, pb::RateCaseRequest { case_id: "case-1".into(), rating: 5, agent_controllable: true }.encode_to_vec()),
+        with(
+            11,
+            pb::RateCaseRequest { case_id: "case-1".into(), rating: 6, agent_controllable: false }.encode_to_vec(),
+        ),
+        with(12, pb::GetFairnessRequest { language: "de-CH".into(), days: 7 }.encode_to_vec()),
+        with(2, msg(C::ExplainMe(pb::ExplainMe {}))),
     ]
 }

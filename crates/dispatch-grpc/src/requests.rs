@@ -27,6 +27,19 @@ pub fn explain_match(r: &pb::ExplainMatchRequest) -> Result<(CaseId, dispatch_do
     Ok((CaseId::parse_qualified("case_id", case_id)?, dispatch_domain::AgentId::parse("agent_id", agent_id)?))
 }
 
+/// `GetFairness`: the language (if any) and the window in days.
+pub fn get_fairness(r: &pb::GetFairnessRequest) -> Result<(Option<dispatch_domain::Language>, i64), FieldError> {
+    let pb::GetFairnessRequest { language, days } = r;
+    let language =
+        if language.is_empty() { None } else { Some(dispatch_domain::Language::parse("language", language)?) };
+    let days = match *days {
+        0 => dispatch_domain::worktime::WEEK_DAYS,
+        d @ 1..=7 => i64::from(d),
+        d => return Err(FieldError::new("days", format!("{d} days is outside 1 to 7"))),
+    };
+    Ok((language, days))
+}
+
 /// `WhatIfStaffing`.
 pub fn what_if_staffing(r: &pb::WhatIfStaffingRequest) -> Result<dispatch_domain::queueing::Forecast, FieldError> {
     let pb::WhatIfStaffingRequest {
@@ -64,6 +77,13 @@ pub fn cancel_case(r: &pb::CancelCaseRequest, limits: &Limits) -> Result<(CaseId
         CaseId::parse_qualified("case_id", case_id)?,
         bounded_text("reason", reason, limits.max_reason_len)?.to_owned(),
     ))
+}
+
+/// `RateCase`: the case and the rating (its time is the store's, set when it is stored).
+pub fn rate_case(r: &pb::RateCaseRequest) -> Result<(CaseId, dispatch_domain::reputation::CaseRating), FieldError> {
+    let pb::RateCaseRequest { case_id, rating, agent_controllable } = r;
+    let id = CaseId::parse_qualified("case_id", case_id)?;
+    Ok((id, dispatch_domain::reputation::CaseRating::parse(*rating, *agent_controllable, 0)?))
 }
 
 /// `WatchCase`.
@@ -158,5 +178,7 @@ pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, F
         Command::ExplainCase(pb::ExplainCase { case_id }) => {
             AgentCommand::ExplainCase(CaseId::parse_qualified("explain_case.case_id", &case_id)?)
         }
+        Command::ExplainMe(pb::ExplainMe {}) => AgentCommand::ExplainMe,
+        Command::GetAllocationPolicy(pb::GetAllocationPolicy {}) => AgentCommand::AllocationParameters,
     })
 }

@@ -342,6 +342,10 @@ fn counter_name(c: Counter) -> &'static str {
         Counter::Cancelled => "cancelled",
         Counter::Expired => "expired",
         Counter::HandedBack => "handed_back",
+        Counter::AssignedVip => "assigned_vip",
+        Counter::WaitMillisVip => "wait_ms_vip",
+        Counter::AssignedStandard => "assigned_standard",
+        Counter::WaitMillisStandard => "wait_ms_standard",
     }
 }
 

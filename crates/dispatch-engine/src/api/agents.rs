@@ -33,6 +33,11 @@ pub enum AgentCommand {
     /// Why the agent may or may not be offered a case: answered by an
     /// [`AgentNotice::Explanation`] before the result.
     ExplainCase(CaseId),
+    /// Why the agent gets no offers now, and its own figures: answered by an
+    /// [`AgentNotice::AgentExplanation`] before the result.
+    ExplainMe,
+    /// What decides who gets a case: answered by an [`AgentNotice::AllocationParameters`].
+    AllocationParameters,
 }
 
 /// One message from the device, as the transport decoded it.
@@ -210,6 +215,16 @@ impl Engine {
             AgentCommand::Decline(offer_id, reason) => self.decline(agent_id, session_id, &offer_id, &reason).await,
             AgentCommand::Complete(case_id, outcome) => self.complete(agent_id, session_id, &case_id, &outcome).await,
             AgentCommand::ReportActivity(case_id) => self.report_activity(agent_id, session_id, &case_id).await,
+            AgentCommand::ExplainMe => {
+                let notice = AgentNotice::AgentExplanation(Box::new(self.explain_agent(agent_id).await?));
+                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                Ok(())
+            }
+            AgentCommand::AllocationParameters => {
+                let notice = AgentNotice::AllocationParameters(Box::new(self.allocation_parameters()));
+                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                Ok(())
+            }
             AgentCommand::ExplainCase(case_id) => {
                 let explanation = Box::new(self.explain_match(&case_id, agent_id).await?);
                 let notice = AgentNotice::Explanation { case_id, explanation };

@@ -119,6 +119,31 @@ impl Engine {
             .ok_or_else(|| EngineError::Internal("cancel read no case".into()))
     }
 
+    /// The customer's rating of a completed case (1–5; `controllable`: the agent could
+    /// influence it), for the agent's reputation. Idempotent per case.
+    pub async fn rate_case(
+        &self,
+        id: &CaseId,
+        rating: dispatch_domain::reputation::CaseRating,
+        tenant: Option<&TenantId>,
+    ) -> Result<(Case, Millis), EngineError> {
+        let (key, _, _) = self.read_case(id, tenant).await?;
+        let mut unchanged: Option<Case> = None;
+        let out = self
+            .transact(Load::CaseAndItsLastAgent(&key), |case, agent, now| {
+                let case = scoped(case, id, tenant)?;
+                unchanged = Some(case.clone());
+                let rating = dispatch_domain::reputation::CaseRating { at: now, ..rating };
+                transition::rate(case, agent, rating, &self.inner.policy)
+            })
+            .await?;
+        out.committed
+            .case
+            .or(unchanged)
+            .map(|c| (c, out.now))
+            .ok_or_else(|| EngineError::Internal("rate read no case".into()))
+    }
+
     /// Watches a case: its snapshot first, then its events; the watch ends after a terminal
     /// event (at once after the snapshot of a case that is over).
     pub async fn watch_case(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<CaseWatch, EngineError> {

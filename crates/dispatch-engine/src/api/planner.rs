@@ -58,7 +58,135 @@ pub struct MatchExplanation {
     pub at: Millis,
 }
 
+/// What an agent (or a planner about it) is told: why no offers now, and its own figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentExplanation {
+    /// Why no offers now (see [`dispatch_domain::transparency::why_no_offers`]).
+    pub reasons: Vec<dispatch_domain::transparency::NoOfferReason>,
+    /// Today's figures (UTC day).
+    pub today: dispatch_domain::worktime::DayFigures,
+    /// The last seven days' figures.
+    pub week: dispatch_domain::worktime::DayFigures,
+    /// The earned rating selection scores.
+    pub reputation: f64,
+    /// Ratings received, and of those the ones the agent could influence.
+    pub ratings: (u64, u64),
+    /// Assigned cases taken back from the agent so far.
+    pub hand_backs: u64,
+    /// The store's time.
+    pub at: Millis,
+}
+
+/// Two-sided fairness over a window: how evenly offers and engaged time spread over the agents
+/// of a segment, customers' waits by tier, and hand-backs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fairness {
+    /// Agents counted (speaking the language asked for, or all).
+    pub agents: u64,
+    /// Offers they received in the window, and the Gini coefficient of their spread.
+    pub offers: u64,
+    /// 0: every agent got as many; toward 1: a few got them all.
+    pub offers_gini: f64,
+    /// The share of offers that went to the top tenth of the agents.
+    pub offers_top_decile_share: f64,
+    /// Engaged time in the window, and its Gini coefficient.
+    pub engaged_ms: u64,
+    /// As `offers_gini`, for engaged time.
+    pub engaged_gini: f64,
+    /// Accepts and the mean wait from submission to accept, VIP then standard (since the
+    /// counters began).
+    pub waits: Vec<(Tier, u64, f64)>,
+    /// Hand-backs in total, and the agents with the most (at most ten).
+    pub hand_backs: u64,
+    /// Agents by hand-backs, most first.
+    pub top_hand_backs: Vec<(AgentId, u64)>,
+    /// The store's time.
+    pub at: Millis,
+}
+
+/// How many waiting cases per language "why no offers" looks at.
+const EXPLAIN_WAITING: usize = 500;
+
 impl Engine {
+    /// Why `agent` gets no offers now and its own figures, from its record as stored and the
+    /// waiting cases in its languages (the first 500 of each, in queue order).
+    pub async fn explain_agent(&self, agent_id: &AgentId) -> Result<AgentExplanation, EngineError> {
+        let read = self.inner.store.read(None, Some(agent_id)).await?;
+        let agent = read.agent.ok_or_else(|| Rejection::not_found("agent", agent_id))?;
+        let policy = &self.inner.policy;
+        let waiting = self.inner.index.waiting_in(&agent.profile.primary_languages(), EXPLAIN_WAITING);
+        let now = read.now;
+        Ok(AgentExplanation {
+            reasons: dispatch_domain::transparency::why_no_offers(
+                &agent,
+                waiting.iter().map(|c| c.as_ref()),
+                now,
+                policy,
+            ),
+            today: agent.work.figures(now, 1),
+            week: agent.work.figures(now, dispatch_domain::worktime::WEEK_DAYS),
+            reputation: agent.ratings.score(&policy.reputation),
+            ratings: (agent.ratings.total, agent.ratings.controllable),
+            hand_backs: agent.hand_backs,
+            at: now,
+        })
+    }
+
+    /// Fairness figures over the last `days` UTC days (1 to 7) for the agents speaking
+    /// `language` (primary subtag; `None`: all), from the live index and the store's counters.
+    pub async fn fairness(&self, language: Option<&str>, days: i64) -> Result<Fairness, EngineError> {
+        let now = self.now().await?;
+        let agents: Vec<_> = self
+            .inner
+            .index
+            .agents()
+            .into_iter()
+            .filter(|a| language.is_none_or(|l| a.profile.primary_languages().contains(&l)))
+            .collect();
+        let figures: Vec<_> = agents.iter().map(|a| a.work.figures(now, days)).collect();
+        let mut offers: Vec<f64> = figures.iter().map(|f| f64::from(f.offers)).collect();
+        let mut engaged: Vec<f64> = figures.iter().map(|f| f.engaged_ms as f64).collect();
+        let total_offers: f64 = offers.iter().sum();
+        let offers_gini = stats::gini(&mut offers); // sorts ascending
+        let top = offers.len().div_ceil(10);
+        let top_share =
+            if total_offers > 0.0 { offers.iter().rev().take(top).sum::<f64>() / total_offers } else { 0.0 };
+        let engaged_ms = figures.iter().map(|f| f.engaged_ms).sum();
+        let engaged_gini = stats::gini(&mut engaged);
+        let counters: BTreeMap<Counter, i64> = self.inner.store.counters().await?.into_iter().collect();
+        let get = |c: Counter| counters.get(&c).copied().unwrap_or(0).max(0) as u64;
+        let mean = |n: u64, total: u64| if n > 0 { total as f64 / n as f64 } else { 0.0 };
+        let waits = vec![
+            (Tier::Vip, get(Counter::AssignedVip), mean(get(Counter::AssignedVip), get(Counter::WaitMillisVip))),
+            (
+                Tier::Standard,
+                get(Counter::AssignedStandard),
+                mean(get(Counter::AssignedStandard), get(Counter::WaitMillisStandard)),
+            ),
+        ];
+        let mut top_hand_backs: Vec<(AgentId, u64)> =
+            agents.iter().filter(|a| a.hand_backs > 0).map(|a| (a.id().clone(), a.hand_backs)).collect();
+        top_hand_backs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top_hand_backs.truncate(10);
+        Ok(Fairness {
+            agents: agents.len() as u64,
+            offers: total_offers as u64,
+            offers_gini,
+            offers_top_decile_share: top_share,
+            engaged_ms,
+            engaged_gini,
+            waits,
+            hand_backs: get(Counter::HandedBack),
+            top_hand_backs,
+            at: now,
+        })
+    }
+
+    /// The allocation parameters in force (filters, weights and their shares, in words).
+    pub fn allocation_parameters(&self) -> dispatch_domain::transparency::AllocationParameters {
+        dispatch_domain::transparency::allocation_parameters(&self.inner.policy)
+    }
+
     /// Why `agent` may or may not be offered `case` now, from the records as stored: every
     /// failed rule in words (the domain's [`scoring::why_not`]), or its score.
     pub async fn explain_match(&self, case_id: &CaseId, agent_id: &AgentId) -> Result<MatchExplanation, EngineError> {

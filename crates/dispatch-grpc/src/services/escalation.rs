@@ -46,6 +46,15 @@ impl pb::escalation_service_server::EscalationService for Services {
         }))
     }
 
+    async fn rate_case(&self, request: Request<pb::RateCaseRequest>) -> Result<Response<pb::RateCaseResponse>, Status> {
+        let scope = auth::principal(&request)?.case_scope()?;
+        let (case_id, rating) = requests::rate_case(request.get_ref()).map_err(invalid)?;
+        let (case, now) = self.engine.rate_case(&case_id, rating, scope.as_ref()).await.map_err(status)?;
+        Ok(Response::new(pb::RateCaseResponse {
+            case: Some(convert::case_to(&case, now, self.engine.policy(), scope.as_ref())),
+        }))
+    }
+
     type WatchCaseStream = BoxStream<pb::CaseEvent>;
 
     async fn watch_case(

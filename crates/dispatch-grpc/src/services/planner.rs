@@ -41,6 +41,33 @@ impl pb::planner_service_server::PlannerService for Services {
         Ok(Response::new(convert::match_explanation_to(&e)))
     }
 
+    async fn explain_agent(
+        &self,
+        request: Request<pb::ExplainAgentRequest>,
+    ) -> Result<Response<pb::ExplainAgentResponse>, Status> {
+        let pb::ExplainAgentRequest { agent_id } = request.get_ref();
+        let id = dispatch_domain::AgentId::parse("agent_id", agent_id).map_err(invalid)?;
+        let e = self.engine.explain_agent(&id).await.map_err(status)?;
+        Ok(Response::new(convert::agent_explanation_to(&e)))
+    }
+
+    async fn get_fairness(
+        &self,
+        request: Request<pb::GetFairnessRequest>,
+    ) -> Result<Response<pb::GetFairnessResponse>, Status> {
+        let (language, days) = requests::get_fairness(request.get_ref()).map_err(invalid)?;
+        let f = self.engine.fairness(language.as_ref().map(|l| l.primary()), days).await.map_err(status)?;
+        Ok(Response::new(convert::fairness_to(&f)))
+    }
+
+    async fn get_allocation_policy(
+        &self,
+        request: Request<pb::GetAllocationPolicyRequest>,
+    ) -> Result<Response<pb::AllocationPolicy>, Status> {
+        let pb::GetAllocationPolicyRequest {} = request.get_ref();
+        Ok(Response::new(convert::allocation_to(&self.engine.allocation_parameters())))
+    }
+
     /// Pure computation in the domain; a large forecast runs off the async workers.
     async fn what_if_staffing(
         &self,

@@ -15,14 +15,17 @@ impl pb::roster_service_server::RosterService for Services {
     ) -> Result<Response<pb::UpsertAgentResponse>, Status> {
         let profile = requests::upsert_agent(request.get_ref(), &self.engine.policy().limits).map_err(invalid)?;
         let (agent, created, now) = self.engine.upsert_agent(profile).await.map_err(status)?;
-        Ok(Response::new(pb::UpsertAgentResponse { agent: Some(convert::agent_to(&agent, now)), created }))
+        Ok(Response::new(pb::UpsertAgentResponse {
+            agent: Some(convert::agent_to(&agent, now, self.engine.policy())),
+            created,
+        }))
     }
 
     async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::GetAgentResponse>, Status> {
         let pb::GetAgentRequest { agent_id } = request.get_ref();
         let agent_id = requests::agent_id(agent_id).map_err(invalid)?;
         let (agent, now) = self.engine.get_agent(&agent_id).await.map_err(status)?;
-        Ok(Response::new(pb::GetAgentResponse { agent: Some(convert::agent_to(&agent, now)) }))
+        Ok(Response::new(pb::GetAgentResponse { agent: Some(convert::agent_to(&agent, now, self.engine.policy())) }))
     }
 
     async fn list_agents(
@@ -37,7 +40,7 @@ impl pb::roster_service_server::RosterService for Services {
             String::new()
         };
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.iter().map(|a| convert::agent_to(a, now)).collect(),
+            agents: agents.iter().map(|a| convert::agent_to(a, now, self.engine.policy())).collect(),
             next_page_token,
         }))
     }

@@ -53,7 +53,7 @@ enum Cmd {
     Case(CaseCmd),
     /// Act as an agent: open the stream, print what the dispatcher sends, read commands from
     /// standard input (`available`, `away`, `offline`, `accept OFFER`, `decline OFFER [reason]`,
-    /// `complete CASE [outcome]`, `activity CASE`, `why CASE`).
+    /// `complete CASE [outcome]`, `activity CASE`, `why CASE`, `me`, `policy`).
     Connect(ConnectArgs),
     /// Who is available now.
     Availability(AvailabilityArgs),
@@ -62,6 +62,19 @@ enum Cmd {
     /// Staffing for a forecast (Erlang C, and Erlang A with --patience): agents needed for the
     /// goal and what they achieve.
     WhatIf(WhatIfArgs),
+    /// Why an agent gets no offers now, and its figures (today, the last seven days).
+    ExplainAgent { agent: String },
+    /// What decides who gets a case: the filters and weights in force, in words.
+    AllocationPolicy,
+    /// How evenly offers and engaged time spread over the agents, waits by tier, hand-backs.
+    Fairness {
+        /// Only agents speaking this language (primary subtag).
+        #[arg(long, default_value = "")]
+        lang: String,
+        /// Window in UTC days, 1 to 7.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
     /// Why an agent may or may not be offered a case now: every rule it fails, in words.
     Why {
         /// The case (as the dispatcher names it).
@@ -254,6 +267,16 @@ enum CaseCmd {
     },
     /// Follow the case's events until it ends.
     Watch { id: String },
+    /// The customer's rating of a completed case (1 to 5).
+    Rate {
+        id: String,
+        #[arg(long)]
+        stars: u32,
+        /// The agent could not influence it (a shipping delay, a policy complaint): kept, not
+        /// counted toward the agent's reputation.
+        #[arg(long)]
+        not_agents_doing: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +369,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
             let r = planner.get_queue_stats(pb::GetQueueStatsRequest {}).await?.into_inner();
             out.print(&r, || queue_table(&r))
+        }
+        Cmd::ExplainAgent { agent } => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner.explain_agent(pb::ExplainAgentRequest { agent_id: agent }).await?.into_inner();
+            out.print(&r, || explained_text(&r))
+        }
+        Cmd::Fairness { lang, days } => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner.get_fairness(pb::GetFairnessRequest { language: lang, days }).await?.into_inner();
+            out.print(&r, || {
+                let mut s = format!(
+                    "{} agents: {} offers (Gini {:.2}, top tenth {:.0} %), engaged {} min (Gini {:.2}), hand-backs {}\n",
+                    r.agents,
+                    r.offers,
+                    r.offers_gini,
+                    100.0 * r.offers_top_decile_share,
+                    r.engaged_ms / 60_000,
+                    r.engaged_gini,
+                    r.hand_backs
+                );
+                for w in &r.waits {
+                    s.push_str(&format!("  {:<8} assigned {} mean wait {:.1}s\n", tier_name(w.tier), w.assigned, w.mean_wait_ms / 1000.0));
+                }
+                for h in &r.top_hand_backs {
+                    s.push_str(&format!("  hand-backs {:<16} {}\n", h.agent_id, h.hand_backs));
+                }
+                s.trim_end().to_owned()
+            })
+        }
+        Cmd::AllocationPolicy => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner.get_allocation_policy(pb::GetAllocationPolicyRequest {}).await?.into_inner();
+            out.print(&r, || r.text.clone())
         }
         Cmd::Why { case, agent } => {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
@@ -576,6 +632,11 @@ async fn case_cmd(conn: Conn, cmd: CaseCmd, out: &Out) -> anyhow::Result<()> {
             let r = esc.cancel_case(pb::CancelCaseRequest { case_id: id, reason }).await?.into_inner();
             out.print(&r, || case_table(&r.case.clone().unwrap_or_default()))
         }
+        CaseCmd::Rate { id, stars, not_agents_doing } => {
+            let request = pb::RateCaseRequest { case_id: id, rating: stars, agent_controllable: !not_agents_doing };
+            let r = esc.rate_case(request).await?.into_inner();
+            out.print(&r, || case_table(&r.case.clone().unwrap_or_default()))
+        }
         CaseCmd::Watch { id } => {
             let mut stream = esc.watch_case(pb::WatchCaseRequest { case_id: id }).await?.into_inner();
             while let Some(ev) = stream.next().await {
@@ -694,13 +755,39 @@ async fn connect(conn: Conn, a: ConnectArgs, out: &Out) -> anyhow::Result<()> {
                     ["complete", c, rest @ ..] => C::Complete(pb::Complete { case_id: (*c).to_owned(), outcome: rest.join(" ") }),
                     ["activity", c] => C::ReportActivity(pb::ReportActivity { case_id: (*c).to_owned() }),
                     ["why", c] => C::ExplainCase(pb::ExplainCase { case_id: (*c).to_owned() }),
-                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome] | activity CASE | why CASE"); continue }
+                    ["me"] => C::ExplainMe(pb::ExplainMe {}),
+                    ["policy"] => C::GetAllocationPolicy(pb::GetAllocationPolicy {}),
+                    _ => { eprintln!("commands: available | away | offline | accept OFFER | decline OFFER [reason] | complete CASE [outcome] | activity CASE | why CASE | me | policy"); continue }
                 };
                 tx.send(msg(cmd)).await?;
             }
             _ = heartbeat.tick() => { tx.send(msg(C::Heartbeat(pb::Heartbeat {}))).await?; }
         }
     }
+}
+
+fn explained_text(e: &pb::ExplainAgentResponse) -> String {
+    let mut s = String::new();
+    for r in &e.reasons {
+        s.push_str(&format!("{:<22} {}\n", r.code, r.detail));
+    }
+    for (label, f) in [("today", &e.today), ("last 7 days", &e.last_7_days)] {
+        let f = f.unwrap_or_default();
+        s.push_str(&format!(
+            "{label}: offers {} (accepted {}, declined {}, missed {}), cases {}, engaged {} min\n",
+            f.offers_received,
+            f.offers_accepted,
+            f.offers_declined,
+            f.offers_missed,
+            f.cases_handled,
+            f.engaged_ms / 60_000
+        ));
+    }
+    s.push_str(&format!(
+        "rating {:.2} ({} ratings, {} you could influence), hand-backs {}",
+        e.reputation, e.ratings_total, e.ratings_controllable, e.hand_backs
+    ));
+    s
 }
 
 fn describe(m: &pb::DispatcherMessage) -> String {
@@ -747,6 +834,8 @@ fn describe(m: &pb::DispatcherMessage) -> String {
                 format!("NOT ELIGIBLE for case={}: {}", x.case_id, why.join("; "))
             }
         }
+        Some(Event::Explained(e)) => explained_text(e),
+        Some(Event::AllocationPolicy(p)) => p.text.clone(),
         Some(Event::WorkingTime(w)) => {
             format!(
                 "WORKING_TIME_LIMIT {}: no offers for {}s; the work in hand finishes",
