@@ -125,3 +125,28 @@ on_every_backend!(
     an_agent_is_told_why_no_offers_come_and_sees_its_own_figures,
     the_allocation_parameters_are_the_same_on_the_stream_and_for_planners,
 );
+
+/// Changes of the weights are logged with who put them in force and when, once each, whichever
+/// replica starts with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_changes_are_logged_with_who_and_when() {
+    let first = TestServer::start(Backend::Redis, Policy::default()).await;
+    let log = |s: &TestServer| {
+        let mut planner = s.planner();
+        async move { planner.get_allocation_policy(pb::GetAllocationPolicyRequest {}).await.unwrap().into_inner().changes }
+    };
+    let changes = log(&first).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].by.as_str(), changes[0].weights["idle"]), ("deployment configuration", 2.0));
+    let mut heavier = Policy::default();
+    heavier.weights.idle = 3.0;
+    let author =
+        dispatch_engine::EngineConfig { policy_author: "ana@ops".into(), ..dispatch_engine::EngineConfig::default() };
+    let second = TestServer::start_beside_with_engine(&first, heavier.clone(), author.clone()).await;
+    let _third = TestServer::start_beside_with_engine(&first, heavier, author).await;
+    let changes = log(&second).await;
+    assert_eq!(changes.len(), 2, "the same weights again are not a change: {changes:?}");
+    assert_eq!((changes[0].by.as_str(), changes[0].weights["idle"]), ("ana@ops", 3.0), "newest first");
+    assert!(changes[0].at_ms >= changes[1].at_ms);
+    assert_eq!(log(&first).await, changes, "every replica tells the same story");
+}

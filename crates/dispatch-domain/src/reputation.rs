@@ -78,6 +78,9 @@ pub struct Ratings {
     /// Of those, the controllable ones.
     #[serde(default)]
     pub controllable: u64,
+    /// The sum of `recent` (kept so that scoring a candidate reads no list).
+    #[serde(default)]
+    pub recent_sum: u32,
 }
 
 impl Ratings {
@@ -87,16 +90,19 @@ impl Ratings {
         if rating.controllable {
             self.controllable += 1;
             self.recent.push_back(rating.stars);
+            self.recent_sum += u32::from(rating.stars);
             while self.recent.len() > policy.window {
-                self.recent.pop_front();
+                self.recent_sum -= self.recent.pop_front().map_or(0, u32::from);
             }
         }
     }
 
     /// The shrunk mean, 1.0 to 5.0: (prior × strength + sum of the window) / (strength + n).
+    /// A window longer than the policy's (the window was shortened) counts whole until the next
+    /// rating trims it.
     pub fn score(&self, policy: &ReputationPolicy) -> f64 {
-        let n = self.recent.len().min(policy.window);
-        let sum: f64 = self.recent.iter().rev().take(n).map(|s| f64::from(*s)).sum();
+        let n = self.recent.len();
+        let sum = f64::from(self.recent_sum);
         let weight = policy.prior_strength + n as f64;
         if weight == 0.0 { policy.prior_mean } else { (policy.prior_mean * policy.prior_strength + sum) / weight }
     }

@@ -117,6 +117,31 @@ pub fn why_no_offers<'a>(
     out
 }
 
+/// A change of the scoring weights, as logged: who put them in force and when.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WeightChange {
+    /// When they came into force (store clock).
+    pub at: Millis,
+    /// Who changed them (the deployment's `engine.policy_author`).
+    pub by: String,
+    /// The weights from then on.
+    pub weights: crate::policy::Weights,
+}
+
+impl WeightChange {
+    /// The weights as text: two changes with the same key are the same weights.
+    pub fn key(&self) -> String {
+        let w = &self.weights;
+        format!(
+            "language={} skill_depth={} rating={} idle={} acceptance={} affinity={}",
+            w.language, w.skill_depth, w.rating, w.idle, w.acceptance, w.affinity
+        )
+    }
+}
+
+/// How many weight changes a store keeps.
+pub const WEIGHT_LOG: usize = 100;
+
 /// One hard filter of allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {

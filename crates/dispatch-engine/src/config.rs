@@ -39,6 +39,9 @@ pub struct EngineConfig {
     /// Languages that get a label of their own in the metrics (the rest count as `other`):
     /// the markets' main ones, a handful, to keep the label set bounded.
     pub metric_languages: Vec<String>,
+    /// Who the policy in force is from, as the weights' change log records it (who deployed
+    /// this configuration).
+    pub policy_author: String,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             metric_languages: ["en", "es", "de", "fr", "pt", "it", "nl", "pl", "tr", "ar", "hi", "ja"]
                 .map(str::to_owned)
                 .to_vec(),
+            policy_author: "deployment configuration".to_owned(),
         }
     }
 }

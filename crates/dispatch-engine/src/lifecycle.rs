@@ -42,6 +42,7 @@ impl Engine {
         let epoch = engine.inner.store.join_epoch(0).await?;
         engine.inner.fence.joined(epoch);
         engine.inner.fence.started_in(epoch);
+        engine.log_weights().await;
         // The cursor first, then the snapshot: a change made in between is read twice (harmless:
         // older versions are ignored), never missed.
         let cursor = engine.inner.store.change_cursor().await?;
@@ -55,6 +56,25 @@ impl Engine {
         tokio::spawn(engine.clone().health_probe());
         engine.rescan();
         Ok(engine)
+    }
+
+    /// Records the scoring weights in force in the store's change log of weights, if they
+    /// differ from the latest entry (workers are told who changed them and when).
+    async fn log_weights(&self) {
+        let inner = &self.inner;
+        let change = match inner.store.now().await {
+            Ok(at) => dispatch_domain::transparency::WeightChange {
+                at,
+                by: inner.config.policy_author.clone(),
+                weights: inner.policy.weights.clone(),
+            },
+            Err(e) => return warn!(error = %e, "could not read the store's clock to log the weights"),
+        };
+        match inner.store.log_weights(&change).await {
+            Ok(true) => info!(by = change.by, weights = change.key(), "new scoring weights logged"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "could not log the scoring weights"),
+        }
     }
 
     /// Whether writes can succeed now (readiness); changes drive the health service.

@@ -31,6 +31,8 @@ struct Mem {
     counters: BTreeMap<Counter, i64>,
     /// Closings restores reported (see [`Marks::closed`]): never revived.
     closed: HashMap<CaseId, u64>,
+    /// Changes of the scoring weights, oldest first.
+    weights: Vec<dispatch_domain::transparency::WeightChange>,
 }
 
 impl Mem {
@@ -186,6 +188,21 @@ impl Store for MemoryStore {
 
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {
+        let mut mem = self.lock();
+        if mem.weights.last().is_some_and(|l| l.key() == change.key()) {
+            return Ok(false);
+        }
+        mem.weights.push(change.clone());
+        let excess = mem.weights.len().saturating_sub(dispatch_domain::transparency::WEIGHT_LOG);
+        mem.weights.drain(..excess);
+        Ok(true)
+    }
+
+    async fn weight_log(&self, limit: usize) -> Result<Vec<dispatch_domain::transparency::WeightChange>, StoreError> {
+        Ok(self.lock().weights.iter().rev().take(limit).cloned().collect())
     }
 
     async fn restore(&self, records: Vec<Restore>, marks: &Marks) -> Result<usize, StoreError> {

@@ -396,6 +396,7 @@ pub(crate) enum StoreOp {
     DueTimers,
     ClearTimer,
     Counters,
+    WeightLog,
     Snapshot,
     JoinEpoch,
     CheckEpoch,
@@ -405,7 +406,7 @@ pub(crate) enum StoreOp {
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 20] = [
+    const ALL: [StoreOp; 21] = [
         StoreOp::Read,
         StoreOp::Ping,
         StoreOp::PurgeCase,
@@ -420,6 +421,7 @@ impl StoreOp {
         StoreOp::DueTimers,
         StoreOp::ClearTimer,
         StoreOp::Counters,
+        StoreOp::WeightLog,
         StoreOp::Snapshot,
         StoreOp::JoinEpoch,
         StoreOp::CheckEpoch,
@@ -444,6 +446,7 @@ impl StoreOp {
             StoreOp::DueTimers => "due_timers",
             StoreOp::ClearTimer => "clear_timer",
             StoreOp::Counters => "counters",
+            StoreOp::WeightLog => "weight_log",
             StoreOp::Snapshot => "snapshot",
             StoreOp::JoinEpoch => "join_epoch",
             StoreOp::CheckEpoch => "check_epoch",
@@ -522,6 +525,12 @@ impl Store for MeteredStore {
     }
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         timed!(self, StoreOp::Counters, self.inner.counters())
+    }
+    async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {
+        timed!(self, StoreOp::WeightLog, self.inner.log_weights(change))
+    }
+    async fn weight_log(&self, limit: usize) -> Result<Vec<dispatch_domain::transparency::WeightChange>, StoreError> {
+        timed!(self, StoreOp::WeightLog, self.inner.weight_log(limit))
     }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         timed!(self, StoreOp::Snapshot, self.inner.snapshot())

@@ -108,7 +108,7 @@ pub enum AgentNotice {
     /// The answer to the agent's question why it gets no offers, with its own figures.
     AgentExplanation(Box<crate::api::planner::AgentExplanation>),
     /// The allocation parameters in force, as the agent asked.
-    AllocationParameters(Box<dispatch_domain::transparency::AllocationParameters>),
+    AllocationParameters(Box<crate::api::planner::AllocationPolicy>),
     /// The answer to the agent's question why it may or may not be offered a case.
     Explanation {
         /// The case asked about.

@@ -5,6 +5,7 @@
 //! `dispatch_redis::RedisStore`.
 
 use async_trait::async_trait;
+use dispatch_domain::transparency::WeightChange;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, Millis, OfferId, TimerKey};
 
 /// A store failure.
@@ -196,6 +197,12 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError>;
     /// The cumulative counters.
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError>;
+    /// Appends a change of the scoring weights to the log unless the latest entry has the same
+    /// weights (atomically: replicas starting together log a change once); the log keeps the
+    /// last [`WEIGHT_LOG`](dispatch_domain::transparency::WEIGHT_LOG). Whether it was appended.
+    async fn log_weights(&self, change: &WeightChange) -> Result<bool, StoreError>;
+    /// The weight changes, newest first, at most `limit`.
+    async fn weight_log(&self, limit: usize) -> Result<Vec<WeightChange>, StoreError>;
     /// Every agent and live case, to build the index.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
     /// Joins the store's current epoch, beginning a new one first if the store is not the

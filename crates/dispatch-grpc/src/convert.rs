@@ -412,8 +412,31 @@ pub fn fairness_to(f: &dispatch_engine::api::planner::Fairness) -> pb::GetFairne
 }
 
 /// The allocation parameters → proto.
-pub fn allocation_to(a: &dispatch_domain::transparency::AllocationParameters) -> pb::AllocationPolicy {
+pub fn allocation_to(p: &dispatch_engine::api::planner::AllocationPolicy) -> pb::AllocationPolicy {
+    let a = &p.parameters;
     pb::AllocationPolicy {
+        changes: p
+            .changes
+            .iter()
+            .map(|c| {
+                let w = &c.weights;
+                pb::WeightChange {
+                    at_ms: c.at,
+                    by: c.by.clone(),
+                    weights: [
+                        ("language", w.language),
+                        ("skill_depth", w.skill_depth),
+                        ("rating", w.rating),
+                        ("idle", w.idle),
+                        ("acceptance", w.acceptance),
+                        ("affinity", w.affinity),
+                    ]
+                    .into_iter()
+                    .map(|(t, v)| (t.to_owned(), v))
+                    .collect(),
+                }
+            })
+            .collect(),
         filters: a
             .filters
             .iter()

@@ -365,7 +365,20 @@ local function probe(keys, args)
   return alive(keys[2], tonumber(args[2]), tonumber(args[4]))
 end
 
+-- KEYS: weights log. ARGV: the weights as text, the change as JSON, how many to keep.
+-- Appends unless the latest entry has the same weights; 1 if appended.
+local function log_weights(keys, args)
+  local last = redis.call('LINDEX', keys[1], -1)
+  if last and string.sub(last, 1, #args[1] + 1) == args[1] .. '\t' then
+    return 0
+  end
+  redis.call('RPUSH', keys[1], args[1] .. '\t' .. args[2])
+  redis.call('LTRIM', keys[1], -tonumber(args[3]), -1)
+  return 1
+end
+
 redis.register_function('dispatch_commit', commit)
+redis.register_function('dispatch_log_weights', log_weights)
 redis.register_function('dispatch_probe', probe)
 redis.register_function('dispatch_join_epoch', join_epoch)
 redis.register_function('dispatch_checked_in', checked_in)

@@ -25,6 +25,8 @@ pub struct Keys {
     pub members: String,
     /// String: the high-water mark, bumped by every write.
     pub seq: String,
+    /// List: changes of the scoring weights, oldest first (`<weights>\t<json>`).
+    pub weights: String,
     /// Hash case id → the version some dispatcher saw it closed at, during a reconcile after a
     /// loss (expires after ten minutes): restores never revive those cases.
     pub closed: String,
@@ -45,6 +47,7 @@ impl Keys {
             members: format!("{prefix}members"),
             seq: format!("{prefix}seq"),
             closed: format!("{prefix}closed"),
+            weights: format!("{prefix}weights"),
             prefix,
         }
     }
@@ -76,6 +79,7 @@ mod tests {
             &k.log,
             &k.epoch,
             &k.seq,
+            &k.weights,
             &k.agent("a"),
             &k.case("c"),
         ] {

@@ -707,6 +707,25 @@ impl Store for RedisStore {
         Ok(Counter::ALL.iter().filter_map(|c| raw.get(counter_name(*c)).map(|v| (*c, *v))).collect())
     }
 
+    async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(change).map_err(|e| corrupt("weight change", e))?;
+        let keep = dispatch_domain::transparency::WEIGHT_LOG.to_string();
+        let v = self.fcall("dispatch_log_weights", &[&self.keys.weights], &[&change.key(), &json, &keep]).await?;
+        Ok(matches!(v, Value::Int(1)))
+    }
+
+    async fn weight_log(&self, limit: usize) -> Result<Vec<dispatch_domain::transparency::WeightChange>, StoreError> {
+        let n = isize::try_from(limit).unwrap_or(isize::MAX).max(1);
+        let raw: Vec<String> = self.conn().lrange(&self.keys.weights, -n, -1).await.map_err(unavailable)?;
+        raw.iter()
+            .rev()
+            .map(|r| {
+                let json = r.split_once('\t').map_or(r.as_str(), |(_, j)| j);
+                serde_json::from_str(json).map_err(|e| corrupt("weight change", e))
+            })
+            .collect()
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let ids: Vec<String> = self.conn().zrange(&self.keys.agents, 0, -1).await.map_err(unavailable)?;
         let agents = self.records(ids.iter().map(|id| self.keys.agent(id)).collect(), "agent").await?;

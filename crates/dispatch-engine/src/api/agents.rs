@@ -221,7 +221,7 @@ impl Engine {
                 Ok(())
             }
             AgentCommand::AllocationParameters => {
-                let notice = AgentNotice::AllocationParameters(Box::new(self.allocation_parameters()));
+                let notice = AgentNotice::AllocationParameters(Box::new(self.allocation_policy().await?));
                 let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
                 Ok(())
             }

@@ -104,6 +104,18 @@ pub struct Fairness {
     pub at: Millis,
 }
 
+/// The allocation parameters in force and how the weights came to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocationPolicy {
+    /// Filters and weights.
+    pub parameters: dispatch_domain::transparency::AllocationParameters,
+    /// The latest weight changes, newest first.
+    pub changes: Vec<dispatch_domain::transparency::WeightChange>,
+}
+
+/// How many weight changes are shown.
+const WEIGHT_CHANGES_SHOWN: usize = 20;
+
 /// How many waiting cases per language "why no offers" looks at.
 const EXPLAIN_WAITING: usize = 500;
 
@@ -182,9 +194,14 @@ impl Engine {
         })
     }
 
-    /// The allocation parameters in force (filters, weights and their shares, in words).
-    pub fn allocation_parameters(&self) -> dispatch_domain::transparency::AllocationParameters {
-        dispatch_domain::transparency::allocation_parameters(&self.inner.policy)
+    /// The allocation parameters in force (filters, weights and their shares, in words), and
+    /// the latest changes of the weights (who, when), newest first.
+    pub async fn allocation_policy(&self) -> Result<AllocationPolicy, EngineError> {
+        let changes = self.inner.store.weight_log(WEIGHT_CHANGES_SHOWN).await?;
+        Ok(AllocationPolicy {
+            parameters: dispatch_domain::transparency::allocation_parameters(&self.inner.policy),
+            changes,
+        })
     }
 
     /// Why `agent` may or may not be offered `case` now, from the records as stored: every

@@ -65,7 +65,8 @@ impl pb::planner_service_server::PlannerService for Services {
         request: Request<pb::GetAllocationPolicyRequest>,
     ) -> Result<Response<pb::AllocationPolicy>, Status> {
         let pb::GetAllocationPolicyRequest {} = request.get_ref();
-        Ok(Response::new(convert::allocation_to(&self.engine.allocation_parameters())))
+        let policy = self.engine.allocation_policy().await.map_err(status)?;
+        Ok(Response::new(convert::allocation_to(&policy)))
     }
 
     /// Pure computation in the domain; a large forecast runs off the async workers.
