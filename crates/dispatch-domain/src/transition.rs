@@ -755,22 +755,7 @@ pub fn activity_hand_back_at(case: &Case, policy: &Policy) -> Option<Millis> {
 /// The agent reports activity on a case it holds (a reply sent, a call still running): the
 /// activity timer starts again and a warning is withdrawn.
 pub fn report_activity(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Result<Change, Rejection> {
-    match &case.state {
-        CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => {}
-        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } if agent_id != agent.id() => {
-            return Err(Rejection::PermissionDenied(format!(
-                "case {} is not assigned to agent {}",
-                case.id(),
-                agent.id()
-            )));
-        }
-        other => {
-            return Err(Rejection::FailedPrecondition(
-                Precondition::CaseNotAssigned,
-                format!("case {} is {}, not assigned", case.id(), other.name()),
-            ));
-        }
-    }
+    check_holder(case, agent)?;
     let mut case = case.clone();
     case.activity_at = now;
     case.activity_warned_at = 0;
@@ -968,25 +953,10 @@ fn revoke_into(
 
 /// The agent completes an assigned case; wrap-up follows.
 pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: &Policy) -> Result<Change, Rejection> {
-    match &case.state {
-        CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => {}
-        CaseState::Completed if case.offers.last().is_some_and(|o| &o.agent_id == agent.id()) => {
-            return Ok(Change::default());
-        }
-        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } if agent_id != agent.id() => {
-            return Err(Rejection::PermissionDenied(format!(
-                "case {} is not assigned to agent {}",
-                case.id(),
-                agent.id()
-            )));
-        }
-        other => {
-            return Err(Rejection::FailedPrecondition(
-                Precondition::CaseNotAssigned,
-                format!("case {} is {}, not assigned", case.id(), other.name()),
-            ));
-        }
+    if case.state == CaseState::Completed && case.offers.last().is_some_and(|o| &o.agent_id == agent.id()) {
+        return Ok(Change::default());
     }
+    check_holder(case, agent)?;
     let mut case = case.clone();
     let mut agent = agent.clone();
     case.state = CaseState::Completed;
@@ -1008,6 +978,21 @@ pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: 
     change.case = Some(case);
     change.agent = Some(agent);
     Ok(change)
+}
+
+/// `case` must be assigned to `agent`: PERMISSION_DENIED when another agent holds it (offered
+/// or assigned), FAILED_PRECONDITION when nobody does.
+fn check_holder(case: &Case, agent: &Agent) -> Result<(), Rejection> {
+    match &case.state {
+        CaseState::Assigned { agent_id, .. } if agent_id == agent.id() => Ok(()),
+        CaseState::Offered { agent_id, .. } | CaseState::Assigned { agent_id, .. } if agent_id != agent.id() => {
+            Err(Rejection::PermissionDenied(format!("case {} is not assigned to agent {}", case.id(), agent.id())))
+        }
+        other => Err(Rejection::FailedPrecondition(
+            Precondition::CaseNotAssigned,
+            format!("case {} is {}, not assigned", case.id(), other.name()),
+        )),
+    }
 }
 
 /// The router cancels a case: a live offer is revoked, an assignment released. Cancelling a

@@ -680,16 +680,23 @@ fn case_table(c: &pb::Case) -> String {
     if !c.outcome.is_empty() {
         s.push_str(&format!("outcome: {}\n", c.outcome));
     }
+    if c.rating > 0 {
+        let whose = if c.rating_agent_controllable { "the agent's doing" } else { "not the agent's doing" };
+        s.push_str(&format!("rating: {} ({whose})\n", c.rating));
+    }
     for o in &c.offers {
         s.push_str(&format!(
-            "offer {} → {}  {}{}\n",
+            "offer {} → {}  {}{}{}\n",
             o.offer_id,
             o.agent_id,
             enum_name(o.outcome, pb::OfferOutcome::as_str_name, "OFFER_OUTCOME_"),
-            if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) }
+            if o.reason.is_empty() { String::new() } else { format!(" ({})", o.reason) },
+            if o.handed_back_at_ms > 0 { ", handed back" } else { "" }
         ));
         if let Some(e) = &o.explanation {
-            s.push_str(&format!("  why: {} eligible; top candidates:\n", e.eligible));
+            let ex: Vec<String> = e.excluded.iter().map(|x| format!("{} {}", x.agents, x.rule)).collect();
+            let ex = if ex.is_empty() { String::new() } else { format!(" (excluded: {})", ex.join(", ")) };
+            s.push_str(&format!("  why: {} eligible{ex}; top candidates:\n", e.eligible));
             for cand in &e.candidates {
                 let terms: Vec<String> =
                     cand.terms.iter().map(|t| format!("{}={:.2}×{:.1}", t.name, t.value, t.weight)).collect();
