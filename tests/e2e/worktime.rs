@@ -124,8 +124,6 @@ async fn offers_that_would_cross_a_limit_are_withheld_and_an_agent_at_it_is_told
     assert_eq!(s.agent("w").await.presence.unwrap().engaged_today_ms, 0, "a new day");
 }
 
-on_every_backend!(offers_that_would_cross_a_limit_are_withheld_and_an_agent_at_it_is_told_until_when);
-
 /// A dispatcher restart on Redis loses no engaged time: the next one reads it from the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engaged_time_survives_a_dispatcher_restart() {
@@ -146,3 +144,32 @@ async fn engaged_time_survives_a_dispatcher_restart() {
     let profile = second.agent("v").await.profile.unwrap();
     assert_eq!(profile.work_limits.unwrap().max_per_day_ms, 50 * MIN);
 }
+
+/// With available time counted, an agent who only waits reaches the limit without any
+/// transition: the ready timer looks again when its room runs out, caps it and tells it.
+async fn available_time_counted_caps_an_agent_that_only_waits(b: Backend) {
+    let mut p = policy(); // an hour a day; a chat is expected to take 10 min
+    p.working_time.count_available = true;
+    let s = TestServer::start(b, p).await;
+    s.register(profile("waits", &[("en", 5)], &[], false)).await;
+    let mut w = s.available("waits").await;
+    advance(&s, 50 * MIN).await;
+    assert_eq!(s.agent("waits").await.presence.unwrap().capped_limit, "", "10 min left: a chat still fits");
+    advance(&s, 1).await;
+    let limit = w
+        .next("a working-time notice", |e| match e {
+            Event::WorkingTime(t) => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(limit.limit, "day");
+    let p = s.agent("waits").await.presence.unwrap();
+    assert_eq!((p.capped_limit.as_str(), p.engaged_today_ms), ("day", 50 * MIN + 1), "counted up to the cap");
+    s.submit(case("late", "en", &[], pb::Tier::Standard)).await;
+    assert!(w.offer_now().await.is_none(), "capped: no offer");
+}
+
+on_every_backend!(
+    offers_that_would_cross_a_limit_are_withheld_and_an_agent_at_it_is_told_until_when,
+    available_time_counted_caps_an_agent_that_only_waits,
+);

@@ -549,10 +549,20 @@ impl Change {
                 };
                 agent.work.count(now, count);
             }
-            let before = agent.work.capped;
-            crate::worktime::settle(agent, now, policy);
-            if let Some(c) = agent.work.capped.filter(|c| before != Some(*c)) {
-                self.timers.push((TimerKey::AgentReady(agent.id().clone()), c.until));
+            let review = crate::worktime::settle(agent, now, policy);
+            // One ready timer per agent. Capped: when it may work again (the latest of the cap,
+            // wrap-up and cool-down). Otherwise the earliest of what this change armed and when
+            // an agent counted while available runs out of room.
+            let key = TimerKey::AgentReady(agent.id().clone());
+            let at = if agent.work.capped.is_some_and(|c| now < c.until) {
+                agent.next_ready_at(now)
+            } else {
+                let armed = self.timers.iter().filter(|(k, _)| *k == key).map(|(_, at)| *at).min();
+                [armed, review].into_iter().flatten().min()
+            };
+            if let Some(at) = at {
+                self.timers.retain(|(k, _)| *k != key);
+                self.timers.push((key, at));
             }
         }
         self
@@ -1147,6 +1157,23 @@ pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKe
         None => timers.extend(agent.assignments.keys().map(|c| (TimerKey::HandBack(c.clone()), now))),
     }
     timers
+}
+
+/// The agent's ready timer fired (wrap-up or cool-down over, a working-time cap over, or an
+/// agent counted while available running out of room): its working time is brought up to date
+/// (which may cap it), and the timer armed again if time alone will change it again.
+pub fn review_agent(agent: &Agent, now: Millis, policy: &Policy) -> Change {
+    let mut settled = agent.clone();
+    let review = crate::worktime::settle(&mut settled, now, policy);
+    if settled.work != agent.work {
+        // Settled, and its timer armed, as every change is before it is written.
+        return Change { agent: Some(agent.clone()), ..Change::default() };
+    }
+    let next = [agent.next_ready_at(now), review].into_iter().flatten().min();
+    Change {
+        timers: next.map(|at| (TimerKey::AgentReady(agent.id().clone()), at)).into_iter().collect(),
+        ..Change::default()
+    }
 }
 
 /// Registers a new agent or updates a profile; the live state is kept. A certification whose

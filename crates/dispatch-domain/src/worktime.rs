@@ -263,22 +263,45 @@ fn add_span(days: &mut BTreeMap<i64, DayFigures>, from: Millis, to: Millis) {
     }
 }
 
-/// Whether the agent counts as engaged in its present state.
-pub fn engaged(agent: &Agent, policy: &WorkingTimePolicy) -> bool {
-    agent.pending_offer.is_some()
-        || !agent.assignments.is_empty()
-        || (policy.count_available && agent.connected() && agent.status == crate::state::AgentStatus::Available)
+/// Whether the agent counts as engaged in its present state at `now`: holding an offer or a
+/// case, or (with `count_available`) signed in and available, unless capped (a capped agent
+/// cannot work, so waiting out the cap is a break).
+pub fn engaged(agent: &Agent, policy: &WorkingTimePolicy, now: Millis) -> bool {
+    holds_work(agent)
+        || (policy.count_available
+            && agent.connected()
+            && agent.status == crate::state::AgentStatus::Available
+            && agent.work.capped.is_none_or(|c| now >= c.until))
+}
+
+fn holds_work(agent: &Agent) -> bool {
+    agent.pending_offer.is_some() || !agent.assignments.is_empty()
+}
+
+/// The shortest time any case the agent can take is expected to last (its channels').
+fn shortest_case_ms(agent: &Agent, wt: &WorkingTimePolicy) -> u64 {
+    Channel::ALL
+        .into_iter()
+        .filter(|c| agent.profile.capacity_for(*c) > 0)
+        .map(|c| wt.expected_handle_ms.get(c))
+        .min()
+        .unwrap_or(0)
 }
 
 /// Brings the agent's log up to its present state at `now`: an engagement starts (a break of
 /// `break_ms` since the last one starts a new stretch) or ends (its time is added to the days
-/// and the stretch, and the agent is capped if a limit leaves no room for the shortest
-/// expected offer). Every transition's agent passes here before it is written
-/// ([`crate::transition::Change::settle`]).
-pub fn settle(agent: &mut Agent, now: Millis, policy: &Policy) {
+/// and the stretch); an agent that holds no work is capped if a limit leaves no room for the
+/// shortest expected case (one counted while available stops being engaged then). Every
+/// transition's agent passes here before it is written ([`crate::transition::Change::settle`]).
+/// Returns when to look again through time alone: the moment an agent counted while merely
+/// available will have no room left (its engagement runs on without any transition).
+pub fn settle(agent: &mut Agent, now: Millis, policy: &Policy) -> Option<Millis> {
     let wt = &policy.working_time;
     let limits = wt.limits_for(agent);
-    let now_engaged = engaged(agent, wt);
+    if agent.work.capped.is_some_and(|c| now >= c.until) {
+        agent.work.capped = None;
+    }
+    let now_engaged = engaged(agent, wt, now);
     let log = &mut agent.work;
     match (log.engaged_since, now_engaged) {
         (None, true) => {
@@ -287,27 +310,33 @@ pub fn settle(agent: &mut Agent, now: Millis, policy: &Policy) {
             }
             log.engaged_since = Some(now);
         }
-        (Some(since), false) => {
-            add_span(&mut log.days, since, now);
-            log.stretch_ms += u64::try_from(now - since).unwrap_or(0);
-            log.engaged_since = None;
-            log.free_since = now;
-            let today = day_of(now);
-            log.days.retain(|d, _| *d > today - WEEK_DAYS);
-        }
+        (Some(_), false) => end_engagement(log, now),
         _ => {}
     }
-    if log.capped.is_some_and(|c| now >= c.until) {
-        log.capped = None;
+    if holds_work(agent) || agent.work.capped.is_some() || limits.is_unlimited() {
+        return None;
     }
-    if log.engaged_since.is_none() && log.capped.is_none() && !limits.is_unlimited() {
-        let shortest = [Channel::Voice, Channel::Chat, Channel::Email]
-            .into_iter()
-            .filter(|c| agent.profile.capacity_for(*c) > 0)
-            .map(|c| wt.expected_handle_ms.get(c))
-            .min()
-            .unwrap_or(0);
-        agent.work.capped = cap(&agent.work, now, &limits, shortest);
+    let shortest = shortest_case_ms(agent, wt);
+    let (room, _) = room_ms(&agent.work, now, &limits)?;
+    if room >= shortest {
+        // Counted while available: look again when the room runs out (a case that just fits
+        // may still be offered; a millisecond later none does).
+        return agent.work.engaged_since.map(|_| now + i64::try_from(room - shortest).unwrap_or(i64::MAX - now) + 1);
+    }
+    if agent.work.engaged_since.is_some() {
+        end_engagement(&mut agent.work, now);
+    }
+    agent.work.capped = cap(&agent.work, now, &limits, shortest);
+    None
+}
+
+fn end_engagement(log: &mut WorkLog, now: Millis) {
+    if let Some(since) = log.engaged_since.take() {
+        add_span(&mut log.days, since, now);
+        log.stretch_ms += u64::try_from(now - since).unwrap_or(0);
+        log.free_since = now;
+        let today = day_of(now);
+        log.days.retain(|d, _| *d > today - WEEK_DAYS);
     }
 }
 
@@ -479,6 +508,29 @@ mod tests {
         a.status = crate::state::AgentStatus::Away;
         settle(&mut a, D0 + H, &p);
         assert_eq!(a.work.used(D0 + 2 * H, &WorkLimits::default()).day_ms, H as u64);
+        // With a limit, an agent merely available is looked at again when its room runs out
+        // (an hour a day, a chat expected to take 10 min: after 50 min), and capped then.
+        let limited = Policy {
+            working_time: WorkingTimePolicy {
+                count_available: true,
+                default: WorkLimits { max_per_day_ms: H as u64, ..WorkLimits::default() },
+                ..WorkingTimePolicy::default()
+            },
+            ..Policy::default()
+        };
+        let mut b = agent();
+        b = crate::transition::connect(&b, crate::model::SessionId::parse("s", "s1").unwrap(), D0, &limited)
+            .agent
+            .unwrap();
+        b.status = crate::state::AgentStatus::Available;
+        let runs_out = D0 + 50 * 60_000 + 1;
+        assert_eq!(settle(&mut b, D0, &limited), Some(runs_out));
+        assert_eq!(settle(&mut b, D0 + 20 * 60_000, &limited), Some(runs_out), "the same moment, asked again");
+        assert_eq!(settle(&mut b, runs_out, &limited), None);
+        let c = b.work.capped.expect("capped when the room ran out");
+        assert_eq!((c.limit, c.until), (Limit::Day, D0 + DAY_MS));
+        assert_eq!(b.work.engaged_since, None, "a capped agent is not engaged");
+        assert_eq!(b.work.used(D0 + 2 * H, &WorkLimits::default()).day_ms, 50 * 60_000 + 1);
     }
 
     #[test]

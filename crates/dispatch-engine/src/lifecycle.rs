@@ -62,13 +62,17 @@ impl Engine {
     /// differ from the latest entry (workers are told who changed them and when).
     async fn log_weights(&self) {
         let inner = &self.inner;
-        let change = match inner.store.now().await {
-            Ok(at) => dispatch_domain::transparency::WeightChange {
-                at,
-                by: inner.config.policy_author.clone(),
-                weights: inner.policy.weights.clone(),
-            },
-            Err(e) => return warn!(error = %e, "could not read the store's clock to log the weights"),
+        let at = match inner.store.now().await {
+            Ok(at) => at,
+            Err(e) => {
+                warn!(error = %e, "could not read the store's clock to log the weights");
+                return;
+            }
+        };
+        let change = dispatch_domain::transparency::WeightChange {
+            at,
+            by: inner.config.policy_author.clone(),
+            weights: inner.policy.weights.clone(),
         };
         match inner.store.log_weights(&change).await {
             Ok(true) => info!(by = change.by, weights = change.key(), "new scoring weights logged"),

@@ -88,9 +88,14 @@ impl Engine {
                 r.map(drop)
             }
             TimerKey::AgentReady(agent_id) => {
+                let reviewed = self
+                    .transact(Load::Agent(agent_id), |_, agent, now| {
+                        Ok(agent.map(|a| transition::review_agent(a, now, policy)).unwrap_or_default())
+                    })
+                    .await;
                 self.reread_agent(agent_id).await?;
                 self.inner.work.push(Work::Agent(agent_id.clone()));
-                Ok(())
+                reviewed.map(drop)
             }
             TimerKey::PresenceLease(agent_id) => self
                 .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
