@@ -167,3 +167,45 @@ async fn a_hand_back_decided_on_one_replica_is_seen_on_the_other() {
     assert!(seen_a.iter().any(|e| e.kind() == pb::CaseEventKind::HandedBack));
     assert_eq!(story(&seen_a), story(&seen_b), "both replicas tell the same story");
 }
+
+/// An activity warning and a working-time cap decided by one replica's sweeper (only its clock
+/// moves) reach the device held by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_and_caps_decided_on_one_replica_reach_the_device_on_the_other() {
+    use dispatch_domain::policy::ChannelDurations;
+    use dispatch_domain::worktime::{WorkLimits, WorkingTimePolicy};
+    let mut policy = Policy { presence_lease_ms: 600_000, ..Policy::default() };
+    policy.working_time = WorkingTimePolicy {
+        count_available: true,
+        default: WorkLimits { max_per_day_ms: 300_000, ..WorkLimits::default() },
+        expected_handle_ms: ChannelDurations { voice: 60_000, chat: 60_000, email: 60_000 },
+        ..WorkingTimePolicy::default()
+    };
+    let b = TestServer::start(Backend::Redis, policy.clone()).await;
+    let a = TestServer::start_beside_on(&b, policy, Clock::manual(T0)).await;
+    b.register(profile("quiet", &[("en", 5)], &[], false)).await;
+    b.register(profile("waiter", &[("en", 5)], &[], false)).await;
+    let mut quiet = a.available("quiet").await;
+    b.submit(case("rw1", "en", &[], pb::Tier::Standard)).await;
+    take(&mut quiet, "rw1").await;
+    let mut waiter = a.available("waiter").await;
+    b.advance(120_000); // B's sweeper: the activity warning, then (4 min + 1 ms) the cap
+    let w = quiet
+        .next("an activity warning", |e| match e {
+            Event::ActivityWarning(w) => Some(w.clone()),
+            _ => None,
+        })
+        .await;
+    // Told by A, decided by B: the time left is measured on A's clock (the store's clock in a
+    // deployment, the same for both; here A's stands still at the accept).
+    assert_eq!((w.case_id.as_str(), w.remaining_ms), ("rw1", 180_000));
+    b.advance(120_001);
+    let t = waiter
+        .next("a working-time notice", |e| match e {
+            Event::WorkingTime(t) => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(t.limit, "day");
+    assert_eq!(a.agent("waiter").await.presence.unwrap().capped_limit, "day");
+}

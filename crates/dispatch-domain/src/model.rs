@@ -325,6 +325,13 @@ macro_rules! token_type {
                 f.write_str(&self.0)
             }
         }
+
+        /// Ordered and compared as its text: maps keyed by it are looked up by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 
@@ -679,7 +686,7 @@ impl AgentProfile {
 
     /// Whether the agent holds `certification` valid at `now` (expired from its expiry instant).
     pub fn certified(&self, certification: &str, now: Millis) -> bool {
-        self.certifications.iter().any(|(c, until)| c.as_str() == certification && now < *until)
+        self.certifications.get(certification).is_some_and(|until| now < *until)
     }
 
     /// Whether the agent holds the VIP certification valid at `now`.
@@ -690,7 +697,7 @@ impl AgentProfile {
     /// Whether the agent holds the VIP certification at all (expired or not): the index files
     /// such agents with the certified ones, and the filter rejects the expired at selection.
     pub fn holds_vip(&self) -> bool {
-        self.certifications.keys().any(|c| c.as_str() == VIP_CERTIFICATION)
+        self.certifications.contains_key(VIP_CERTIFICATION)
     }
 
     /// The agent's proficiency in the primary language of `language`, if spoken.

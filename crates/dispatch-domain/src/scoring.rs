@@ -2,7 +2,7 @@
 //! and the choice of the best candidates ([`rank`]). Callers bring the candidates (from an
 //! index); nothing here scans a pool.
 
-use crate::model::{Level, Millis};
+use crate::model::{AgentProfile, CaseSpec, DataRegion, Level, Market, Millis, Skill, VIP_CERTIFICATION};
 use crate::policy::{Policy, Relaxed};
 use crate::state::{Agent, CandidateScore, Case, Explanation, Term, TermScore};
 
@@ -150,47 +150,89 @@ pub fn eligibility_relaxed(
 }
 
 /// The profile filters (language, skills, market, data region, clearance, VIP and the other
-/// certifications, valid at `now`), under the given relaxation. The first that fails.
+/// certifications, valid at `now`), under the given relaxation. The first that fails. Each
+/// filter is one of the gap functions below, which [`why_not`] reads too.
 pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed, now: Millis) -> Result<(), Ineligible> {
-    let spec = &case.spec;
-    let profile = &agent.profile;
-    let min_prof = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
-    if profile.proficiency(&spec.language).is_none_or(|p| p < min_prof) {
+    let (spec, profile) = (&case.spec, &agent.profile);
+    if language_gap(spec, profile, relaxed).is_some() {
         return Err(Ineligible::Language);
     }
-    let held = |s: &crate::model::Skill| profile.skills.get(s).copied();
-    for req in &spec.required_skills {
-        if held(&req.skill).is_none_or(|l| l < req.level.lowered(relaxed.lower_skill_levels_by)) {
-            return Err(Ineligible::Skill);
-        }
+    if skill_gaps(spec, profile, relaxed).next().is_some() {
+        return Err(Ineligible::Skill);
     }
-    if !relaxed.drop_preferred_skills {
-        for pref in &spec.preferred_skills {
-            if held(&pref.skill).is_none_or(|l| l < pref.level) {
-                return Err(Ineligible::Skill);
-            }
-        }
-    }
-    if spec.market.as_ref().is_some_and(|m| !profile.markets.contains(m)) {
+    if market_gap(spec, profile).is_some() {
         return Err(Ineligible::Market);
     }
-    if spec.data_region.as_ref().is_some_and(|r| !profile.data_regions.contains(r)) {
+    if region_gap(spec, profile).is_some() {
         return Err(Ineligible::DataRegion);
     }
-    if profile.clearance < spec.required_clearance {
+    if clearance_gap(spec, profile).is_some() {
         return Err(Ineligible::Clearance);
     }
-    if case.needs_vip_certified(relaxed) && !profile.vip_certified(now) {
-        return Err(Ineligible::NotVipCertified);
-    }
-    for c in &spec.required_certifications {
-        match profile.certifications.get(c) {
-            None => return Err(Ineligible::Certification),
-            Some(until) if now >= *until => return Err(Ineligible::CertificationExpired),
-            Some(_) => {}
-        }
+    if let Some((_, rule, _)) = certification_gaps(case, profile, relaxed, now).next() {
+        return Err(rule);
     }
     Ok(())
+}
+
+/// The proficiency the case needs under `relaxed`, and the agent's (`None`: does not speak
+/// it), when the agent's is short.
+fn language_gap(spec: &CaseSpec, profile: &AgentProfile, relaxed: Relaxed) -> Option<(Level, Option<Level>)> {
+    let need = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
+    let held = profile.proficiency(&spec.language);
+    held.is_none_or(|p| p < need).then_some((need, held))
+}
+
+/// The skills the case needs under `relaxed` (required ones at their lowered level, preferred
+/// ones until dropped) that the agent lacks: the skill, the level needed, the level held.
+fn skill_gaps<'a>(
+    spec: &'a CaseSpec,
+    profile: &'a AgentProfile,
+    relaxed: Relaxed,
+) -> impl Iterator<Item = (&'a Skill, Level, Option<Level>)> + 'a {
+    let required = spec.required_skills.iter().map(move |r| (r, r.level.lowered(relaxed.lower_skill_levels_by)));
+    let preferred = spec.preferred_skills.iter().filter(move |_| !relaxed.drop_preferred_skills).map(|p| (p, p.level));
+    required.chain(preferred).filter_map(|(s, need)| {
+        let held = profile.skills.get(&s.skill).copied();
+        held.is_none_or(|l| l < need).then_some((&s.skill, need, held))
+    })
+}
+
+/// The case's market, when the agent is not contracted for it.
+fn market_gap<'a>(spec: &'a CaseSpec, profile: &AgentProfile) -> Option<&'a Market> {
+    spec.market.as_ref().filter(|m| !profile.markets.contains(*m))
+}
+
+/// The case's data region, when the agent is not cleared for it.
+fn region_gap<'a>(spec: &'a CaseSpec, profile: &AgentProfile) -> Option<&'a DataRegion> {
+    spec.data_region.as_ref().filter(|r| !profile.data_regions.contains(*r))
+}
+
+/// The agent's clearance and the case's, when the agent's is short.
+fn clearance_gap(spec: &CaseSpec, profile: &AgentProfile) -> Option<(u8, u8)> {
+    (profile.clearance < spec.required_clearance).then_some((profile.clearance, spec.required_clearance))
+}
+
+/// The certifications the case needs (`vip` for a VIP case under `relaxed`, then its required
+/// ones) that the agent lacks or holds expired at `now`: the name, the rule, and the expiry
+/// when expired.
+fn certification_gaps<'a>(
+    case: &'a Case,
+    profile: &'a AgentProfile,
+    relaxed: Relaxed,
+    now: Millis,
+) -> impl Iterator<Item = (&'a str, Ineligible, Option<Millis>)> + 'a {
+    let vip = case.needs_vip_certified(relaxed).then_some((VIP_CERTIFICATION, true));
+    let required = case.spec.required_certifications.iter().map(|c| (c.as_str(), false));
+    vip.into_iter().chain(required).filter_map(move |(name, is_vip)| match profile.certifications.get(name) {
+        None => Some((name, if is_vip { Ineligible::NotVipCertified } else { Ineligible::Certification }, None)),
+        Some(until) if now >= *until => Some((
+            name,
+            if is_vip { Ineligible::NotVipCertified } else { Ineligible::CertificationExpired },
+            Some(*until),
+        )),
+        Some(_) => None,
+    })
 }
 
 /// One rule an agent fails for a case, in words.
@@ -204,7 +246,7 @@ pub struct FailedRule {
 
 /// Every hard rule `agent` fails for `case` at `now`, each in words (empty: eligible). Unlike
 /// [`eligibility`], which stops at the first, this checks them all: "why was I not offered
-/// this case?".
+/// this case?". The same gap functions as [`matches_requirements`] decide; this only words them.
 pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<FailedRule> {
     let relaxed = case.relaxed(policy, now);
     let spec = &case.spec;
@@ -226,55 +268,38 @@ pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<
         let (load, cap) = (agent.load(spec.channel), profile.capacity_for(spec.channel));
         fail(Ineligible::NoCapacity, format!("holds {load} of {cap} {} cases", spec.channel.as_str()));
     }
-    let min_prof = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
-    match profile.proficiency(&spec.language) {
-        None => fail(Ineligible::Language, format!("does not speak {}", spec.language.primary())),
-        Some(p) if p < min_prof => fail(
+    match language_gap(spec, profile, relaxed) {
+        Some((_, None)) => fail(Ineligible::Language, format!("does not speak {}", spec.language.primary())),
+        Some((need, Some(p))) => fail(
             Ineligible::Language,
-            format!("speaks {} at {}, the case needs {}", spec.language.primary(), p.get(), min_prof.get()),
+            format!("speaks {} at {}, the case needs {}", spec.language.primary(), p.get(), need.get()),
         ),
-        Some(_) => {}
+        None => {}
     }
-    let required = spec.required_skills.iter().map(|r| (r, r.level.lowered(relaxed.lower_skill_levels_by)));
-    let preferred = spec.preferred_skills.iter().filter(|_| !relaxed.drop_preferred_skills).map(|p| (p, p.level));
-    for (s, need) in required.chain(preferred) {
-        match profile.skills.get(&s.skill) {
-            None => fail(Ineligible::Skill, format!("lacks skill {} (the case needs level {})", s.skill, need.get())),
-            Some(l) if *l < need => fail(
-                Ineligible::Skill,
-                format!("holds skill {} at {}, the case needs {}", s.skill, l.get(), need.get()),
-            ),
-            Some(_) => {}
-        }
+    for (skill, need, held) in skill_gaps(spec, profile, relaxed) {
+        let detail = match held {
+            None => format!("lacks skill {skill} (the case needs level {})", need.get()),
+            Some(l) => format!("holds skill {skill} at {}, the case needs {}", l.get(), need.get()),
+        };
+        fail(Ineligible::Skill, detail);
     }
-    if let Some(m) = spec.market.as_ref().filter(|m| !profile.markets.contains(*m)) {
+    if let Some(m) = market_gap(spec, profile) {
         let serves: Vec<&str> = profile.markets.iter().map(|m| m.as_str()).collect();
         let serves = if serves.is_empty() { "none".to_owned() } else { serves.join(", ") };
         fail(Ineligible::Market, format!("not contracted for market {m} (serves: {serves})"));
     }
-    if let Some(r) = spec.data_region.as_ref().filter(|r| !profile.data_regions.contains(*r)) {
+    if let Some(r) = region_gap(spec, profile) {
         fail(Ineligible::DataRegion, format!("not cleared for personal data of region {r}"));
     }
-    if profile.clearance < spec.required_clearance {
-        fail(
-            Ineligible::Clearance,
-            format!("personal-data clearance {}, the case needs {}", profile.clearance, spec.required_clearance),
-        );
+    if let Some((held, need)) = clearance_gap(spec, profile) {
+        fail(Ineligible::Clearance, format!("personal-data clearance {held}, the case needs {need}"));
     }
-    let vip = crate::model::Certification::vip();
-    let needed = case.needs_vip_certified(relaxed).then_some((&vip, Ineligible::NotVipCertified));
-    for (c, missing) in
-        needed.into_iter().chain(spec.required_certifications.iter().map(|c| (c, Ineligible::Certification)))
-    {
-        match profile.certifications.get(c) {
-            None => fail(missing, format!("lacks certification {c}")),
-            Some(until) if now >= *until => {
-                let rule =
-                    if missing == Ineligible::NotVipCertified { missing } else { Ineligible::CertificationExpired };
-                fail(rule, format!("certification {c} expired {} ago", span(now - until)));
-            }
-            Some(_) => {}
-        }
+    for (name, rule, expired) in certification_gaps(case, profile, relaxed, now) {
+        let detail = match expired {
+            None => format!("lacks certification {name}"),
+            Some(until) => format!("certification {name} expired {} ago", span(now - until)),
+        };
+        fail(rule, detail);
     }
     let wt = &policy.working_time;
     if let Some(limit) = crate::worktime::would_cross(agent, spec.channel, now, policy) {

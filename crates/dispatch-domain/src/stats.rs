@@ -76,9 +76,45 @@ pub fn gini(values: &mut [f64]) -> f64 {
     (2.0 * weighted / (n * sum) - (n + 1.0) / n).max(0.0)
 }
 
+/// How a quantity spreads over agents: its total, the Gini coefficient, and the share of the
+/// top tenth of the agents (at least one).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spread {
+    /// The sum.
+    pub total: f64,
+    /// See [`gini`].
+    pub gini: f64,
+    /// The share of the total held by the top tenth.
+    pub top_decile_share: f64,
+}
+
+/// The spread of `values` (one per agent).
+pub fn spread(mut values: Vec<f64>) -> Spread {
+    let total: f64 = values.iter().sum();
+    let gini = gini(&mut values); // sorts ascending
+    let top = values.len().div_ceil(10);
+    let top_decile_share = if total > 0.0 { values.iter().rev().take(top).sum::<f64>() / total } else { 0.0 };
+    Spread { total, gini, top_decile_share }
+}
+
+/// The fairness window in UTC days: 1 to 7, 0 meaning the whole week.
+pub fn fairness_days(days: u32) -> Result<i64, crate::model::FieldError> {
+    match days {
+        0 => Ok(crate::worktime::WEEK_DAYS),
+        d @ 1..=7 => Ok(i64::from(d)),
+        d => Err(crate::model::FieldError::new("days", format!("{d} days is outside 1 to 7"))),
+    }
+}
+
+/// The mean of a total over a count (0 for none): mean waits and handle times from counters.
+pub fn mean(total: u64, count: u64) -> f64 {
+    if count > 0 { total as f64 / count as f64 } else { 0.0 }
+}
+
 /// Mean offer → accept time from the counters (0 before any accept).
 pub fn mean_time_to_accept_ms(accepted: i64, accept_millis_total: i64) -> f64 {
-    if accepted > 0 { accept_millis_total as f64 / accepted as f64 } else { 0.0 }
+    let positive = |v: i64| u64::try_from(v).unwrap_or(0);
+    mean(positive(accept_millis_total), positive(accepted))
 }
 
 /// Which agents to count.
@@ -242,5 +278,9 @@ mod tests {
         // The textbook case 1, 2, 3, 4: 0.25.
         assert!((gini(&mut [4.0, 1.0, 3.0, 2.0]) - 0.25).abs() < 1e-12);
         assert!(gini(&mut [1.0, 1.0, 1.0, 5.0]) > gini(&mut [1.0, 2.0, 2.0, 3.0]));
+        let s = super::spread(vec![3.0, 0.0]);
+        assert_eq!((s.total, s.gini, s.top_decile_share), (3.0, 0.5, 1.0));
+        assert_eq!(super::fairness_days(0), Ok(7));
+        assert_eq!(super::fairness_days(8).unwrap_err().field, "days");
     }
 }

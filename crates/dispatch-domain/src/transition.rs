@@ -801,11 +801,8 @@ pub fn review_assignment(case: &Case, agent: Option<&Agent>, now: Millis, policy
     if now >= warn_at && case.activity_warned_at == 0 {
         let mut case = case.clone();
         case.activity_warned_at = now;
-        return Change {
-            timers: vec![(TimerKey::HandBack(case.id().clone()), due)],
-            case: Some(case),
-            ..Change::default()
-        };
+        let timers = activity_timer(&case, policy).into_iter().collect();
+        return Change { timers, case: Some(case), ..Change::default() };
     }
     Change { timers: activity_timer(case, policy).into_iter().collect(), ..Change::default() }
 }
@@ -963,7 +960,7 @@ fn revoke_into(
 
 /// The agent completes an assigned case; wrap-up follows.
 pub fn complete(case: &Case, agent: &Agent, outcome: &str, now: Millis, policy: &Policy) -> Result<Change, Rejection> {
-    if case.state == CaseState::Completed && case.offers.last().is_some_and(|o| &o.agent_id == agent.id()) {
+    if case.completed_by() == Some(agent.id()) {
         return Ok(Change::default());
     }
     check_holder(case, agent)?;

@@ -220,20 +220,23 @@ fn day_of(t: Millis) -> i64 {
 
 impl WorkLog {
     /// Engaged time used at `now` (the open engagement counted up to `now`).
+    /// Read for every candidate of a selection when limits are set: nothing is copied.
     pub fn used(&self, now: Millis, limits: &WorkLimits) -> Used {
         let today = day_of(now);
-        let mut days = self.days.clone();
-        let mut stretch = self.stretch_ms;
-        if let Some(since) = self.engaged_since {
-            add_span(&mut days, since, now);
-            stretch += u64::try_from(now - since).unwrap_or(0);
-        } else if self.free_since > 0 && now - self.free_since >= limits.break_ms as i64 {
-            stretch = 0;
-        }
+        let closed = |from_day: i64| -> u64 { self.days.range(from_day..=today).map(|(_, d)| d.engaged_ms).sum() };
+        // The open engagement's part since `from` (a day's or the window's start).
+        let open =
+            |from: Millis| self.engaged_since.map_or(0, |since| u64::try_from(now - since.max(from)).unwrap_or(0));
+        let week_from = today - WEEK_DAYS + 1;
+        let continuous_ms = match self.engaged_since {
+            Some(since) => self.stretch_ms + u64::try_from(now - since).unwrap_or(0),
+            None if self.free_since > 0 && now - self.free_since >= limits.break_ms as i64 => 0,
+            None => self.stretch_ms,
+        };
         Used {
-            continuous_ms: stretch,
-            day_ms: days.get(&today).map_or(0, |d| d.engaged_ms),
-            week_ms: days.range(today - WEEK_DAYS + 1..=today).map(|(_, d)| d.engaged_ms).sum(),
+            continuous_ms,
+            day_ms: closed(today) + open(today * DAY_MS),
+            week_ms: closed(week_from) + open(week_from * DAY_MS),
         }
     }
 

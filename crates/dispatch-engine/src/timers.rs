@@ -88,14 +88,24 @@ impl Engine {
                 r.map(drop)
             }
             TimerKey::AgentReady(agent_id) => {
-                let reviewed = self
-                    .transact(Load::Agent(agent_id), |_, agent, now| {
-                        Ok(agent.map(|a| transition::review_agent(a, now, policy)).unwrap_or_default())
-                    })
-                    .await;
-                self.reread_agent(agent_id).await?;
+                // One read: the record refreshes the index and is reviewed (its working time);
+                // a review that changes something is written with compare-and-set on that
+                // version. Lost to a concurrent change, it is moot: that change was settled too.
+                let read = self.inner.store.read(None, Some(agent_id)).await?;
+                let Some(agent) = read.agent else {
+                    self.observe_agent_removed(agent_id);
+                    return Ok(());
+                };
+                let review = transition::review_agent(&agent, read.now, policy);
+                self.observe(None, Some(agent), read.now);
+                if !(review.is_noop() && review.timers.is_empty()) {
+                    match self.commit(review, read.now).await {
+                        Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 self.inner.work.push(Work::Agent(agent_id.clone()));
-                reviewed.map(drop)
+                Ok(())
             }
             TimerKey::PresenceLease(agent_id) => self
                 .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {

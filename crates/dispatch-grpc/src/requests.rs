@@ -32,12 +32,7 @@ pub fn get_fairness(r: &pb::GetFairnessRequest) -> Result<(Option<dispatch_domai
     let pb::GetFairnessRequest { language, days } = r;
     let language =
         if language.is_empty() { None } else { Some(dispatch_domain::Language::parse("language", language)?) };
-    let days = match *days {
-        0 => dispatch_domain::worktime::WEEK_DAYS,
-        d @ 1..=7 => i64::from(d),
-        d => return Err(FieldError::new("days", format!("{d} days is outside 1 to 7"))),
-    };
-    Ok((language, days))
+    Ok((language, dispatch_domain::stats::fairness_days(*days)?))
 }
 
 /// `WhatIfStaffing`.

@@ -217,19 +217,17 @@ impl Engine {
             AgentCommand::ReportActivity(case_id) => self.report_activity(agent_id, session_id, &case_id).await,
             AgentCommand::ExplainMe => {
                 let notice = AgentNotice::AgentExplanation(Box::new(self.explain_agent(agent_id).await?));
-                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                self.answer(agent_id, session_id, notice);
                 Ok(())
             }
             AgentCommand::AllocationParameters => {
                 let notice = AgentNotice::AllocationParameters(Box::new(self.allocation_policy().await?));
-                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                self.answer(agent_id, session_id, notice);
                 Ok(())
             }
             AgentCommand::ExplainCase(case_id) => {
                 let explanation = Box::new(self.explain_match(&case_id, agent_id).await?);
-                let notice = AgentNotice::Explanation { case_id, explanation };
-                // The device's queue is full: it hears nothing more anyway.
-                let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
+                self.answer(agent_id, session_id, AgentNotice::Explanation { case_id, explanation });
                 Ok(())
             }
         }
@@ -310,6 +308,12 @@ impl Engine {
         })
         .await
         .map(drop)
+    }
+
+    /// Queues the answer to a question the session asked, before the command's result. A
+    /// device whose queue is full hears nothing more anyway.
+    fn answer(&self, agent_id: &AgentId, session_id: &SessionId, notice: AgentNotice) {
+        let _ = self.inner.delivery.sessions.send(agent_id, Some(session_id), notice);
     }
 
     /// The agent reports activity on an assigned case.

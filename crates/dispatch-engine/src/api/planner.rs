@@ -156,37 +156,27 @@ impl Engine {
             .filter(|a| language.is_none_or(|l| a.profile.primary_languages().contains(&l)))
             .collect();
         let figures: Vec<_> = agents.iter().map(|a| a.work.figures(now, days)).collect();
-        let mut offers: Vec<f64> = figures.iter().map(|f| f64::from(f.offers)).collect();
-        let mut engaged: Vec<f64> = figures.iter().map(|f| f.engaged_ms as f64).collect();
-        let total_offers: f64 = offers.iter().sum();
-        let offers_gini = stats::gini(&mut offers); // sorts ascending
-        let top = offers.len().div_ceil(10);
-        let top_share =
-            if total_offers > 0.0 { offers.iter().rev().take(top).sum::<f64>() / total_offers } else { 0.0 };
-        let engaged_ms = figures.iter().map(|f| f.engaged_ms).sum();
-        let engaged_gini = stats::gini(&mut engaged);
+        let offers = stats::spread(figures.iter().map(|f| f64::from(f.offers)).collect());
+        let engaged = stats::spread(figures.iter().map(|f| f.engaged_ms as f64).collect());
         let counters: BTreeMap<Counter, i64> = self.inner.store.counters().await?.into_iter().collect();
         let get = |c: Counter| counters.get(&c).copied().unwrap_or(0).max(0) as u64;
-        let mean = |n: u64, total: u64| if n > 0 { total as f64 / n as f64 } else { 0.0 };
-        let waits = vec![
-            (Tier::Vip, get(Counter::AssignedVip), mean(get(Counter::AssignedVip), get(Counter::WaitMillisVip))),
-            (
-                Tier::Standard,
-                get(Counter::AssignedStandard),
-                mean(get(Counter::AssignedStandard), get(Counter::WaitMillisStandard)),
-            ),
-        ];
+        let waits = [
+            (Tier::Vip, Counter::AssignedVip, Counter::WaitMillisVip),
+            (Tier::Standard, Counter::AssignedStandard, Counter::WaitMillisStandard),
+        ]
+        .map(|(tier, n, total)| (tier, get(n), stats::mean(get(total), get(n))))
+        .to_vec();
         let mut top_hand_backs: Vec<(AgentId, u64)> =
             agents.iter().filter(|a| a.hand_backs > 0).map(|a| (a.id().clone(), a.hand_backs)).collect();
         top_hand_backs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top_hand_backs.truncate(10);
         Ok(Fairness {
             agents: agents.len() as u64,
-            offers: total_offers as u64,
-            offers_gini,
-            offers_top_decile_share: top_share,
-            engaged_ms,
-            engaged_gini,
+            offers: offers.total as u64,
+            offers_gini: offers.gini,
+            offers_top_decile_share: offers.top_decile_share,
+            engaged_ms: engaged.total as u64,
+            engaged_gini: engaged.gini,
             waits,
             hand_backs: get(Counter::HandedBack),
             top_hand_backs,
