@@ -398,6 +398,9 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// Every tier.
+    pub const ALL: [Tier; 2] = [Tier::Standard, Tier::Vip];
+
     /// Lower-case name, as used in explanations and configuration.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -65,6 +65,8 @@ pub struct Policy {
     pub working_time: crate::worktime::WorkingTimePolicy,
     /// How customers' ratings become the rating term.
     pub reputation: crate::reputation::ReputationPolicy,
+    /// Service-level targets per tier and the staffing assumptions.
+    pub demand: crate::demand::DemandPolicy,
 }
 
 impl Default for Policy {
@@ -97,6 +99,7 @@ impl Default for Policy {
             hand_back_preference_ms: 120_000,
             working_time: crate::worktime::WorkingTimePolicy::default(),
             reputation: crate::reputation::ReputationPolicy::default(),
+            demand: crate::demand::DemandPolicy::default(),
         }
     }
 }
@@ -224,6 +227,12 @@ impl Policy {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let err = |field: &str, reason: &str| Err(PolicyError { field: field.to_owned(), reason: reason.to_owned() });
+        for tier in crate::model::Tier::ALL {
+            if let Err(e) = self.demand.goal(tier) {
+                let field = format!("demand.{}_target.{}", tier.as_str(), e.field);
+                return Err(PolicyError { field, reason: e.reason });
+            }
+        }
         if !(100..=3_600_000).contains(&self.offer_timeout_ms) {
             return err("offer_timeout_ms", "must be 100 to 3600000");
         }

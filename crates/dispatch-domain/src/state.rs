@@ -497,6 +497,10 @@ pub struct Case {
     /// The customer's rating, once given (completed cases only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<crate::reputation::CaseRating>,
+    /// While waiting: the latest estimate of its wait (made at submission and recomputed as it
+    /// waits), so that every replica reports the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::demand::WaitEstimate>,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -518,6 +522,7 @@ impl Case {
             activity_warned_at: 0,
             returning: None,
             rating: None,
+            estimate: None,
             version: 0,
         }
     }
@@ -627,6 +632,7 @@ impl Case {
         let relax = policy.next_relaxation_after(self.waited_ms(now)).map(|a| self.created_at + a as i64);
         let unexclude = self.excluded.values().copied().filter(|u| *u > now).min();
         let ttl = self.spec.ttl_ms.filter(|_| !self.was_assigned()).map(|t| self.created_at + t as i64);
-        [relax, unexclude, ttl].into_iter().flatten().min()
+        let estimate = self.estimate.as_ref().map(crate::demand::WaitEstimate::review_at);
+        [relax, unexclude, ttl, estimate].into_iter().flatten().min()
     }
 }

@@ -599,6 +599,28 @@ pub fn submit(spec: CaseSpec, tenant: Option<TenantId>, now: Millis, policy: &Po
     change
 }
 
+/// Puts a fresh wait estimate on a waiting case: on `change`'s new version of it, or on a copy
+/// of `case` when the change leaves it alone; its review is re-armed for when the estimate is
+/// due. A case no longer waiting (or closed by the change) is left as it is.
+pub fn estimate(case: &Case, change: &mut Change, estimate: crate::demand::WaitEstimate, now: Millis, policy: &Policy) {
+    let Some(mut next) = change.case.take().or_else(|| (case.state == CaseState::Queued).then(|| case.clone())) else {
+        return;
+    };
+    if next.state == CaseState::Queued {
+        next.estimate = Some(estimate);
+        let id = next.id().clone();
+        change.timers.retain(|(k, _)| *k != TimerKey::CaseReview(id.clone()));
+        change.case_review(&next, policy, now);
+    }
+    change.case = Some(next);
+}
+
+/// Whether a waiting case's estimate is due for recomputing at `now` (it ran out, or it is
+/// [`REESTIMATE_MS`](crate::demand::REESTIMATE_MS) old).
+pub fn estimate_due(case: &Case, now: Millis) -> bool {
+    case.state == CaseState::Queued && case.estimate.is_some_and(|e| e.review_at() <= now)
+}
+
 /// A submission whose id exists: the same payload from the same tenant is a retry, anything
 /// else a conflict.
 pub fn resubmit(existing: &Case, spec: &CaseSpec, tenant: Option<&TenantId>) -> Result<(), Rejection> {

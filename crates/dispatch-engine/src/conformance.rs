@@ -11,7 +11,8 @@ use dispatch_domain::{
 };
 
 use crate::clock::Clock;
-use crate::store::{Commit, Counter, Marks, Restore, Store, StoreError};
+use crate::store::{Commit, Counter, Marks, Restore, SegmentWrite, Store, StoreError};
+use dispatch_domain::demand::SegmentCounter;
 
 /// What a conformance test gets: the store, the clock it runs on, and whatever must live as long
 /// as the store (a `redis-server`).
@@ -93,12 +94,18 @@ pub async fn a_conflict_writes_nothing(s: &dyn Store) {
             agent: Some(stale),
             timers: vec![(TimerKey::CaseReview(cid("c-new")), 1)],
             counters: vec![(Counter::Submitted, 1)],
+            segment: Some(SegmentWrite {
+                bucket: 0,
+                segment: "en/standard/chat/-".into(),
+                counts: vec![(SegmentCounter::Arrived, 1)],
+            }),
         })
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     assert!(s.get_case(&cid("c-new")).await.unwrap().is_none(), "the case was not written");
     assert!(s.due_timers(i64::MAX / 2, 10).await.unwrap().is_empty(), "no timer was armed");
     assert!(s.counters().await.unwrap().iter().all(|(_, v)| *v == 0), "no counter moved");
+    assert!(s.segment_counts(0).await.unwrap().is_empty(), "no segment count moved");
     assert_eq!(s.get_agent(a.id()).await.unwrap().unwrap().version, 1);
 }
 
@@ -144,7 +151,7 @@ pub async fn offers_lead_to_their_case(s: &dyn Store) {
     let c = put_case(s, case("c1", 0)).await;
     let offer = OfferId::parse("o", "of-1").unwrap();
     let ch = transition::offer(&c, &a, offer.clone(), Explanation::default(), 0, &policy).unwrap();
-    s.commit(Commit { case: ch.case, agent: ch.agent, timers: ch.timers, counters: vec![] }).await.unwrap();
+    s.commit(Commit { case: ch.case, agent: ch.agent, timers: ch.timers, ..Commit::default() }).await.unwrap();
     assert_eq!(s.offer_case(&offer).await.unwrap(), Some(c.id().clone()));
     assert_eq!(s.offer_case(&OfferId::parse("o", "of-2").unwrap()).await.unwrap(), None);
 }
@@ -204,6 +211,41 @@ pub async fn counters_add_up(s: &dyn Store) {
     let c: std::collections::BTreeMap<Counter, i64> = s.counters().await.unwrap().into_iter().collect();
     assert_eq!(c.get(&Counter::OffersMade), Some(&6));
     assert_eq!(c.get(&Counter::AcceptMillisTotal), Some(&450));
+}
+
+/// Segment counts add up per segment and bucket, are read back from a given bucket on, and
+/// leave other segments and buckets alone.
+pub async fn segment_counts_add_up_per_bucket(s: &dyn Store, _clock: &Clock) {
+    use dispatch_domain::demand::{BUCKET_MS, bucket_of};
+    let now = bucket_of(s.now().await.unwrap());
+    let write = |bucket, segment: &str, counts: Vec<(SegmentCounter, i64)>| Commit {
+        segment: Some(SegmentWrite { bucket, segment: segment.into(), counts }),
+        ..Commit::default()
+    };
+    let de = "de/vip/chat/billing";
+    s.commit(write(now - BUCKET_MS, de, vec![(SegmentCounter::Arrived, 2)])).await.unwrap();
+    for _ in 0..3 {
+        s.commit(write(now, de, vec![(SegmentCounter::Arrived, 1), (SegmentCounter::HandleMs, 1_500)])).await.unwrap();
+    }
+    s.commit(write(now, "fr/standard/voice/-", vec![(SegmentCounter::Abandoned, 1)])).await.unwrap();
+    let mut got: Vec<(Millis, String, SegmentCounter, i64)> = s
+        .segment_counts(now - BUCKET_MS)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.bucket, c.segment, c.counter, c.total))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (now - BUCKET_MS, de.to_owned(), SegmentCounter::Arrived, 2),
+        (now, de.to_owned(), SegmentCounter::Arrived, 3),
+        (now, de.to_owned(), SegmentCounter::HandleMs, 4_500),
+        (now, "fr/standard/voice/-".to_owned(), SegmentCounter::Abandoned, 1),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let recent = s.segment_counts(now).await.unwrap();
+    assert!(recent.iter().all(|c| c.bucket == now) && recent.len() == 3, "{recent:?}");
 }
 
 /// Two callers committing on the same version: exactly one wins, every time.
@@ -324,6 +366,12 @@ macro_rules! store_conformance_tests {
             async fn racing_commits_have_exactly_one_winner() {
                 let (store, _clock, _guard): suite::Fixture = $make.await;
                 suite::racing_commits_have_exactly_one_winner(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn segment_counts_add_up_per_bucket() {
+                let (store, clock, _guard): suite::Fixture = $make.await;
+                suite::segment_counts_add_up_per_bucket(&*store, &clock).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

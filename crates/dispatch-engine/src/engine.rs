@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) life: Lifecycle,
     /// What this process measures of itself.
     pub(crate) metrics: Metrics,
+    /// The demand-segment counts last read from the store, for estimates.
+    pub(crate) demand: crate::demand::DemandCache,
 }
 
 /// Everyone this process tells about changes.
@@ -83,6 +85,7 @@ impl Engine {
             metrics,
             clock,
             index: PoolIndex::new(),
+            demand: crate::demand::DemandCache::default(),
             delivery: Delivery {
                 sessions: Sessions::default(),
                 watchers: Watchers::new(config.max_watches),

@@ -34,6 +34,13 @@ pub struct PoolIndex {
     postings: RwLock<HashMap<Posting, Postings>>,
     /// Live (not terminal) cases and the waiting order.
     cases: Mutex<CaseIndex>,
+    /// Signed-in agents (status available or away, connected or not) by primary language: the
+    /// supply of each demand segment. Lock order: after `postings`.
+    online: RwLock<HashMap<String, BTreeMap<AgentId, Arc<Agent>>>>,
+}
+
+fn signed_in(a: &Agent) -> bool {
+    a.session.is_some() && a.status != dispatch_domain::AgentStatus::Offline
 }
 
 #[derive(Default)]
@@ -102,6 +109,7 @@ impl PoolIndex {
             }
         }
         let agent = Arc::new(agent);
+        self.file_online(old.as_deref(), Some(&agent));
         if agent.routable() {
             for key in postings_of(&agent) {
                 postings.entry(key).or_default().insert((agent.idle_since, agent.id().clone()), Arc::clone(&agent));
@@ -111,10 +119,54 @@ impl PoolIndex {
         Applied::Newer(old)
     }
 
+    /// Moves an agent between the signed-in lists of its languages.
+    fn file_online(&self, old: Option<&Agent>, new: Option<&Arc<Agent>>) {
+        let mut online = self.online.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(o) = old.filter(|o| signed_in(o)) {
+            for l in o.profile.primary_languages() {
+                if let Some(m) = online.get_mut(l) {
+                    m.remove(o.id());
+                    if m.is_empty() {
+                        online.remove(l);
+                    }
+                }
+            }
+        }
+        if let Some(n) = new.filter(|n| signed_in(n)) {
+            for l in n.profile.primary_languages() {
+                online.entry(l.to_owned()).or_default().insert(n.id().clone(), Arc::clone(n));
+            }
+        }
+    }
+
+    /// The signed-in agents speaking `language` (primary subtag).
+    pub fn signed_in(&self, language: &str) -> Vec<Arc<Agent>> {
+        let online = self.online.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        online.get(language).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// How many waiting cases ahead of `case` in its language's queue compete for its agents
+    /// ([`demand::competes`](dispatch_domain::demand::competes)), looking at most `limit` deep;
+    /// and how many wait in its language in all.
+    pub fn ahead_of(&self, case: &Case, policy: &Policy, limit: usize) -> (u32, u32) {
+        let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(set) = idx.waiting.get(case.spec.language.primary()) else {
+            return (0, 0);
+        };
+        let me = (case.queue_rank(policy), case.id().clone());
+        let ahead = set
+            .range(..me)
+            .take(limit)
+            .filter(|(_, id)| idx.live.get(id).is_some_and(|c| dispatch_domain::demand::competes(&c.spec, &case.spec)))
+            .count();
+        (u32::try_from(ahead).unwrap_or(u32::MAX), u32::try_from(set.len()).unwrap_or(u32::MAX))
+    }
+
     /// Forgets a removed agent.
     pub fn remove_agent(&self, id: &AgentId) {
         let mut postings = self.postings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, o)) = self.agents.remove(id) {
+            self.file_online(Some(&o), None);
             for key in postings_of(&o) {
                 if let Some(set) = postings.get_mut(&key) {
                     set.remove(&(o.idle_since, id.clone()));

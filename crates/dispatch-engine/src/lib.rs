@@ -18,6 +18,7 @@
 //!   itself (Prometheus), and the store timed;
 //! - [`store`]: the persistence port ([`Store`], [`Commit`]); [`memory`]: the embedded store;
 //! - [`index`]: the live pool index (agents by language and skill, waiting cases in order);
+//! - [`demand`]: segment counts with each commit, wait estimates, and planners' segment view;
 //! - [`clock`]: system or manual time;
 //! - `conformance` (feature `test-util`): the one test suite every store must pass.
 
@@ -27,6 +28,7 @@ pub mod config;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod delivery;
+pub mod demand;
 pub mod engine;
 pub mod error;
 mod fence;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use dispatch_domain::demand::{BucketCount, SegmentCounter};
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
 
 use crate::clock::Clock;
@@ -29,6 +30,8 @@ struct Mem {
     /// Each armed timer's due time.
     timer_due: HashMap<TimerKey, Millis>,
     counters: BTreeMap<Counter, i64>,
+    /// Demand-segment counts by (bucket, segment, counter).
+    segments: BTreeMap<(Millis, String, SegmentCounter), i64>,
     /// Closings restores reported (see [`Marks::closed`]): never revived.
     closed: HashMap<CaseId, u64>,
     /// Changes of the scoring weights, oldest first.
@@ -169,6 +172,16 @@ impl Store for MemoryStore {
             *total += delta;
             out.counters.push((counter, *total));
         }
+        if let Some(seg) = commit.segment {
+            for (counter, delta) in seg.counts {
+                *mem.segments.entry((seg.bucket, seg.segment.clone(), counter)).or_default() += delta;
+            }
+            // Buckets past retention go (the oldest first, so this stops at once).
+            let horizon = seg.bucket - dispatch_domain::demand::RETENTION_MS;
+            while mem.segments.first_key_value().is_some_and(|((b, _, _), _)| *b < horizon) {
+                mem.segments.pop_first();
+            }
+        }
         Ok(out)
     }
 
@@ -188,6 +201,20 @@ impl Store for MemoryStore {
 
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    async fn segment_counts(&self, since: Millis) -> Result<Vec<BucketCount>, StoreError> {
+        let mem = self.lock();
+        Ok(mem
+            .segments
+            .range((since, String::new(), SegmentCounter::ALL[0])..)
+            .map(|((bucket, segment, counter), total)| BucketCount {
+                bucket: *bucket,
+                segment: segment.clone(),
+                counter: *counter,
+                total: *total,
+            })
+            .collect())
     }
 
     async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {

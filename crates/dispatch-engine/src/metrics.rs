@@ -396,6 +396,7 @@ pub(crate) enum StoreOp {
     DueTimers,
     ClearTimer,
     Counters,
+    SegmentCounts,
     WeightLog,
     Snapshot,
     JoinEpoch,
@@ -406,7 +407,7 @@ pub(crate) enum StoreOp {
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 21] = [
+    const ALL: [StoreOp; 22] = [
         StoreOp::Read,
         StoreOp::Ping,
         StoreOp::PurgeCase,
@@ -421,6 +422,7 @@ impl StoreOp {
         StoreOp::DueTimers,
         StoreOp::ClearTimer,
         StoreOp::Counters,
+        StoreOp::SegmentCounts,
         StoreOp::WeightLog,
         StoreOp::Snapshot,
         StoreOp::JoinEpoch,
@@ -446,6 +448,7 @@ impl StoreOp {
             StoreOp::DueTimers => "due_timers",
             StoreOp::ClearTimer => "clear_timer",
             StoreOp::Counters => "counters",
+            StoreOp::SegmentCounts => "segment_counts",
             StoreOp::WeightLog => "weight_log",
             StoreOp::Snapshot => "snapshot",
             StoreOp::JoinEpoch => "join_epoch",
@@ -525,6 +528,9 @@ impl Store for MeteredStore {
     }
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         timed!(self, StoreOp::Counters, self.inner.counters())
+    }
+    async fn segment_counts(&self, since: Millis) -> Result<Vec<dispatch_domain::demand::BucketCount>, StoreError> {
+        timed!(self, StoreOp::SegmentCounts, self.inner.segment_counts(since))
     }
     async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {
         timed!(self, StoreOp::WeightLog, self.inner.log_weights(change))

@@ -5,6 +5,7 @@
 //! `dispatch_redis::RedisStore`.
 
 use async_trait::async_trait;
+use dispatch_domain::demand::{BucketCount, SegmentCounter};
 use dispatch_domain::transparency::WeightChange;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, Millis, OfferId, TimerKey};
 
@@ -58,6 +59,19 @@ pub struct Commit {
     pub timers: Vec<(TimerKey, Millis)>,
     /// Counter increments.
     pub counters: Vec<(Counter, i64)>,
+    /// The case's demand-segment counts, added to their bucket.
+    pub segment: Option<SegmentWrite>,
+}
+
+/// The counts one commit adds to one demand segment's bucket (see [`dispatch_domain::demand`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentWrite {
+    /// The bucket's start (store clock; a multiple of [`BUCKET_MS`](dispatch_domain::demand::BUCKET_MS)).
+    pub bucket: Millis,
+    /// The segment's key.
+    pub segment: String,
+    /// Increments.
+    pub counts: Vec<(SegmentCounter, i64)>,
 }
 
 /// What a successful commit stored, with the new versions.
@@ -197,6 +211,9 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_timer(&self, key: &TimerKey, due: Millis) -> Result<(), StoreError>;
     /// The cumulative counters.
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError>;
+    /// The demand-segment counts of the buckets starting at or after `since` (kept for
+    /// [`RETENTION_MS`](dispatch_domain::demand::RETENTION_MS)).
+    async fn segment_counts(&self, since: Millis) -> Result<Vec<BucketCount>, StoreError>;
     /// Appends a change of the scoring weights to the log unless the latest entry has the same
     /// weights (atomically: replicas starting together log a change once); the log keeps the
     /// last [`WEIGHT_LOG`](dispatch_domain::transparency::WEIGHT_LOG). Whether it was appended.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use dispatch_domain::demand::{self, WaitEstimate};
 use dispatch_domain::{Change, Millis, TimerKey, transition};
 use tracing::warn;
 
@@ -79,9 +80,22 @@ impl Engine {
                 .await
                 .map(drop),
             TimerKey::CaseReview(case_id) => {
+                // A waiting case whose estimate ran out gets a new one, from the index's
+                // view of the queue (gathered before the decision, which stays pure).
+                let now = self.now().await?;
+                let inputs = match self.inner.index.case(case_id) {
+                    Some(c) if transition::estimate_due(&c, now) => Some(self.estimate_for(&c, now).await),
+                    _ => None,
+                };
                 let r = self
                     .transact(Load::Case(case_id), |case, _, now| {
-                        Ok(case.map(|c| transition::review_case(c, now, policy)).unwrap_or_default())
+                        let Some(c) = case else { return Ok(Change::default()) };
+                        let mut change = transition::review_case(c, now, policy);
+                        if let Some(i) = inputs.as_ref().filter(|_| transition::estimate_due(c, now)) {
+                            let estimate = WaitEstimate { at: now, wait_ms: demand::estimate_wait(i) };
+                            transition::estimate(c, &mut change, estimate, now, policy);
+                        }
+                        Ok(change)
                     })
                     .await;
                 self.inner.work.push(Work::Case(case_id.clone()));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+use dispatch_domain::demand::WaitEstimate;
 use dispatch_domain::state::OfferOutcome;
 use dispatch_domain::transition::RevokeReason;
 use dispatch_domain::{AgentId, Case, CaseId, CaseState, Event, Millis, OfferId};
@@ -37,6 +38,8 @@ pub enum CaseEventKind {
     Cancelled,
     /// Expired.
     Expired,
+    /// A waiting case's estimated wait was remade; nothing else changed.
+    WaitEstimated,
 }
 
 impl CaseEventKind {
@@ -68,6 +71,13 @@ pub struct CaseEvent {
     pub reason: String,
     /// The case's state just after it.
     pub state: CaseState,
+    /// While the case waits (the state is queued or offered): its stored estimate.
+    pub estimate: Option<WaitEstimate>,
+}
+
+/// The estimate a case in `state` shows: its stored one while it waits.
+fn shown(case: &Case, state: &CaseState) -> Option<WaitEstimate> {
+    case.estimate.filter(|_| matches!(state, CaseState::Queued | CaseState::Offered { .. }))
 }
 
 impl CaseEvent {
@@ -85,7 +95,24 @@ impl CaseEvent {
             },
             reason: case.close_reason.clone(),
             state: case.state.clone(),
+            estimate: shown(case, &case.state),
         }
+    }
+
+    /// `after`'s estimate was remade (and nothing else happened).
+    pub fn estimated(after: &Case) -> Option<CaseEvent> {
+        let estimate = shown(after, &after.state)?;
+        Some(CaseEvent {
+            case_id: after.id().clone(),
+            kind: CaseEventKind::WaitEstimated,
+            version: after.version,
+            at: estimate.at,
+            agent_id: None,
+            offer_id: None,
+            reason: String::new(),
+            state: after.state.clone(),
+            estimate: Some(estimate),
+        })
     }
 
     /// A case event of `after` (the record it was derived from); `None` for agent events.
@@ -100,6 +127,7 @@ impl CaseEvent {
             agent_id: agent.cloned(),
             offer_id: offer.cloned(),
             reason: reason.to_owned(),
+            estimate: shown(after, &state),
             state,
         };
         Some(match ev {

@@ -158,7 +158,8 @@ impl Engine {
     pub(crate) async fn commit(&self, change: Change, now: Millis) -> Result<Written, StoreError> {
         let Change { case, agent, events, timers } = change.settle(now, &self.inner.policy);
         let counters: Vec<(Counter, i64)> = events.iter().flat_map(Event::counters).collect();
-        let commit = Commit { case, agent, timers, counters };
+        let segment = case.as_ref().and_then(|c| self.segment_write(c, &events, now));
+        let commit = Commit { case, agent, timers, counters, segment };
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;
         self.inner.fence.saw(committed.seq, &committed.counters);
         self.inner.fence.saw_at(committed.seq, now);

@@ -67,6 +67,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.PlannerService/ExplainMatch", PLANNER),
     ("/dispatch.v1.PlannerService/ExplainAgent", PLANNER),
     ("/dispatch.v1.PlannerService/GetFairness", PLANNER),
+    ("/dispatch.v1.PlannerService/GetSegmentDemand", PLANNER),
     // The same for every agent: agents may read it outside their stream too.
     ("/dispatch.v1.PlannerService/GetAllocationPolicy", Access::Roles(&[Role::Planner, Role::Agent])),
     // Generic tools and load balancers: the API's shape is public (it is in the repository).

@@ -18,13 +18,15 @@ fn prefixed(prefix: &str) -> impl Fn(FieldError) -> FieldError + '_ {
     move |e| e.under(prefix)
 }
 
+use dispatch_domain::demand::{WaitBand, WaitEstimate};
+
 /// An enum number the proto does not define: named as such, with the values it may take.
 fn unknown(field: &str, what: &str, v: i32, allowed: &str) -> FieldError {
     FieldError::new(field, format!("{what} {v} is not a known {what}; {allowed}"))
 }
 
 /// Proto channel → domain (`None` for unspecified; an unknown number is an error).
-fn channel_from(field: &str, v: i32) -> Result<Option<Channel>, FieldError> {
+pub(crate) fn channel_from(field: &str, v: i32) -> Result<Option<Channel>, FieldError> {
     match pb::Channel::try_from(v) {
         Err(_) => Err(unknown(field, "channel", v, "CHANNEL_VOICE, CHANNEL_CHAT or CHANNEL_EMAIL")),
         Ok(pb::Channel::Unspecified) => Ok(None),
@@ -42,7 +44,7 @@ fn channel_to(c: Channel) -> pb::Channel {
     }
 }
 
-fn tier_from(field: &str, v: i32) -> Result<Option<Tier>, FieldError> {
+pub(crate) fn tier_from(field: &str, v: i32) -> Result<Option<Tier>, FieldError> {
     match pb::Tier::try_from(v) {
         Err(_) => Err(unknown(field, "tier", v, "TIER_STANDARD or TIER_VIP")),
         Ok(pb::Tier::Unspecified) => Ok(None),
@@ -550,6 +552,36 @@ pub fn case_to(c: &Case, now: Millis, policy: &Policy, viewer: Option<&TenantId>
         waited_ms: c.waited_ms(now),
         rating: c.rating.map_or(0, |r| u32::from(r.stars)),
         rating_agent_controllable: c.rating.is_some_and(|r| r.controllable),
+        estimate: c
+            .estimate
+            .filter(|_| matches!(c.state, CaseState::Queued | CaseState::Offered { .. }))
+            .map(|e| estimate_to(&e, now)),
+    }
+}
+
+/// A wait band → proto.
+fn band_to(b: WaitBand) -> pb::WaitBand {
+    match b {
+        WaitBand::Unknown => pb::WaitBand::Unknown,
+        WaitBand::UnderOneMinute => pb::WaitBand::UnderOneMinute,
+        WaitBand::OneToThreeMinutes => pb::WaitBand::OneToThreeMinutes,
+        WaitBand::ThreeToTenMinutes => pb::WaitBand::ThreeToTenMinutes,
+        WaitBand::OverTenMinutes => pb::WaitBand::OverTenMinutes,
+    }
+}
+
+/// A stored estimate as of `now` → proto.
+pub fn estimate_to(e: &WaitEstimate, now: Millis) -> pb::WaitEstimate {
+    let left = e.remaining_ms(now);
+    let band = WaitBand::of(left);
+    pb::WaitEstimate {
+        known: left.is_some(),
+        wait_ms: left.unwrap_or(0),
+        band: band_to(band) as i32,
+        band_text: band.text().to_owned(),
+        estimated_at_ms: e.at,
+        as_of_ms: now,
+        estimated_wait_ms: e.wait_ms.unwrap_or(0),
     }
 }
 
@@ -567,6 +599,7 @@ pub fn event_to(e: &CaseEvent, viewer: Option<&TenantId>) -> pb::CaseEvent {
         CaseEventKind::Completed => pb::CaseEventKind::Completed,
         CaseEventKind::Cancelled => pb::CaseEventKind::Cancelled,
         CaseEventKind::Expired => pb::CaseEventKind::Expired,
+        CaseEventKind::WaitEstimated => pb::CaseEventKind::WaitEstimated,
     };
     pb::CaseEvent {
         case_id: e.case_id.as_seen_by(viewer).to_owned(),
@@ -577,6 +610,7 @@ pub fn event_to(e: &CaseEvent, viewer: Option<&TenantId>) -> pb::CaseEvent {
         offer_id: e.offer_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         reason: e.reason.clone(),
         state: state_to(&e.state) as i32,
+        estimate: e.estimate.map(|est| estimate_to(&est, e.at)),
     }
 }
 
@@ -769,9 +803,9 @@ pub fn queue_stats_to(s: &QueueStats) -> pb::GetQueueStatsResponse {
     }
 }
 
-/// A staffing what-if → proto.
-pub fn what_if_to(w: &dispatch_domain::queueing::WhatIf) -> pb::WhatIfStaffingResponse {
-    let outcome = |s: &Option<dispatch_domain::queueing::Staffing>| match s {
+/// A staffing outcome → proto (unreachable: `reachable` false).
+fn staffing_to(s: &Option<dispatch_domain::queueing::Staffing>) -> pb::StaffingOutcome {
+    match s {
         None => pb::StaffingOutcome::default(),
         Some(s) => pb::StaffingOutcome {
             reachable: true,
@@ -783,10 +817,69 @@ pub fn what_if_to(w: &dispatch_domain::queueing::WhatIf) -> pb::WhatIfStaffingRe
             occupancy: s.outcome.occupancy,
             abandonment: s.outcome.p_abandon,
         },
+    }
+}
+
+/// A planner's segment view → proto.
+pub fn segment_demand_to(d: &dispatch_engine::demand::SegmentDemand, now: Millis) -> pb::SegmentDemand {
+    let seg = &d.segment;
+    let rates = |r: &dispatch_domain::demand::Rates| pb::SegmentRates {
+        window_ms: r.window_ms,
+        arrived: u64::try_from(r.arrived).unwrap_or(0),
+        arrivals_per_hour: r.arrivals_per_hour,
+        answered: u64::try_from(r.answered).unwrap_or(0),
+        abandoned: u64::try_from(r.abandoned).unwrap_or(0),
+        abandonment: r.abandonment,
+        patience_ms: r.patience_ms.unwrap_or(0.0),
+        mean_answer_wait_ms: r.mean_answer_wait_ms.unwrap_or(0.0),
+        answered_in_target: r.answered_in_target.unwrap_or(0.0),
+        completed: u64::try_from(r.completed).unwrap_or(0),
+        mean_handle_ms: r.mean_handle_ms.unwrap_or(0.0),
+        offers_made: u64::try_from(r.offered).unwrap_or(0),
+        accept_ratio: r.accept_ratio.unwrap_or(0.0),
+        mean_time_to_accept_ms: r.mean_time_to_accept_ms.unwrap_or(0.0),
     };
+    let s = &d.supply;
+    let a = &d.advice;
+    pb::SegmentDemand {
+        segment: Some(pb::Segment {
+            key: seg.key(),
+            language: seg.language.clone(),
+            tier: tier_to(seg.tier) as i32,
+            channel: channel_to(seg.channel) as i32,
+            skills: seg.skills.iter().map(|s| s.as_str().to_owned()).collect(),
+        }),
+        rates: d.rates.iter().map(rates).collect(),
+        supply: Some(pb::SegmentSupply {
+            serving: s.serving,
+            free: s.free,
+            slots: s.slots,
+            free_slots: s.free_slots,
+            away: s.away,
+        }),
+        waiting: d.waiting,
+        oldest_wait_ms: d.oldest_wait_ms,
+        estimate: Some(estimate_to(&d.estimate, now)),
+        advice: Some(pb::StaffingAdvice {
+            erlangs: a.load.map_or(0.0, |l| l.erlangs()),
+            handle_ms: a.handle_ms,
+            patience_ms: a.patience_ms.unwrap_or(0.0),
+            target_answer_ms: i64::try_from(d.target.answer_within_ms).unwrap_or(i64::MAX),
+            target_service_level: d.target.service_level,
+            erlang_c: a.erlang_c.is_some().then(|| staffing_to(&a.erlang_c)),
+            erlang_a: a.erlang_a.is_some().then(|| staffing_to(&a.erlang_a)),
+            serving: a.serving,
+            shortfall_erlang_c: a.shortfall_c,
+            shortfall_erlang_a: a.shortfall_a,
+        }),
+    }
+}
+
+/// A staffing what-if → proto.
+pub fn what_if_to(w: &dispatch_domain::queueing::WhatIf) -> pb::WhatIfStaffingResponse {
     pb::WhatIfStaffingResponse {
         erlangs: w.erlangs,
-        erlang_c: Some(outcome(&w.erlang_c)),
-        erlang_a: w.erlang_a.as_ref().map(outcome),
+        erlang_c: Some(staffing_to(&w.erlang_c)),
+        erlang_a: w.erlang_a.as_ref().map(staffing_to),
     }
 }

@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 13;
+pub const KINDS: u8 = 14;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -31,7 +31,8 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         9 => pb::WhatIfStaffingRequest::decode(body).is_ok_and(|r| requests::what_if_staffing(&r).is_ok()),
         10 => pb::ExplainMatchRequest::decode(body).is_ok_and(|r| requests::explain_match(&r).is_ok()),
         11 => pb::RateCaseRequest::decode(body).is_ok_and(|r| requests::rate_case(&r).is_ok()),
-        _ => pb::GetFairnessRequest::decode(body).is_ok_and(|r| requests::get_fairness(&r).is_ok()),
+        12 => pb::GetFairnessRequest::decode(body).is_ok_and(|r| requests::get_fairness(&r).is_ok()),
+        _ => pb::GetSegmentDemandRequest::decode(body).is_ok_and(|r| requests::get_segment_demand(&r).is_ok()),
     }
 }
 
@@ -119,5 +120,19 @@ pub fn seeds() -> Vec<Vec<u8>> {
         ),
         with(12, pb::GetFairnessRequest { language: "de-CH".into(), days: 7 }.encode_to_vec()),
         with(2, msg(C::ExplainMe(pb::ExplainMe {}))),
+        with(
+            13,
+            pb::GetSegmentDemandRequest {
+                segment: Some(pb::SegmentQuery {
+                    language: "de".into(),
+                    tier: pb::Tier::Vip as i32,
+                    channel: pb::Channel::Chat as i32,
+                    skills: vec!["disputes".into()],
+                    exact_skills: true,
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        with(13, pb::GetSegmentDemandRequest { segment: Some(pb::SegmentQuery::default()) }.encode_to_vec()),
     ]
 }

@@ -35,6 +35,24 @@ pub fn get_fairness(r: &pb::GetFairnessRequest) -> Result<(Option<dispatch_domai
     Ok((language, dispatch_domain::stats::fairness_days(*days)?))
 }
 
+/// `GetSegmentDemand`: the segments asked about.
+pub fn get_segment_demand(
+    r: &pb::GetSegmentDemandRequest,
+) -> Result<dispatch_domain::demand::SegmentFilter, FieldError> {
+    let pb::GetSegmentDemandRequest { segment } = r;
+    let q = segment.as_ref().ok_or_else(|| required("segment"))?;
+    let pb::SegmentQuery { language, tier, channel, skills, exact_skills } = q;
+    let skills: Vec<&str> = skills.iter().map(String::as_str).collect();
+    dispatch_domain::demand::SegmentFilter::parse(
+        "segment",
+        language,
+        convert::tier_from("segment.tier", *tier).ok(),
+        convert::channel_from("segment.channel", *channel).ok(),
+        &skills,
+        *exact_skills,
+    )
+}
+
 /// `WhatIfStaffing`.
 pub fn what_if_staffing(r: &pb::WhatIfStaffingRequest) -> Result<dispatch_domain::queueing::Forecast, FieldError> {
     let pb::WhatIfStaffingRequest {

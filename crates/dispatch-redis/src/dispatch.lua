@@ -12,6 +12,8 @@
 --   offers   hash  offer id -> case id
 --   timers   zset  timer key -> due time (ms, store clock)
 --   counters hash  counter name -> total
+--   seg:<t> hash   demand-segment counts of the minute starting at <t> ms:
+--                   "<segment>|<counter>" -> total (expires after the retention)
 --   log      stream change log: k = a|c, id = record id, v = version written (0: deleted),
 --                   s = the high-water mark after the write
 --   epoch    string "<epoch>:<run id>:<began at ms>:<mark found>:<wait until ms>:<pending>":
@@ -149,9 +151,10 @@ local function write_record(key, m, body, idx, maxlen, seq)
   log(idx.log, maxlen, m['k'], m['id'], m['v'], seq)
 end
 
--- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch, seq
+-- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch, seq, segment bucket
 -- ARGV[1]: JSON {c = record meta | absent, a = record meta | absent, t = [[member, due]],
---                n = [[name, delta]], max = log length}; a record's meta is
+--                n = [[name, delta]], max = log length, g = [[field, delta]] | absent,
+--                gx = the segment bucket's time to live, ms}; a record's meta is
 --                {k, id, exp = the version it must have now, v = the version it is written at,
 --                 live and offers for a case} (the writer decides both; nothing is computed here)
 -- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON
@@ -184,6 +187,12 @@ local function commit(keys, args)
   for _, n in ipairs(m['n']) do
     table.insert(out, n[1])
     table.insert(out, redis.call('HINCRBY', keys[7], n[1], n[2]))
+  end
+  if m['g'] then
+    for _, g in ipairs(m['g']) do
+      redis.call('HINCRBY', keys[11], g[1], g[2])
+    end
+    redis.call('PEXPIRE', keys[11], m['gx'])
   end
   return out
 end

@@ -57,6 +57,12 @@ impl Keys {
         format!("{}agent:{id}", self.prefix)
     }
 
+    /// Hash `<segment>|<counter>` → total: the demand-segment counts of the minute starting at
+    /// `bucket` (ms).
+    pub fn segments(&self, bucket: i64) -> String {
+        format!("{}seg:{bucket}", self.prefix)
+    }
+
     /// String `<version>:<json>` of one case.
     pub fn case(&self, id: &str) -> String {
         format!("{}case:{id}", self.prefix)

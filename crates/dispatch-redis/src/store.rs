@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dispatch_domain::demand::BucketCount;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, CaseState, Millis, OfferId, TimerKey};
 use dispatch_engine::store::{Marks, next_version};
 use dispatch_engine::{
@@ -307,6 +308,10 @@ struct CommitMeta<'a> {
     t: Vec<(String, String)>,
     n: Vec<(&'static str, String)>,
     max: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    g: Option<Vec<(String, String)>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gx: Option<String>,
 }
 
 fn parse_timer(member: &str) -> Option<TimerKey> {
@@ -602,7 +607,7 @@ impl Store for RedisStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
-        let Commit { case, agent, timers, counters } = commit;
+        let Commit { case, agent, timers, counters, segment } = commit;
         // The store sets the version (the one place that does): above the one read, in this
         // handle's epoch (see `next_version`). `exp` is the version read.
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -628,8 +633,15 @@ impl Store for RedisStore {
             t: timers_meta(&timers),
             n: counters.iter().map(|(c, d)| (counter_name(*c), d.to_string())).collect(),
             max: self.max_len.to_string(),
+            g: segment.as_ref().map(|g| {
+                g.counts.iter().map(|(c, d)| (format!("{}|{}", g.segment, c.name()), d.to_string())).collect()
+            }),
+            gx: segment
+                .as_ref()
+                .map(|_| (dispatch_domain::demand::RETENTION_MS + dispatch_domain::demand::BUCKET_MS).to_string()),
         };
         let meta = serde_json::to_string(&meta).map_err(|e| corrupt("commit meta", e))?;
+        let segment_key = self.keys.segments(segment.as_ref().map_or(0, |g| g.bucket));
         let case_json =
             case.as_ref().map(serde_json::to_string).transpose().map_err(|e| corrupt("case", e))?.unwrap_or_default();
         let agent_json =
@@ -647,6 +659,7 @@ impl Store for RedisStore {
             &self.keys.log,
             &self.keys.epoch,
             &self.keys.seq,
+            &segment_key,
         ];
         let now = self.now().await?.to_string();
         let v = self.fcall("dispatch_commit", &keys, &[&meta, &case_json, &agent_json, &self.epoch(), &now]).await?;
@@ -705,6 +718,27 @@ impl Store for RedisStore {
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         let raw: HashMap<String, i64> = self.conn().hgetall(&self.keys.counters).await.map_err(unavailable)?;
         Ok(Counter::ALL.iter().filter_map(|c| raw.get(counter_name(*c)).map(|v| (*c, *v))).collect())
+    }
+
+    async fn segment_counts(&self, since: Millis) -> Result<Vec<BucketCount>, StoreError> {
+        use dispatch_domain::demand::{BUCKET_MS, RETENTION_MS, SegmentCounter, bucket_of};
+        let now = self.now().await?;
+        let first = bucket_of(since.max(now - RETENTION_MS));
+        let buckets: Vec<Millis> = (0..).map(|i| first + i * BUCKET_MS).take_while(|b| *b <= now).collect();
+        let mut pipe = redis::pipe();
+        for b in &buckets {
+            pipe.hgetall(self.keys.segments(*b));
+        }
+        let raw: Vec<HashMap<String, i64>> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        for (bucket, fields) in buckets.into_iter().zip(raw) {
+            for (field, total) in fields {
+                let Some((segment, counter)) = field.rsplit_once('|') else { continue };
+                let Some(counter) = SegmentCounter::named(counter) else { continue };
+                out.push(BucketCount { bucket, segment: segment.to_owned(), counter, total });
+            }
+        }
+        Ok(out)
     }
 
     async fn log_weights(&self, change: &dispatch_domain::transparency::WeightChange) -> Result<bool, StoreError> {

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use dispatch_domain::demand::{self, WaitEstimate};
 use dispatch_domain::model::CaseSpec;
 use dispatch_domain::{Case, CaseId, Change, FieldError, Millis, Rejection, TenantId, transition};
 use tokio::sync::broadcast;
@@ -60,8 +61,11 @@ impl Engine {
         mut spec: CaseSpec,
         tenant: Option<TenantId>,
     ) -> Result<(Case, bool, Millis), EngineError> {
-        let (id, _, _) = self.read_case(&spec.id, tenant.as_ref()).await?;
+        let (id, _, at) = self.read_case(&spec.id, tenant.as_ref()).await?;
         spec.id = id.clone();
+        // The estimate's inputs, gathered once (the index and the cached rates); the estimate is
+        // made at the store time the submission is decided.
+        let inputs = self.estimate_for(&Case::new(spec.clone(), at), at).await;
         let mut existing: Option<Case> = None;
         let out = self
             .transact(Load::Case(&id), |case, _, now| match case {
@@ -71,9 +75,14 @@ impl Engine {
                     Ok(Change::default())
                 }
                 None => {
-                    let mut change = transition::submit(spec.clone(), tenant.clone(), now, &self.inner.policy);
+                    let policy = &self.inner.policy;
+                    let mut change = transition::submit(spec.clone(), tenant.clone(), now, policy);
                     if let Some(c) = change.case.as_mut() {
                         c.trace = crate::telemetry::current_traceparent();
+                    }
+                    if let Some(c) = change.case.clone() {
+                        let estimate = WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) };
+                        transition::estimate(&c, &mut change, estimate, now, policy);
                     }
                     Ok(change)
                 }
@@ -211,6 +220,9 @@ impl CaseWatch {
                 Ok(after) => {
                     let events = transition::case_events(Some(&self.seen), &after);
                     self.pending.extend(events.iter().filter_map(|ev| CaseEvent::of(ev, &after)));
+                    if events.is_empty() && after.estimate != self.seen.estimate {
+                        self.pending.extend(CaseEvent::estimated(&after));
+                    }
                     self.seen = Arc::unwrap_or_clone(after);
                 }
                 // Too slow: resynchronise with a fresh snapshot.

@@ -32,6 +32,18 @@ impl pb::planner_service_server::PlannerService for Services {
         Ok(Response::new(convert::queue_stats_to(&stats)))
     }
 
+    async fn get_segment_demand(
+        &self,
+        request: Request<pb::GetSegmentDemandRequest>,
+    ) -> Result<Response<pb::GetSegmentDemandResponse>, Status> {
+        let filter = requests::get_segment_demand(request.get_ref()).map_err(invalid)?;
+        let (segments, now) = self.engine.segment_demand(&filter).await.map_err(status)?;
+        Ok(Response::new(pb::GetSegmentDemandResponse {
+            segments: segments.iter().map(|d| convert::segment_demand_to(d, now)).collect(),
+            as_of_ms: now,
+        }))
+    }
+
     async fn explain_match(
         &self,
         request: Request<pb::ExplainMatchRequest>,

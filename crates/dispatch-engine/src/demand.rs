@@ -1,0 +1,214 @@
+//! Demand: the segment counts each commit adds (in its atomic step), the counts read back for
+//! estimates (cached for a few seconds of store time), a waiting case's estimated wait, and a
+//! planner's view of segments: rates, supply, waits and staffing advice. The rules are the
+//! domain's ([`dispatch_domain::demand`]); this gathers their inputs from the store and the
+//! index.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use dispatch_domain::demand::{
+    self, ARRIVAL_WINDOW_MS, Advice, BucketCount, Rates, SERVICE_WINDOW_MS, Segment, SegmentFilter, ServiceTarget,
+    Supply, Totals, WINDOWS_MS, WaitEstimate, WaitInputs,
+};
+use dispatch_domain::{Case, Event, Millis, Tier};
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::store::SegmentWrite;
+
+/// How long counts read for estimates are reused (store time).
+const CACHE_MS: Millis = 5_000;
+/// How deep the queue is looked at for the cases ahead of one.
+const AHEAD_LIMIT: usize = 10_000;
+
+/// Segment counts by segment and bucket.
+#[derive(Debug, Default)]
+pub struct SegmentCounts {
+    by_segment: HashMap<Segment, BTreeMap<Millis, Totals>>,
+}
+
+impl SegmentCounts {
+    fn from_counts(counts: Vec<BucketCount>) -> Self {
+        let mut by_segment: HashMap<Segment, BTreeMap<Millis, Totals>> = HashMap::new();
+        for c in counts {
+            if let Some(segment) = Segment::parse_key(&c.segment) {
+                by_segment.entry(segment).or_default().entry(c.bucket).or_default().add(c.counter, c.total);
+            }
+        }
+        Self { by_segment }
+    }
+
+    /// The totals of the segments `filter` matches over the window ending at `now`.
+    pub fn totals(&self, filter: &SegmentFilter, now: Millis, window_ms: Millis) -> Totals {
+        let flat = self.by_segment.iter().flat_map(|(s, buckets)| buckets.iter().map(move |(b, t)| (s, *b, t)));
+        demand::window_totals(flat, filter, now, window_ms)
+    }
+
+    /// The rates of the segments `filter` matches over the window ending at `now`.
+    pub fn rates(&self, filter: &SegmentFilter, now: Millis, window_ms: Millis) -> Rates {
+        Rates::of(&self.totals(filter, now, window_ms), window_ms)
+    }
+
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.by_segment.keys()
+    }
+}
+
+/// The counts last read, and when (store clock).
+#[derive(Default)]
+pub(crate) struct DemandCache {
+    cached: Mutex<Option<(Millis, Arc<SegmentCounts>)>>,
+}
+
+/// One segment as a planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentDemand {
+    /// The segment.
+    pub segment: Segment,
+    /// Rates over each of [`WINDOWS_MS`].
+    pub rates: Vec<Rates>,
+    /// Its tier's target.
+    pub target: ServiceTarget,
+    /// The agents who could take its cases now.
+    pub supply: Supply,
+    /// Its cases waiting now.
+    pub waiting: u32,
+    /// The longest wait among them, ms.
+    pub oldest_wait_ms: u64,
+    /// The estimated wait of a case of the segment submitted now.
+    pub estimate: WaitEstimate,
+    /// Agents needed now against those serving.
+    pub advice: Advice,
+}
+
+impl Engine {
+    /// The segment counts a commit of `case` with `events` adds.
+    pub(crate) fn segment_write(&self, case: &Case, events: &[Event], now: Millis) -> Option<SegmentWrite> {
+        let policy = &self.inner.policy;
+        let (tier, channel) = (case.spec.tier, case.spec.channel);
+        let counts = demand::segment_counts(case, events, policy.demand.target(tier), policy.wrap_up_ms.get(channel));
+        (!counts.is_empty()).then(|| SegmentWrite {
+            bucket: demand::bucket_of(now),
+            segment: Segment::of(&case.spec).key(),
+            counts,
+        })
+    }
+
+    /// The segment counts of the last hour: read from the store when `fresh` or when the cached
+    /// read is older than a few seconds.
+    pub(crate) async fn segment_counts(&self, now: Millis, fresh: bool) -> Result<Arc<SegmentCounts>, EngineError> {
+        if !fresh {
+            let cached = self.inner.demand.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, counts)) = cached.as_ref()
+                && (*at..*at + CACHE_MS).contains(&now)
+            {
+                return Ok(Arc::clone(counts));
+            }
+        }
+        let longest = WINDOWS_MS.iter().copied().max().unwrap_or(SERVICE_WINDOW_MS).max(SERVICE_WINDOW_MS);
+        let counts = Arc::new(SegmentCounts::from_counts(self.inner.store.segment_counts(now - longest).await?));
+        *self.inner.demand.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((now, Arc::clone(&counts)));
+        Ok(counts)
+    }
+
+    /// What `case`'s estimate is computed from at `now`: the competing cases ahead of it, the
+    /// agents who could take it, and its segment's measured rates.
+    fn wait_inputs(&self, case: &Case, counts: &SegmentCounts, now: Millis) -> WaitInputs {
+        let policy = &self.inner.policy;
+        let index = &self.inner.index;
+        let spec = &case.spec;
+        let segment = Segment::of(spec);
+        let service = counts.rates(&SegmentFilter::exactly(&segment), now, SERVICE_WINDOW_MS);
+        let expected = policy.working_time.expected_handle_ms.get(spec.channel) + policy.wrap_up_ms.get(spec.channel);
+        // The language and channel's accept time when the segment has not measured its own.
+        let around = SegmentFilter {
+            language: segment.language.clone(),
+            tier: None,
+            channel: Some(spec.channel),
+            skills: Vec::new(),
+            exact_skills: false,
+        };
+        let time_to_accept_ms = service
+            .mean_time_to_accept_ms
+            .or_else(|| counts.rates(&around, now, SERVICE_WINDOW_MS).mean_time_to_accept_ms)
+            .unwrap_or(0.0);
+        // Later VIP cases of the language and channel are served before a standard one.
+        let overtaking_per_ms = match spec.tier {
+            Tier::Vip => 0.0,
+            Tier::Standard => {
+                let vip = SegmentFilter { tier: Some(Tier::Vip), ..around };
+                counts.totals(&vip, now, ARRIVAL_WINDOW_MS).get(demand::SegmentCounter::Arrived) as f64
+                    / ARRIVAL_WINDOW_MS as f64
+            }
+        };
+        let agents = index.signed_in(segment.language.as_str());
+        let supply = demand::supply_of(case, agents.iter().map(|a| a.as_ref()), now, policy);
+        let (ahead, _) = index.ahead_of(case, policy, AHEAD_LIMIT);
+        WaitInputs {
+            ahead,
+            supply,
+            handle_ms: service.handle_ms_or(expected as f64),
+            time_to_accept_ms,
+            overtaking_per_ms,
+        }
+    }
+
+    /// The estimate for `case` (waiting, or about to be submitted) at `now`. Counts that cannot
+    /// be read leave the measured rates out (the configured expectations stand in): an estimate
+    /// never fails a submission.
+    pub(crate) async fn estimate_for(&self, case: &Case, now: Millis) -> WaitInputs {
+        let counts = match self.segment_counts(now, false).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "segment counts unreadable; estimating from configured handle times");
+                Arc::new(SegmentCounts::default())
+            }
+        };
+        self.wait_inputs(case, &counts, now)
+    }
+
+    /// The segments `filter` names, each with its rates, supply, waits and advice, read fresh.
+    /// A fully named segment is reported even before anything was counted in it.
+    pub async fn segment_demand(&self, filter: &SegmentFilter) -> Result<(Vec<SegmentDemand>, Millis), EngineError> {
+        let now = self.now().await?;
+        let counts = self.segment_counts(now, true).await?;
+        let policy = &self.inner.policy;
+        let waiting = self.inner.index.waiting_in(&[filter.language.as_str()], usize::MAX);
+        let mut segments: BTreeSet<Segment> = counts.segments().filter(|s| filter.matches(s)).cloned().collect();
+        segments.extend(waiting.iter().map(|c| Segment::of(&c.spec)).filter(|s| filter.matches(s)));
+        if let (Some(tier), Some(channel)) = (filter.tier, filter.channel) {
+            segments.insert(Segment {
+                language: filter.language.clone(),
+                tier,
+                channel,
+                skills: filter.skills.clone(),
+            });
+        }
+        let mut out = Vec::new();
+        for segment in segments {
+            let Some(sample) = segment.sample_case(policy, now) else { continue };
+            let exact = SegmentFilter::exactly(&segment);
+            let rates: Vec<Rates> = WINDOWS_MS.iter().map(|w| counts.rates(&exact, now, *w)).collect();
+            let inputs = self.wait_inputs(&sample, &counts, now);
+            let mine: Vec<&Arc<Case>> = waiting.iter().filter(|c| Segment::of(&c.spec) == segment).collect();
+            let oldest_wait_ms = mine.iter().map(|c| c.waited_ms(now)).max().unwrap_or(0);
+            let goal = policy.demand.goal(segment.tier).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let arrivals = counts.rates(&exact, now, ARRIVAL_WINDOW_MS);
+            let service = counts.rates(&exact, now, SERVICE_WINDOW_MS);
+            let advice = demand::advise(&arrivals, &service, goal, inputs.supply.serving, inputs.handle_ms);
+            out.push(SegmentDemand {
+                target: policy.demand.target(segment.tier),
+                rates,
+                supply: inputs.supply,
+                waiting: u32::try_from(mine.len()).unwrap_or(u32::MAX),
+                oldest_wait_ms,
+                estimate: WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) },
+                advice,
+                segment,
+            });
+        }
+        Ok((out, now))
+    }
+}
