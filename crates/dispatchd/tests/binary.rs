@@ -141,6 +141,10 @@ fn the_tour_works_and_sigterm_stops_the_server() {
         "refund",
     ]);
     assert!(text(&o).contains("queued"), "{}", text(&o));
+    assert!(text(&o).contains("queued; estimated wait: no agent for this case is signed in yet"), "{}", text(&o));
+    let o = d.ctl(&["demand", "--lang", "de", "--tier", "vip", "--channel", "chat", "--skill", "disputes", "--exact"]);
+    let s = text(&o);
+    assert!(s.contains("de/vip/chat/disputes") && s.contains("waiting 1") && s.contains("1 arrived"), "{s}");
     let o = d.ctl(&["connect", "--as", "ana", "--available", "--auto-accept", "--exit-after", "1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("ASSIGNED case=case-1"), "{}", text(&o));

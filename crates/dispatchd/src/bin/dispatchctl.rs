@@ -75,6 +75,10 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+    /// Demand and supply per segment: live rates, the agents who could take its cases, waits
+    /// and the estimated wait of a new case, and the agents needed (Erlang C / A) next to those
+    /// serving.
+    Demand(DemandArgs),
     /// Why an agent may or may not be offered a case now: every rule it fails, in words.
     Why {
         /// The case (as the dispatcher names it).
@@ -85,6 +89,25 @@ enum Cmd {
     /// Mints an HS256 token for development and tests (production tokens come from your
     /// identity provider).
     DevToken(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemandArgs {
+    /// Language (BCP 47; its primary subtag is used).
+    #[arg(long)]
+    lang: String,
+    /// `standard` or `vip`; empty: both.
+    #[arg(long, default_value = "")]
+    tier: String,
+    /// `voice`, `chat` or `email`; empty: every channel.
+    #[arg(long, default_value = "")]
+    channel: String,
+    /// Segments requiring this skill (repeatable).
+    #[arg(long = "skill")]
+    skills: Vec<String>,
+    /// Only the segment with exactly these skills (none: the one without required skills).
+    #[arg(long)]
+    exact: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +443,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
+        Cmd::Demand(a) => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let tier = match a.tier.as_str() {
+                "" => pb::Tier::Unspecified,
+                t => pb::Tier::from_str_name(&format!("TIER_{}", t.to_ascii_uppercase()))
+                    .with_context(|| format!("unknown tier {t:?}"))?,
+            };
+            let channel = if a.channel.is_empty() { pb::Channel::Unspecified } else { channel_of(&a.channel)? };
+            let segment = pb::SegmentQuery {
+                language: a.lang,
+                tier: tier as i32,
+                channel: channel as i32,
+                skills: a.skills,
+                exact_skills: a.exact,
+            };
+            let r =
+                planner.get_segment_demand(pb::GetSegmentDemandRequest { segment: Some(segment) }).await?.into_inner();
+            out.print(&r, || demand_table(&r))
+        }
         Cmd::WhatIf(a) => {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
             let request = pb::WhatIfStaffingRequest {
@@ -617,7 +659,12 @@ async fn submit(conn: Conn, a: SubmitArgs, out: &Out) -> anyhow::Result<()> {
     out.print(&r, || {
         let c = r.case.clone().unwrap_or_default();
         let verb = if r.created { "submitted" } else { "already submitted (same payload)" };
-        format!("{verb}: case {} is {}", c.spec.map(|s| s.case_id).unwrap_or_default(), state_name(c.state))
+        let wait = if c.estimate.is_some() {
+            format!("; estimated wait: {}", estimate_text(&c.estimate))
+        } else {
+            String::new()
+        };
+        format!("{verb}: case {} is {}{wait}", c.spec.map(|s| s.case_id).unwrap_or_default(), state_name(c.state))
     })
 }
 
@@ -643,13 +690,18 @@ async fn case_cmd(conn: Conn, cmd: CaseCmd, out: &Out) -> anyhow::Result<()> {
                 let ev = ev?;
                 out.print(&ev, || {
                     format!(
-                        "v{:<3} {:<16} state={:<10} agent={} offer={} {}",
+                        "v{:<3} {:<16} state={:<10} agent={} offer={} {}{}",
                         ev.version,
                         enum_name(ev.kind, pb::CaseEventKind::as_str_name, "CASE_EVENT_KIND_"),
                         state_name(ev.state),
                         or_dash(&ev.agent_id),
                         or_dash(&ev.offer_id),
-                        ev.reason
+                        ev.reason,
+                        if ev.estimate.is_some() {
+                            format!(" wait {}", estimate_text(&ev.estimate))
+                        } else {
+                            String::new()
+                        }
                     )
                 })?;
             }
@@ -674,6 +726,9 @@ fn case_table(c: &pb::Case) -> String {
         c.waited_ms,
         c.version
     );
+    if c.estimate.is_some() {
+        s.push_str(&format!("estimated wait: {}\n", estimate_text(&c.estimate)));
+    }
     if !c.relaxations.is_empty() {
         s.push_str(&format!("relaxed: {}\n", c.relaxations.join(", ")));
     }
@@ -912,6 +967,68 @@ async fn availability(conn: Conn, a: AvailabilityArgs, out: &Out) -> anyhow::Res
         s.push_str(&row("total".to_owned(), &rep.total.unwrap_or_default()));
         s.trim_end().to_owned()
     })
+}
+
+fn estimate_text(e: &Option<pb::WaitEstimate>) -> String {
+    match e {
+        Some(e) if e.known => format!("{} ({}s)", e.band_text, e.wait_ms / 1000),
+        Some(e) => e.band_text.clone(),
+        None => "-".to_owned(),
+    }
+}
+
+fn demand_table(r: &pb::GetSegmentDemandResponse) -> String {
+    if r.segments.is_empty() {
+        return "no segment saw cases in the last hour".to_owned();
+    }
+    let mut s = String::new();
+    for d in &r.segments {
+        let seg = d.segment.clone().unwrap_or_default();
+        let sup = d.supply.unwrap_or_default();
+        s.push_str(&format!(
+            "{}\n  waiting {} (oldest {}s), a new case waits {}\n  agents: {} serving ({} free, {} of {} slots free), {} away\n",
+            seg.key,
+            d.waiting,
+            d.oldest_wait_ms / 1000,
+            estimate_text(&d.estimate),
+            sup.serving,
+            sup.free,
+            sup.free_slots,
+            sup.slots,
+            sup.away
+        ));
+        for r in &d.rates {
+            s.push_str(&format!(
+                "  last {:>2} min: {} arrived ({:.1}/h), {} answered, {} gave up ({:.0}%), handle {:.0}s, accept {:.0}%\n",
+                r.window_ms / 60_000,
+                r.arrived,
+                r.arrivals_per_hour,
+                r.answered,
+                r.abandoned,
+                100.0 * r.abandonment,
+                r.mean_handle_ms / 1000.0,
+                100.0 * r.accept_ratio
+            ));
+        }
+        if let Some(a) = &d.advice {
+            let need = |o: &Option<pb::StaffingOutcome>| {
+                o.as_ref().map_or("-".to_owned(), |o| {
+                    if o.reachable { o.agents_scheduled.to_string() } else { "unreachable".to_owned() }
+                })
+            };
+            s.push_str(&format!(
+                "  target {:.0}% within {}s: need {} (Erlang C) / {} (Erlang A) for {:.2} Erlangs; shortfall {} / {}\n",
+                100.0 * a.target_service_level,
+                a.target_answer_ms / 1000,
+                need(&a.erlang_c),
+                need(&a.erlang_a),
+                a.erlangs,
+                a.shortfall_erlang_c,
+                a.shortfall_erlang_a
+            ));
+        }
+    }
+    s.trim_end().to_owned()
 }
 
 fn what_if_table(r: &pb::WhatIfStaffingResponse) -> String {
