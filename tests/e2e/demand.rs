@@ -63,11 +63,12 @@ async fn two_busy_agents(s: &TestServer) -> Vec<AgentConn> {
         conn.accept(&offer.offer_id).await;
         agents.push(conn);
     }
-    // The routers' replica has seen both agents take their cases.
+    // The routers' replica has seen both agents take their cases (the agents busy, the cases
+    // no longer waiting).
     eventually("the router's replica to see two busy agents", || async {
         let d = segment(s, query("en")).await;
         let supply = d.supply.unwrap();
-        (supply.serving == 2 && supply.free == 0).then_some(())
+        (supply.serving == 2 && supply.free == 0 && d.waiting == 0).then_some(())
     })
     .await;
     agents

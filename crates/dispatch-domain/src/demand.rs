@@ -569,6 +569,60 @@ pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
     Some(wait.min(MAX_ESTIMATE_MS as f64).round() as u64)
 }
 
+/// The configured handle time of `channel` (the expected handle time plus wrap-up): what
+/// estimates and advice plan with until a segment has measured its own.
+pub fn expected_handle_ms(policy: &Policy, channel: Channel) -> f64 {
+    (policy.working_time.expected_handle_ms.get(channel) + policy.wrap_up_ms.get(channel)) as f64
+}
+
+/// Where a case's estimate reads its measured figures: its own segment; its language and
+/// channel (for the accept time, until the segment measured one); and, for a standard case,
+/// the VIP cases of its language and channel (served first although they come later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EstimateSources {
+    /// The segment itself.
+    pub segment: SegmentFilter,
+    /// Its language and channel, any tier and skills.
+    pub around: SegmentFilter,
+    /// The segments whose arrivals overtake it (`None` for VIP).
+    pub overtaking: Option<SegmentFilter>,
+}
+
+impl EstimateSources {
+    /// The sources of `segment`.
+    pub fn of(segment: &Segment) -> EstimateSources {
+        let around = SegmentFilter {
+            language: segment.language.clone(),
+            tier: None,
+            channel: Some(segment.channel),
+            skills: Vec::new(),
+            exact_skills: false,
+        };
+        let overtaking =
+            (segment.tier == Tier::Standard).then(|| SegmentFilter { tier: Some(Tier::Vip), ..around.clone() });
+        EstimateSources { segment: SegmentFilter::exactly(segment), around, overtaking }
+    }
+
+    /// The estimate's inputs from the rates read at the sources: `service` and `around` over
+    /// [`SERVICE_WINDOW_MS`], `overtaking` over [`ARRIVAL_WINDOW_MS`].
+    pub fn inputs(
+        ahead: u32,
+        supply: Supply,
+        service: &Rates,
+        around: &Rates,
+        overtaking: Option<&Rates>,
+        expected_handle_ms: f64,
+    ) -> WaitInputs {
+        WaitInputs {
+            ahead,
+            supply,
+            handle_ms: service.handle_ms_or(expected_handle_ms),
+            time_to_accept_ms: service.mean_time_to_accept_ms.or(around.mean_time_to_accept_ms).unwrap_or(0.0),
+            overtaking_per_ms: overtaking.map_or(0.0, |r| r.arrived as f64 / r.window_ms.max(1) as f64),
+        }
+    }
+}
+
 /// The longest estimate given (a day): beyond it, "over 10 minutes" says all there is.
 pub const MAX_ESTIMATE_MS: u64 = 86_400_000;
 

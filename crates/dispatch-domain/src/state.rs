@@ -309,6 +309,11 @@ impl CaseState {
         matches!(self, CaseState::Completed | CaseState::Cancelled | CaseState::Expired)
     }
 
+    /// Waiting for a human: queued, or offered and not yet accepted (an estimate is shown).
+    pub fn waits(&self) -> bool {
+        matches!(self, CaseState::Queued | CaseState::Offered { .. })
+    }
+
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -506,6 +511,11 @@ pub struct Case {
 }
 
 impl Case {
+    /// The estimate the case shows: its stored one while it waits (queued or offered).
+    pub fn waiting_estimate(&self) -> Option<crate::demand::WaitEstimate> {
+        self.estimate.filter(|_| self.state.waits())
+    }
+
     /// A newly submitted case.
     pub fn new(spec: CaseSpec, now: Millis) -> Self {
         Self {

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use dispatch_domain::demand::{
-    self, ARRIVAL_WINDOW_MS, Advice, BucketCount, Rates, SERVICE_WINDOW_MS, Segment, SegmentFilter, ServiceTarget,
-    Supply, Totals, WINDOWS_MS, WaitEstimate, WaitInputs,
+    self, ARRIVAL_WINDOW_MS, Advice, BucketCount, EstimateSources, Rates, SERVICE_WINDOW_MS, Segment, SegmentFilter,
+    ServiceTarget, Supply, Totals, WINDOWS_MS, WaitEstimate, WaitInputs,
 };
-use dispatch_domain::{Case, Event, Millis, Tier};
+use dispatch_domain::{Case, Event, Millis};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -118,41 +118,19 @@ impl Engine {
     fn wait_inputs(&self, case: &Case, counts: &SegmentCounts, now: Millis) -> WaitInputs {
         let policy = &self.inner.policy;
         let index = &self.inner.index;
-        let spec = &case.spec;
-        let segment = Segment::of(spec);
-        let service = counts.rates(&SegmentFilter::exactly(&segment), now, SERVICE_WINDOW_MS);
-        let expected = policy.working_time.expected_handle_ms.get(spec.channel) + policy.wrap_up_ms.get(spec.channel);
-        // The language and channel's accept time when the segment has not measured its own.
-        let around = SegmentFilter {
-            language: segment.language.clone(),
-            tier: None,
-            channel: Some(spec.channel),
-            skills: Vec::new(),
-            exact_skills: false,
-        };
-        let time_to_accept_ms = service
-            .mean_time_to_accept_ms
-            .or_else(|| counts.rates(&around, now, SERVICE_WINDOW_MS).mean_time_to_accept_ms)
-            .unwrap_or(0.0);
-        // Later VIP cases of the language and channel are served before a standard one.
-        let overtaking_per_ms = match spec.tier {
-            Tier::Vip => 0.0,
-            Tier::Standard => {
-                let vip = SegmentFilter { tier: Some(Tier::Vip), ..around };
-                counts.totals(&vip, now, ARRIVAL_WINDOW_MS).get(demand::SegmentCounter::Arrived) as f64
-                    / ARRIVAL_WINDOW_MS as f64
-            }
-        };
+        let segment = Segment::of(&case.spec);
+        let sources = EstimateSources::of(&segment);
         let agents = index.signed_in(segment.language.as_str());
         let supply = demand::supply_of(case, agents.iter().map(|a| a.as_ref()), now, policy);
         let (ahead, _) = index.ahead_of(case, policy, AHEAD_LIMIT);
-        WaitInputs {
+        EstimateSources::inputs(
             ahead,
             supply,
-            handle_ms: service.handle_ms_or(expected as f64),
-            time_to_accept_ms,
-            overtaking_per_ms,
-        }
+            &counts.rates(&sources.segment, now, SERVICE_WINDOW_MS),
+            &counts.rates(&sources.around, now, SERVICE_WINDOW_MS),
+            sources.overtaking.map(|f| counts.rates(&f, now, ARRIVAL_WINDOW_MS)).as_ref(),
+            demand::expected_handle_ms(policy, segment.channel),
+        )
     }
 
     /// The estimate for `case` (waiting, or about to be submitted) at `now`. Counts that cannot
@@ -197,7 +175,8 @@ impl Engine {
             let goal = policy.demand.goal(segment.tier).map_err(|e| EngineError::Internal(e.to_string()))?;
             let arrivals = counts.rates(&exact, now, ARRIVAL_WINDOW_MS);
             let service = counts.rates(&exact, now, SERVICE_WINDOW_MS);
-            let advice = demand::advise(&arrivals, &service, goal, inputs.supply.serving, inputs.handle_ms);
+            let expected = demand::expected_handle_ms(policy, segment.channel);
+            let advice = demand::advise(&arrivals, &service, goal, inputs.supply.serving, expected);
             out.push(SegmentDemand {
                 target: policy.demand.target(segment.tier),
                 rates,

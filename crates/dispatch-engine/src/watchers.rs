@@ -75,9 +75,9 @@ pub struct CaseEvent {
     pub estimate: Option<WaitEstimate>,
 }
 
-/// The estimate a case in `state` shows: its stored one while it waits.
+/// The estimate an event leaving `case` in `state` shows: its stored one while it waits.
 fn shown(case: &Case, state: &CaseState) -> Option<WaitEstimate> {
-    case.estimate.filter(|_| matches!(state, CaseState::Queued | CaseState::Offered { .. }))
+    case.estimate.filter(|_| state.waits())
 }
 
 impl CaseEvent {
@@ -95,13 +95,13 @@ impl CaseEvent {
             },
             reason: case.close_reason.clone(),
             state: case.state.clone(),
-            estimate: shown(case, &case.state),
+            estimate: case.waiting_estimate(),
         }
     }
 
     /// `after`'s estimate was remade (and nothing else happened).
     pub fn estimated(after: &Case) -> Option<CaseEvent> {
-        let estimate = shown(after, &after.state)?;
+        let estimate = after.waiting_estimate()?;
         Some(CaseEvent {
             case_id: after.id().clone(),
             kind: CaseEventKind::WaitEstimated,

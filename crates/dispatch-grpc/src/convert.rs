@@ -552,10 +552,7 @@ pub fn case_to(c: &Case, now: Millis, policy: &Policy, viewer: Option<&TenantId>
         waited_ms: c.waited_ms(now),
         rating: c.rating.map_or(0, |r| u32::from(r.stars)),
         rating_agent_controllable: c.rating.is_some_and(|r| r.controllable),
-        estimate: c
-            .estimate
-            .filter(|_| matches!(c.state, CaseState::Queued | CaseState::Offered { .. }))
-            .map(|e| estimate_to(&e, now)),
+        estimate: c.waiting_estimate().map(|e| estimate_to(&e, now)),
     }
 }
 
