@@ -158,8 +158,12 @@ async fn planners_see_a_segments_rates_supply_and_shortfall(b: Backend) {
     let supply = d.supply.unwrap();
     assert_eq!((supply.serving, supply.free, supply.slots, supply.free_slots), (2, 0, 2, 0));
     assert_eq!((d.waiting, d.oldest_wait_ms), (5, 60_000));
-    // A new case would be sixth in line: (5 + 1) slots at one per 5 minutes.
-    assert_eq!(d.estimate.as_ref().unwrap().wait_ms, 30 * MIN);
+    // A new case would be sixth in line: (5 + 1) slots at one per 5 minutes, were nobody to give
+    // up (30 minutes); with j still ahead each leaving at 1 / 60 s, the line moves at
+    // 1/300 + j/60 per second: the sum of 1 / (1/300 + j/60) over j = 0..=5, about 422 s.
+    let expected: f64 = (0..=5).map(|j| 1.0 / (1.0 / 300_000.0 + f64::from(j) / 60_000.0)).sum();
+    assert_eq!(d.estimate.as_ref().unwrap().wait_ms, expected.round() as u64);
+    assert!(expected < (30 * MIN) as f64);
     let advice = d.advice.unwrap();
     assert_eq!((advice.target_answer_ms, advice.target_service_level), (120_000, 0.8));
     assert_eq!(advice.handle_ms, 10.0 * MIN as f64, "the configured handle time until 5 cases completed");

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary (link time), one module per area.
 
 mod api;
+mod callin;
 mod demand;
 mod eligibility;
 mod handback;

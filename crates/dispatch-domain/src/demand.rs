@@ -189,11 +189,21 @@ pub enum SegmentCounter {
     Accepted,
     /// Sum of offer → accept times, ms.
     AcceptMs,
+    /// Offline agents invited to come online for the segment.
+    Invited,
+    /// Invitations answered by signing in in time.
+    CalledIn,
+    /// Sum of invitation → sign-in times of those, ms.
+    CallInSignInMs,
+    /// Invitations declined.
+    InviteDeclined,
+    /// Invitations that lapsed unanswered.
+    InviteIgnored,
 }
 
 impl SegmentCounter {
     /// Every counter.
-    pub const ALL: [SegmentCounter; 11] = [
+    pub const ALL: [SegmentCounter; 16] = [
         SegmentCounter::Arrived,
         SegmentCounter::Answered,
         SegmentCounter::AnsweredWaitMs,
@@ -205,6 +215,11 @@ impl SegmentCounter {
         SegmentCounter::Offered,
         SegmentCounter::Accepted,
         SegmentCounter::AcceptMs,
+        SegmentCounter::Invited,
+        SegmentCounter::CalledIn,
+        SegmentCounter::CallInSignInMs,
+        SegmentCounter::InviteDeclined,
+        SegmentCounter::InviteIgnored,
     ];
 
     /// The stable name stores use.
@@ -221,6 +236,11 @@ impl SegmentCounter {
             SegmentCounter::Offered => "offered",
             SegmentCounter::Accepted => "accepted",
             SegmentCounter::AcceptMs => "accept_ms",
+            SegmentCounter::Invited => "invited",
+            SegmentCounter::CalledIn => "called_in",
+            SegmentCounter::CallInSignInMs => "call_in_sign_in_ms",
+            SegmentCounter::InviteDeclined => "invite_declined",
+            SegmentCounter::InviteIgnored => "invite_ignored",
         }
     }
 
@@ -331,6 +351,36 @@ pub fn segment_counts(
     out
 }
 
+/// The segment counts an agent's change moves: its invitations sent and closed (all of one
+/// segment: an agent holds one invitation at a time). `None` without any.
+pub fn invitation_counts(events: &[Event]) -> Option<(String, Vec<(SegmentCounter, i64)>)> {
+    use crate::callin::InvitationOutcome as O;
+    let mut segment = None;
+    let mut out = Vec::new();
+    for e in events {
+        match e {
+            Event::Invited { segment: s, .. } => {
+                segment = Some(s.clone());
+                out.push((SegmentCounter::Invited, 1));
+            }
+            Event::InvitationClosed { segment: s, outcome, after_ms, .. } => {
+                segment = Some(s.clone());
+                match outcome {
+                    O::CameOnline => {
+                        out.push((SegmentCounter::CalledIn, 1));
+                        out.push((SegmentCounter::CallInSignInMs, i64::try_from(*after_ms).unwrap_or(i64::MAX)));
+                    }
+                    O::Declined => out.push((SegmentCounter::InviteDeclined, 1)),
+                    O::Ignored => out.push((SegmentCounter::InviteIgnored, 1)),
+                    O::Pending => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    segment.map(|s| (s, out))
+}
+
 /// Counter totals over some buckets of some segments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals([i64; SegmentCounter::ALL.len()]);
@@ -418,6 +468,18 @@ pub struct Rates {
     pub accept_ratio: Option<f64>,
     /// Mean offer → accept time, ms.
     pub mean_time_to_accept_ms: Option<f64>,
+    /// Invitations sent.
+    pub invited: i64,
+    /// Invitations answered by signing in.
+    pub called_in: i64,
+    /// Invitations declined.
+    pub invite_declined: i64,
+    /// Invitations that lapsed.
+    pub invite_ignored: i64,
+    /// Called in over sent; `None` before any.
+    pub conversion: Option<f64>,
+    /// Mean invitation → sign-in, ms.
+    pub mean_time_to_sign_in_ms: Option<f64>,
 }
 
 impl Rates {
@@ -442,6 +504,12 @@ impl Rates {
             offered: t.get(C::Offered),
             accept_ratio: ratio(t.get(C::Accepted), t.get(C::Offered)),
             mean_time_to_accept_ms: ratio(t.get(C::AcceptMs), t.get(C::Accepted)),
+            invited: t.get(C::Invited),
+            called_in: t.get(C::CalledIn),
+            invite_declined: t.get(C::InviteDeclined),
+            invite_ignored: t.get(C::InviteIgnored),
+            conversion: ratio(t.get(C::CalledIn), t.get(C::Invited)),
+            mean_time_to_sign_in_ms: ratio(t.get(C::CallInSignInMs), t.get(C::CalledIn)),
         }
     }
 
@@ -468,6 +536,9 @@ pub struct Supply {
     pub free_slots: u32,
     /// Signed in but away.
     pub away: u32,
+    /// Of the slots, those of agents holding the VIP certification (the only ones a VIP case
+    /// that overtakes a standard one can take).
+    pub vip_slots: u32,
 }
 
 /// The supply for `case` among `agents` (the signed-in agents speaking its language): those whose
@@ -488,6 +559,9 @@ pub fn supply_of<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, n
                 let capacity = agent.profile.capacity_for(channel);
                 out.serving += 1;
                 out.slots += capacity;
+                if agent.profile.holds_vip() {
+                    out.vip_slots += capacity;
+                }
                 if agent.unready_reason(now).is_none() && agent.has_room(channel) {
                     out.free += 1;
                     out.free_slots += capacity.saturating_sub(agent.load(channel));
@@ -545,6 +619,9 @@ pub struct WaitInputs {
     /// Arrivals per ms of cases that will be served before it although they come later (a
     /// higher tier in the same language and channel).
     pub overtaking_per_ms: f64,
+    /// The customers' mean patience in its segment, ms (`None`: nobody gave up lately): the
+    /// cases ahead that give up shorten its wait.
+    pub patience_ms: Option<f64>,
 }
 
 /// The estimated wait from now, ms; `None` when no agent who could take the case is signed in
@@ -552,8 +629,11 @@ pub struct WaitInputs {
 ///
 /// With `k` competing cases ahead and `f` free slots, the case is served at once if `k < f`;
 /// otherwise it waits for `k − f + 1` slots to free up, which they do at the rate
-/// `slots / handle − overtaking` (floored at a tenth of the service rate: a queue that grows
-/// is estimated long, not infinite). Either way an offer's mean time to accept is added.
+/// `slots / handle − overtaking × VIP share of the slots` (floored at a tenth of the service rate: a queue that grows
+/// is estimated long, not infinite). With `j` cases still ahead, each of them also gives up at
+/// the rate `1 / patience` (exponential patience, as Erlang A has it), so the line moves at
+/// `rate + j / patience`: the wait is the sum of `1 / (rate + j / patience)` for `j` from
+/// `k − f` down to 0. Either way an offer's mean time to accept is added.
 pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
     if i.supply.serving == 0 || i.supply.slots == 0 {
         return None;
@@ -563,9 +643,16 @@ pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
         return Some(accept.round() as u64);
     }
     let service_per_ms = f64::from(i.supply.slots) / i.handle_ms.max(1.0);
-    let rate = (service_per_ms - i.overtaking_per_ms.max(0.0)).max(service_per_ms / 10.0);
-    let slots_needed = f64::from(i.ahead - i.supply.free_slots + 1);
-    let wait = slots_needed / rate + accept;
+    // Overtaking VIP cases take only the slots of VIP-certified agents.
+    let vip_share = f64::from(i.supply.vip_slots.min(i.supply.slots)) / f64::from(i.supply.slots);
+    let rate = (service_per_ms - i.overtaking_per_ms.max(0.0) * vip_share).max(service_per_ms / 10.0);
+    let beyond = i.ahead - i.supply.free_slots;
+    let leaving = i.patience_ms.filter(|p| *p > 0.0).map_or(0.0, |p| 1.0 / p);
+    let wait = if leaving == 0.0 {
+        f64::from(beyond + 1) / rate
+    } else {
+        (0..=beyond).map(|j| 1.0 / (rate + f64::from(j) * leaving)).sum()
+    } + accept;
     Some(wait.min(MAX_ESTIMATE_MS as f64).round() as u64)
 }
 
@@ -619,6 +706,7 @@ impl EstimateSources {
             handle_ms: service.handle_ms_or(expected_handle_ms),
             time_to_accept_ms: service.mean_time_to_accept_ms.or(around.mean_time_to_accept_ms).unwrap_or(0.0),
             overtaking_per_ms: overtaking.map_or(0.0, |r| r.arrived as f64 / r.window_ms.max(1) as f64),
+            patience_ms: service.patience_ms.or(around.patience_ms),
         }
     }
 }
@@ -845,9 +933,15 @@ mod tests {
 
     #[test]
     fn the_estimate_is_position_over_service_rate_and_grows_with_the_queue() {
-        let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, away: 0 };
-        let base =
-            WaitInputs { ahead: 0, supply, handle_ms: 300_000.0, time_to_accept_ms: 5_000.0, overtaking_per_ms: 0.0 };
+        let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, away: 0, vip_slots: 10 };
+        let base = WaitInputs {
+            ahead: 0,
+            supply,
+            handle_ms: 300_000.0,
+            time_to_accept_ms: 5_000.0,
+            overtaking_per_ms: 0.0,
+            patience_ms: None,
+        };
         // First in line, nothing free: the next of 10 slots frees in 300 s / 10 = 30 s.
         assert_eq!(estimate_wait(&base), Some(35_000));
         assert_eq!(estimate_wait(&WaitInputs { ahead: 9, ..base }), Some(305_000));
@@ -860,6 +954,14 @@ mod tests {
         assert!(overtaken > 35_000, "{overtaken}");
         let swamped = estimate_wait(&WaitInputs { overtaking_per_ms: 1.0, ..base }).unwrap();
         assert_eq!(swamped, 305_000);
+        // VIP cases overtake only on the slots of VIP-certified agents: none, no slowing; half,
+        // half as much.
+        let none_vip =
+            WaitInputs { overtaking_per_ms: 1.0 / 60_000.0, supply: Supply { vip_slots: 0, ..supply }, ..base };
+        assert_eq!(estimate_wait(&none_vip), estimate_wait(&base));
+        let half = WaitInputs { supply: Supply { vip_slots: 5, ..supply }, ..none_vip };
+        let half = estimate_wait(&half).unwrap();
+        assert!(35_000 < half && half < overtaken, "{half} between 35000 and {overtaken}");
         // Nobody signed in: unknown.
         assert_eq!(estimate_wait(&WaitInputs { supply: Supply::default(), ..base }), None);
         // Monotone in the position.
@@ -869,6 +971,15 @@ mod tests {
             assert!(w >= last);
             last = w;
         }
+        // Customers ahead who give up shorten the wait: 10 ahead of 10 busy slots (30 s per
+        // slot), patience 300 s: 1/(1/30 + j/300) summed over j = 0..=10 is about 158 s, not 330.
+        let impatient = estimate_wait(&WaitInputs { ahead: 10, patience_ms: Some(300_000.0), ..base }).unwrap();
+        let expected: f64 = (0..=10).map(|j| 1.0 / (1.0 / 30_000.0 + f64::from(j) / 300_000.0)).sum::<f64>() + 5_000.0;
+        assert_eq!(impatient, expected.round() as u64);
+        assert!(impatient < estimate_wait(&WaitInputs { ahead: 10, ..base }).unwrap());
+        // Endless patience is the patient estimate.
+        let patient = WaitInputs { ahead: 10, patience_ms: Some(f64::MAX), ..base };
+        assert_eq!(estimate_wait(&patient), estimate_wait(&WaitInputs { ahead: 10, ..base }));
         assert_eq!(WaitBand::of(Some(59_999)), WaitBand::UnderOneMinute);
         assert_eq!(WaitBand::of(Some(60_000)), WaitBand::OneToThreeMinutes);
         assert_eq!(WaitBand::of(Some(600_000)), WaitBand::ThreeToTenMinutes);

@@ -13,11 +13,13 @@
 //!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
 //! - [`stats`]: planner counts over agents;
 //! - [`queueing`]: Erlang C and Erlang A (waits, service level, agents needed);
+//! - [`callin`]: calling in offline agents (opt-ins, hysteresis, who to invite);
 //! - [`demand`]: demand segments, their live rates, estimated waits and staffing advice;
 //! - [`worktime`]: working-time accounting and limits;
 //! - [`reputation`]: customers' ratings and the shrunk mean selection scores;
 //! - [`transparency`]: why an agent gets no offers, and the allocation parameters in force.
 
+pub mod callin;
 pub mod demand;
 pub mod limits;
 pub mod model;

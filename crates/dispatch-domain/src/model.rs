@@ -486,6 +486,9 @@ pub struct AgentProfile {
     /// The agent's own working-time limits (a student visa's weekly cap), over its markets'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_limits: Option<crate::worktime::WorkLimits>,
+    /// Whether and how the agent may be invited to come online when its segments are short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_in: Option<crate::callin::CallInPrefs>,
 }
 
 fn is_zero_u8(v: &u8) -> bool {
@@ -514,6 +517,8 @@ struct StoredProfile {
     certifications: BTreeMap<Certification, Millis>,
     #[serde(default)]
     work_limits: Option<crate::worktime::WorkLimits>,
+    #[serde(default)]
+    call_in: Option<crate::callin::CallInPrefs>,
 }
 
 impl From<StoredProfile> for AgentProfile {
@@ -534,6 +539,7 @@ impl From<StoredProfile> for AgentProfile {
             clearance: s.clearance,
             certifications,
             work_limits: s.work_limits,
+            call_in: s.call_in,
         }
     }
 }
@@ -566,6 +572,8 @@ pub struct AgentProfileInput<'a> {
     pub certifications: Vec<(&'a str, i64)>,
     /// The agent's own working-time limits, if any.
     pub work_limits: Option<crate::worktime::WorkLimits>,
+    /// The call-in opt-in, if any (validated with [`crate::callin::CallInPrefs::parse`]).
+    pub call_in: Option<crate::callin::CallInPrefs>,
 }
 
 impl AgentProfile {
@@ -684,6 +692,7 @@ impl AgentProfile {
             clearance,
             certifications,
             work_limits: input.work_limits.filter(|w| !w.is_unlimited()),
+            call_in: input.call_in,
         })
     }
 

@@ -67,6 +67,8 @@ pub struct Policy {
     pub reputation: crate::reputation::ReputationPolicy,
     /// Service-level targets per tier and the staffing assumptions.
     pub demand: crate::demand::DemandPolicy,
+    /// Calling in offline agents.
+    pub call_in: crate::callin::CallInPolicy,
 }
 
 impl Default for Policy {
@@ -100,6 +102,7 @@ impl Default for Policy {
             working_time: crate::worktime::WorkingTimePolicy::default(),
             reputation: crate::reputation::ReputationPolicy::default(),
             demand: crate::demand::DemandPolicy::default(),
+            call_in: crate::callin::CallInPolicy::default(),
         }
     }
 }

@@ -107,9 +107,28 @@ fn log_add(x: f64, y: f64) -> f64 {
     hi + (lo - hi).exp().ln_1p()
 }
 
+/// Mean patience, in handle times, beyond which Erlang A is taken as Erlang C.
+pub const PATIENT: f64 = 1_000.0;
+/// The shortest mean patience Erlang A computes with, seconds.
+pub const MIN_PATIENCE_S: f64 = 1.0;
+
 /// Erlang A with `n` agents and customers whose patience averages `patience_s` seconds: the
 /// outcome for an answer-time target of `target_s` seconds.
+///
+/// Customers whose patience averages more than [`PATIENT`] handle times practically never give
+/// up: the answer is Erlang C's, which Erlang A tends to as patience grows. (Without that, an
+/// overloaded segment whose customers hardly ever abandon — a measured patience of days — has its
+/// queue's peak a patience's worth of arrivals out, millions of states to walk.)
+///
+/// A patience under [`MIN_PATIENCE_S`] is taken as that: a measured patience of 0 (customers who
+/// left the moment they came) would make the uniformization's rate infinite and its steps
+/// endless.
 pub fn erlang_a_outcome(n: u32, load: Load, patience_s: f64, target_s: f64) -> Outcome {
+    if patience_s.is_nan() || patience_s > PATIENT * load.handle_s {
+        // Beyond the bound, or not a number: customers who do not give up.
+        return erlang_c_outcome(n, load, target_s);
+    }
+    let patience_s = patience_s.max(MIN_PATIENCE_S);
     let lambda = load.arrivals_per_s;
     let mu = 1.0 / load.handle_s;
     let theta = 1.0 / patience_s;
@@ -147,8 +166,13 @@ pub fn erlang_a_outcome(n: u32, load: Load, patience_s: f64, target_s: f64) -> O
     // phases at rates nμ + iθ (i = j … 0: a server frees, or one ahead gives up), unless its own
     // patience runs out first (rate θ). Uniformized at Λ = nμ + (J + 1)θ, u_m(i) is the chance
     // to be answered within m steps from phase i; the answer by the target is the Poisson(Λt)
-    // mixture of u_m.
-    let waiting: Vec<f64> = p.iter().skip(n_us).copied().collect();
+    // mixture of u_m. Phases whose probability is below 1e-15 add nothing the answer can show
+    // and are left out; u_m(i) is 0 for i ≥ m (i + 1 steps are needed), so step m updates only
+    // phases below it, in place from the top (each reads its lower neighbour's previous value).
+    let mut waiting: Vec<f64> = p.iter().skip(n_us).copied().collect();
+    while waiting.len() > 1 && waiting.last().is_some_and(|w| *w < 1e-15) {
+        waiting.pop();
+    }
     let within = if n == 0 || waiting.is_empty() {
         0.0
     } else {
@@ -164,17 +188,16 @@ pub fn erlang_a_outcome(n: u32, load: Load, patience_s: f64, target_s: f64) -> O
         let mut log_fact = 0.0;
         for m in 0..=m_max {
             if m > 0 {
-                let prev = u.clone();
-                for i in 0..=j_max {
-                    let ahead = if i == 0 { 1.0 } else { prev[i - 1] };
-                    u[i] = advance[i] * ahead + stay[i] * prev[i];
+                for i in (0..=j_max.min(m - 1)).rev() {
+                    let ahead = if i == 0 { 1.0 } else { u[i - 1] };
+                    u[i] = advance[i] * ahead + stay[i] * u[i];
                 }
                 log_fact += (m as f64).ln();
                 log_pois = -lt + m as f64 * lt.ln() - log_fact;
             }
             let w = log_pois.exp();
             if w > 0.0 {
-                for i in 0..=j_max {
+                for i in 0..=j_max.min(m) {
                     acc[i] += w * u[i];
                 }
             }
@@ -372,6 +395,24 @@ mod tests {
         assert!(s.on_queue > 800 && s.on_queue < 850, "{s:?}");
         let a = erlang_a_outcome(s.on_queue, load, 120.0, 20.0);
         assert!(a.service_level.is_finite() && a.p_wait.is_finite(), "{a:?}");
+    }
+
+    #[test]
+    fn erlang_a_just_below_the_patient_bound_is_already_erlang_c() {
+        // At the bound (1000 handle times of patience) Erlang A computed in full is within a
+        // hair of Erlang C, so answering C beyond it changes no staffing figure.
+        let (load, _) = textbook();
+        let c = erlang_c_outcome(14, load, 20.0);
+        let a = erlang_a_outcome(14, load, PATIENT * load.handle_s * 0.999, 20.0);
+        assert!((a.service_level - c.service_level).abs() < 2e-3, "{a:?} {c:?}");
+        assert!((a.p_wait - c.p_wait).abs() < 2e-3, "{a:?} {c:?}");
+        // Customers who left the instant they came (a measured patience of 0) answer at once too.
+        let gone = erlang_a_outcome(3, load, 0.0, 20.0);
+        assert!(gone.service_level.is_finite() && gone.p_abandon > 0.0, "{gone:?}");
+        // An overloaded segment with patience of days answers at once.
+        let over = Load { arrivals_per_s: 10.0, handle_s: 180.0 };
+        let o = erlang_a_outcome(100, over, 1e7, 20.0);
+        assert!(o.service_level < 0.01, "{o:?}");
     }
 
     #[test]

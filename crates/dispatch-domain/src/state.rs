@@ -138,6 +138,12 @@ pub struct Agent {
     /// Customers' ratings of the cases it completed ([`crate::reputation`]).
     #[serde(default, skip_serializing_if = "is_default")]
     pub ratings: crate::reputation::Ratings,
+    /// The latest invitation to come online (kept after it closes, until the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<crate::callin::Invitation>,
+    /// Call-in history: invitations sent today and in all, and how many it answered.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub call_in: crate::callin::CallInLog,
     /// Fencing token, set by the store.
     pub version: u64,
 }
@@ -162,6 +168,8 @@ impl Agent {
             hand_backs: 0,
             work: crate::worktime::WorkLog::default(),
             ratings: crate::reputation::Ratings::default(),
+            invitation: None,
+            call_in: crate::callin::CallInLog::default(),
             version: 0,
         }
     }

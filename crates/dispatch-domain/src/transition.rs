@@ -319,6 +319,28 @@ pub enum Event {
         /// Why.
         reason: StatusReason,
     },
+    /// An offline agent was invited to come online for a segment in shortfall.
+    Invited {
+        /// Agent.
+        agent_id: AgentId,
+        /// The invitation.
+        invitation_id: String,
+        /// Its segment's key.
+        segment: String,
+    },
+    /// An invitation ended: the agent came online, declined, or let it lapse.
+    InvitationClosed {
+        /// Agent.
+        agent_id: AgentId,
+        /// The invitation.
+        invitation_id: String,
+        /// Its segment's key.
+        segment: String,
+        /// How.
+        outcome: crate::callin::InvitationOutcome,
+        /// From sending to the answer, ms.
+        after_ms: u64,
+    },
 }
 
 impl Event {
@@ -347,7 +369,7 @@ impl Event {
             Event::HandedBack { .. } => vec![(Counter::HandedBack, 1)],
             Event::Cancelled { .. } => vec![(Counter::Cancelled, 1)],
             Event::Expired { .. } => vec![(Counter::Expired, 1)],
-            Event::AgentStatus { .. } => vec![],
+            Event::AgentStatus { .. } | Event::Invited { .. } | Event::InvitationClosed { .. } => vec![],
         }
     }
 
@@ -365,6 +387,8 @@ impl Event {
             Event::Cancelled { .. } => "cancelled",
             Event::Expired { .. } => "expired",
             Event::AgentStatus { .. } => "agent_status",
+            Event::Invited { .. } => "invited",
+            Event::InvitationClosed { .. } => "invitation_closed",
         }
     }
 
@@ -384,7 +408,7 @@ impl Event {
 
     /// Whether this is an event of a case's life (every event but [`Event::AgentStatus`]).
     pub fn is_case_event(&self) -> bool {
-        !matches!(self, Event::AgentStatus { .. })
+        !matches!(self, Event::AgentStatus { .. } | Event::Invited { .. } | Event::InvitationClosed { .. })
     }
 }
 
@@ -516,6 +540,8 @@ pub enum TimerKey {
     /// An assigned case is looked at for hand-back: its agent signed out or vanished past the
     /// grace period, or its activity timer warns or runs out.
     HandBack(CaseId),
+    /// An agent's invitation to come online lapses.
+    InvitationExpiry(AgentId),
 }
 
 /// The outcome of a transition: what to write, what happened, what to arm.
@@ -1166,6 +1192,9 @@ pub fn agent_timers(agent: &Agent, now: Millis, policy: &Policy) -> Vec<(TimerKe
     let id = || agent.id().clone();
     let mut timers: Vec<(TimerKey, Millis)> =
         agent.next_ready_at(now).map(|at| (TimerKey::AgentReady(id()), at)).into_iter().collect();
+    if let Some(i) = agent.invitation.as_ref().filter(|i| i.outcome == crate::callin::InvitationOutcome::Pending) {
+        timers.push((TimerKey::InvitationExpiry(id()), i.expires_at));
+    }
     match &agent.session {
         Some(s) if s.connected => timers.push((TimerKey::PresenceLease(id()), lease_due(now, policy))),
         Some(s) => {
@@ -1262,6 +1291,116 @@ pub fn check_removable(agent: &Agent) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Invites an offline agent to come online for `segment` (its cases stood for by `case`),
+/// re-checking on the record that it is still a candidate
+/// ([`not_candidate`](crate::callin::not_candidate)): the cap, quiet hours and opt-in hold at the
+/// moment of writing. The invitation lapses after the policy's time to live.
+pub fn invite(
+    agent: &Agent,
+    case: &Case,
+    segment: &str,
+    invitation_id: String,
+    incentive: String,
+    now: Millis,
+    policy: &Policy,
+) -> Result<Change, Rejection> {
+    use crate::callin::{Invitation, InvitationOutcome, not_candidate};
+    if agent.invitation.as_ref().is_some_and(|i| i.id == invitation_id) {
+        return Ok(Change::default());
+    }
+    if let Some(why) = not_candidate(agent, case, now, policy) {
+        return Err(Rejection::FailedPrecondition(
+            Precondition::AgentNotEligible,
+            format!("agent {} cannot be invited: {why}", agent.id()),
+        ));
+    }
+    let mut a = agent.clone();
+    let day = a.profile.call_in.as_ref().map_or(0, |p| p.local_day(now));
+    if a.call_in.day != day {
+        a.call_in.day = day;
+        a.call_in.sent_today = 0;
+    }
+    a.call_in.sent_today += 1;
+    a.call_in.sent += 1;
+    a.call_in.last_sent_at = now;
+    let expires_at = now.saturating_add(i64::try_from(policy.call_in.invitation_ttl_ms).unwrap_or(i64::MAX));
+    a.invitation = Some(Invitation {
+        id: invitation_id.clone(),
+        segment: segment.to_owned(),
+        sent_at: now,
+        expires_at,
+        outcome: InvitationOutcome::Pending,
+        answered_at: 0,
+        delivered_at: 0,
+        incentive,
+    });
+    let events = vec![Event::Invited { agent_id: a.id().clone(), invitation_id, segment: segment.to_owned() }];
+    let timers = vec![(TimerKey::InvitationExpiry(a.id().clone()), expires_at)];
+    Ok(Change { agent: Some(a), events, timers, ..Change::default() })
+}
+
+/// Ends the agent's live invitation with `outcome` (the one place each of the three ways
+/// passes); `None` when none is live.
+fn close_invitation(agent: &mut Agent, outcome: crate::callin::InvitationOutcome, now: Millis) -> Option<Event> {
+    use crate::callin::InvitationOutcome as O;
+    let inv = agent.invitation.as_mut()?;
+    // A lapsed invitation can only be ignored; the other endings need it open.
+    let open = match outcome {
+        O::Ignored => inv.outcome == O::Pending,
+        _ => inv.live(now),
+    };
+    if !open {
+        return None;
+    }
+    inv.outcome = outcome;
+    inv.answered_at = now;
+    if outcome == crate::callin::InvitationOutcome::CameOnline {
+        agent.call_in.came_online += 1;
+    }
+    let inv = agent.invitation.as_ref()?;
+    Some(Event::InvitationClosed {
+        agent_id: agent.id().clone(),
+        invitation_id: inv.id.clone(),
+        segment: inv.segment.clone(),
+        outcome,
+        after_ms: u64::try_from(now - inv.sent_at).unwrap_or(0),
+    })
+}
+
+/// The invitation's time ran out: a pending one is ignored.
+pub fn invitation_expired(agent: &Agent, now: Millis) -> Change {
+    let mut a = agent.clone();
+    match a.invitation.as_ref() {
+        Some(i) if i.outcome == crate::callin::InvitationOutcome::Pending && now >= i.expires_at => {}
+        _ => return Change::default(),
+    }
+    let events = close_invitation(&mut a, crate::callin::InvitationOutcome::Ignored, now).into_iter().collect();
+    Change { agent: Some(a), events, ..Change::default() }
+}
+
+/// The notification service acknowledges invitation `id`: delivered (it reached the agent's
+/// phone), or `declined` (the agent said no). Idempotent: a repeat changes nothing; an unknown
+/// id is NOT_FOUND.
+pub fn acknowledge_invitation(agent: &Agent, id: &str, declined: bool, now: Millis) -> Result<Change, Rejection> {
+    let Some(inv) = agent.invitation.as_ref().filter(|i| i.id == id) else {
+        return Err(Rejection::NotFound(format!("invitation {id} is not agent {}'s latest", agent.id())));
+    };
+    let mut a = agent.clone();
+    let mut events = Vec::new();
+    if inv.delivered_at == 0
+        && let Some(i) = a.invitation.as_mut()
+    {
+        i.delivered_at = now;
+    }
+    if declined {
+        events.extend(close_invitation(&mut a, crate::callin::InvitationOutcome::Declined, now));
+    }
+    if a == *agent {
+        return Ok(Change::default());
+    }
+    Ok(Change { agent: Some(a), events, ..Change::default() })
+}
+
 /// A device stream opened. Within the grace period of a dropped session, the session resumes
 /// with its status; otherwise the agent signs in as away.
 pub fn connect(agent: &Agent, session_id: SessionId, now: Millis, policy: &Policy) -> Change {
@@ -1274,7 +1413,10 @@ pub fn connect(agent: &Agent, session_id: SessionId, now: Millis, policy: &Polic
     };
     let lease_until = lease_due(now, policy);
     agent.session = Some(Session { id: session_id, connected: true, disconnected_at: None, lease_until });
-    let events = vec![status_event(&mut agent, status, reason)];
+    let mut events = vec![status_event(&mut agent, status, reason)];
+    if !resumed {
+        events.extend(close_invitation(&mut agent, crate::callin::InvitationOutcome::CameOnline, now));
+    }
     let timers = vec![(TimerKey::PresenceLease(agent.id().clone()), lease_until)];
     Change { agent: Some(agent), events, timers, ..Change::default() }
 }

@@ -248,6 +248,18 @@ pub async fn segment_counts_add_up_per_bucket(s: &dyn Store, _clock: &Clock) {
     assert!(recent.iter().all(|c| c.bucket == now) && recent.len() == 3, "{recent:?}");
 }
 
+/// A shared state record is written only over the version it was read at: of two writers on
+/// one version, one wins.
+pub async fn state_is_written_over_its_version_only(s: &dyn Store) {
+    assert_eq!(s.get_state("round").await.unwrap(), None);
+    assert!(s.put_state("round", 0, "{\"a\":1}").await.unwrap());
+    assert!(!s.put_state("round", 0, "{\"b\":2}").await.unwrap(), "a second writer of version 0 loses");
+    assert_eq!(s.get_state("round").await.unwrap(), Some((1, "{\"a\":1}".to_owned())));
+    assert!(s.put_state("round", 1, "x:y").await.unwrap());
+    assert_eq!(s.get_state("round").await.unwrap(), Some((2, "x:y".to_owned())));
+    assert_eq!(s.get_state("other").await.unwrap(), None);
+}
+
 /// Two callers committing on the same version: exactly one wins, every time.
 pub async fn racing_commits_have_exactly_one_winner(s: Arc<dyn Store>) {
     let mut a = put_agent(&*s, agent("contended")).await;
@@ -360,6 +372,7 @@ macro_rules! store_conformance_tests {
             case!(agent_removal_is_fenced);
             case!(snapshot_and_purge_see_only_what_they_should);
             case!(counters_add_up);
+            case!(state_is_written_over_its_version_only);
             case!(restore_keeps_the_newest_version);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

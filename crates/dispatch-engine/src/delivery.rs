@@ -107,7 +107,9 @@ impl Engine {
             | Event::Queued { .. }
             | Event::Completed { .. }
             | Event::Expired { .. }
-            | Event::AgentStatus { .. } => {}
+            | Event::AgentStatus { .. }
+            | Event::Invited { .. }
+            | Event::InvitationClosed { .. } => {}
         }
     }
 
@@ -125,12 +127,20 @@ impl Engine {
             Applied::Stale => return,
         };
         inner.delivery.pool_changed.send_modify(|v| *v += 1);
+        if after.invitation.is_some() && before.as_ref().is_none_or(|b| b.invitation != after.invitation) {
+            let _ = inner.delivery.invitations.send(Arc::new(after.clone()));
+        }
         if after.unready_reason(now).is_none() {
             inner.work.push(Work::Agent(after.id().clone()));
         }
         let status_moved =
             before.as_ref().map_or(after.status_changes > 0, |b| b.status_changes != after.status_changes);
-        let ended = inner.delivery.sessions.superseded(&after);
+        // A session this dispatcher disconnects as it shuts down ends as a shutdown (the device
+        // reconnects elsewhere), not as a lost lease.
+        let ended = inner.delivery.sessions.superseded(&after).map(|why| match why {
+            StreamEnd::LeaseLost if self.draining() => StreamEnd::ServerShutdown,
+            why => why,
+        });
         // A device that signed out hears its new status before its stream ends; a replaced
         // one hears only why it ends.
         if status_moved && matches!(ended, None | Some(StreamEnd::SignedOut)) {

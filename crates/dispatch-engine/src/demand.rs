@@ -22,26 +22,42 @@ const CACHE_MS: Millis = 5_000;
 /// How deep the queue is looked at for the cases ahead of one.
 const AHEAD_LIMIT: usize = 10_000;
 
-/// Segment counts by segment and bucket.
+/// How many minutes before the current one a bucket may still be written to (a commit counts
+/// into the minute its write began in): older buckets are closed and read once.
+const OPEN_BUCKETS: Millis = 2;
+
+type ByBucket = HashMap<Segment, BTreeMap<Millis, Totals>>;
+
+fn add_counts(by_segment: &mut ByBucket, counts: Vec<BucketCount>) {
+    for c in counts {
+        if let Some(segment) = Segment::parse_key(&c.segment) {
+            by_segment.entry(segment).or_default().entry(c.bucket).or_default().add(c.counter, c.total);
+        }
+    }
+}
+
+/// Segment counts by segment and bucket: the closed buckets (shared from the cache, read from
+/// the store once) and the open ones (read again each time).
 #[derive(Debug, Default)]
 pub struct SegmentCounts {
-    by_segment: HashMap<Segment, BTreeMap<Millis, Totals>>,
+    closed: Arc<ByBucket>,
+    open: ByBucket,
 }
 
 impl SegmentCounts {
-    fn from_counts(counts: Vec<BucketCount>) -> Self {
-        let mut by_segment: HashMap<Segment, BTreeMap<Millis, Totals>> = HashMap::new();
-        for c in counts {
-            if let Some(segment) = Segment::parse_key(&c.segment) {
-                by_segment.entry(segment).or_default().entry(c.bucket).or_default().add(c.counter, c.total);
-            }
-        }
-        Self { by_segment }
+    fn parts(&self) -> impl Iterator<Item = (&Segment, &BTreeMap<Millis, Totals>)> {
+        self.closed.iter().chain(self.open.iter())
     }
 
     /// The totals of the segments `filter` matches over the window ending at `now`.
     pub fn totals(&self, filter: &SegmentFilter, now: Millis, window_ms: Millis) -> Totals {
-        let flat = self.by_segment.iter().flat_map(|(s, buckets)| buckets.iter().map(move |(b, t)| (s, *b, t)));
+        // Only the matching segments' buckets inside the window go to the domain's sum (which
+        // checks both again): a rate costs the segments asked for, not every bucket kept.
+        let from = demand::bucket_of(now - window_ms + 1);
+        let flat = self
+            .parts()
+            .filter(|(s, _)| filter.matches(s))
+            .flat_map(|(s, buckets)| buckets.range(from..=now).map(move |(b, t)| (s, *b, t)));
         demand::window_totals(flat, filter, now, window_ms)
     }
 
@@ -50,15 +66,21 @@ impl SegmentCounts {
         Rates::of(&self.totals(filter, now, window_ms), window_ms)
     }
 
-    fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.by_segment.keys()
+    /// The segments counted.
+    pub(crate) fn segment_keys(&self) -> impl Iterator<Item = &Segment> {
+        let mut keys: Vec<&Segment> = self.closed.keys().chain(self.open.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
     }
 }
 
-/// The counts last read, and when (store clock).
+/// The counts last read, and when (store clock); and the closed buckets read so far, with the
+/// first bucket not yet closed.
 #[derive(Default)]
 pub(crate) struct DemandCache {
     cached: Mutex<Option<(Millis, Arc<SegmentCounts>)>>,
+    closed: Mutex<(Millis, Arc<ByBucket>)>,
 }
 
 /// One segment as a planner sees it.
@@ -80,6 +102,8 @@ pub struct SegmentDemand {
     pub estimate: WaitEstimate,
     /// Agents needed now against those serving.
     pub advice: Advice,
+    /// Invitations of the segment open now.
+    pub invitations_pending: u32,
 }
 
 impl Engine {
@@ -107,7 +131,36 @@ impl Engine {
             }
         }
         let longest = WINDOWS_MS.iter().copied().max().unwrap_or(SERVICE_WINDOW_MS).max(SERVICE_WINDOW_MS);
-        let counts = Arc::new(SegmentCounts::from_counts(self.inner.store.segment_counts(now - longest).await?));
+        let oldest = demand::bucket_of(now - longest);
+        let first_open = demand::bucket_of(now) - OPEN_BUCKETS * demand::BUCKET_MS;
+        let (read_from, closed) = {
+            let c = self.inner.demand.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (c.0.max(oldest), Arc::clone(&c.1))
+        };
+        let read = self.inner.store.segment_counts(read_from).await?;
+        let (newly_closed, open): (Vec<BucketCount>, Vec<BucketCount>) =
+            read.into_iter().partition(|c| c.bucket < first_open);
+        let closed = if newly_closed.is_empty() && read_from >= first_open {
+            closed
+        } else {
+            // Buckets that closed since the last read join the closed ones; those past the
+            // longest window leave.
+            let mut next: ByBucket = (*closed).clone();
+            for buckets in next.values_mut() {
+                buckets.retain(|b, _| *b >= oldest);
+            }
+            next.retain(|_, buckets| !buckets.is_empty());
+            add_counts(&mut next, newly_closed);
+            let next = Arc::new(next);
+            let mut c = self.inner.demand.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if first_open > c.0 {
+                *c = (first_open, Arc::clone(&next));
+            }
+            next
+        };
+        let mut open_counts = ByBucket::new();
+        add_counts(&mut open_counts, open);
+        let counts = Arc::new(SegmentCounts { closed, open: open_counts });
         *self.inner.demand.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((now, Arc::clone(&counts)));
         Ok(counts)
@@ -154,7 +207,7 @@ impl Engine {
         let counts = self.segment_counts(now, true).await?;
         let policy = &self.inner.policy;
         let waiting = self.inner.index.waiting_in(&[filter.language.as_str()], usize::MAX);
-        let mut segments: BTreeSet<Segment> = counts.segments().filter(|s| filter.matches(s)).cloned().collect();
+        let mut segments: BTreeSet<Segment> = counts.segment_keys().filter(|s| filter.matches(s)).cloned().collect();
         segments.extend(waiting.iter().map(|c| Segment::of(&c.spec)).filter(|s| filter.matches(s)));
         if let (Some(tier), Some(channel)) = (filter.tier, filter.channel) {
             segments.insert(Segment {
@@ -185,6 +238,15 @@ impl Engine {
                 oldest_wait_ms,
                 estimate: WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) },
                 advice,
+                invitations_pending: u32::try_from(
+                    self.inner
+                        .index
+                        .invited_for(&segment.key())
+                        .iter()
+                        .filter(|a| a.invitation.as_ref().is_some_and(|i| i.live(now)))
+                        .count(),
+                )
+                .unwrap_or(u32::MAX),
                 segment,
             });
         }

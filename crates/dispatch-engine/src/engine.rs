@@ -54,6 +54,13 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// The demand-segment counts last read from the store, for estimates.
     pub(crate) demand: crate::demand::DemandCache,
+    /// When the next call-in round is due as last read (store clock): the round state is not
+    /// read before.
+    pub(crate) call_in_due: std::sync::atomic::AtomicI64,
+    /// One call-in round at a time in this process (the sweeper's and a test's).
+    pub(crate) call_in_round: tokio::sync::Mutex<()>,
+    /// The change log follower's progress.
+    pub(crate) followed: crate::follow::Followed,
 }
 
 /// Everyone this process tells about changes.
@@ -64,6 +71,8 @@ pub(crate) struct Delivery {
     pub(crate) watchers: Watchers,
     /// Bumped whenever an agent changes (planners' `WatchAvailability`).
     pub(crate) pool_changed: watch::Sender<u64>,
+    /// Agents whose invitation changed (the notification service's feed).
+    pub(crate) invitations: tokio::sync::broadcast::Sender<Arc<dispatch_domain::Agent>>,
 }
 
 /// Whether the process serves, and how it stops.
@@ -86,10 +95,14 @@ impl Engine {
             clock,
             index: PoolIndex::new(),
             demand: crate::demand::DemandCache::default(),
+            call_in_due: std::sync::atomic::AtomicI64::new(0),
+            call_in_round: tokio::sync::Mutex::new(()),
+            followed: crate::follow::Followed::new(),
             delivery: Delivery {
                 sessions: Sessions::default(),
                 watchers: Watchers::new(config.max_watches),
                 pool_changed: watch::channel(0).0,
+                invitations: tokio::sync::broadcast::channel(1024).0,
             },
             work: WorkQueue::new(),
             ids: IdMint::new(config.id_seed),

@@ -14,6 +14,32 @@ use crate::store::ChangeRef;
 /// Entries read from the change log at once; the follower reads on while batches come back full.
 const BATCH: usize = 1_000;
 
+/// Where the follower is: how many passes over the change log it has begun and finished, and a
+/// way to ask for one now. A task that must see every commit made before it asks (the call-in
+/// round's winner, planning on the index) waits for a pass begun after it asked.
+pub(crate) struct Followed {
+    passes: tokio::sync::watch::Sender<(u64, u64)>,
+    now: tokio::sync::Notify,
+}
+
+impl Followed {
+    pub(crate) fn new() -> Self {
+        Self { passes: tokio::sync::watch::Sender::new((0, 0)), now: tokio::sync::Notify::new() }
+    }
+}
+
+impl Engine {
+    /// Waits (at most `bound`) until the index holds every change the store logged before this
+    /// call; whether it does.
+    pub(crate) async fn catch_up(&self, bound: Duration) -> bool {
+        let followed = &self.inner.followed;
+        let mut rx = followed.passes.subscribe();
+        let (begun, _) = *rx.borrow_and_update();
+        followed.now.notify_one();
+        tokio::time::timeout(bound, rx.wait_for(|(_, done)| *done > begun)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
 impl Engine {
     /// Follows the store's change log from `cursor` until the engine stops.
     pub(crate) async fn tailer(self, mut cursor: String) {
@@ -23,8 +49,10 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 () = self.inner.fence.woken() => {}
+                () = self.inner.followed.now.notified() => {}
                 _ = stop.changed() => return,
             }
+            self.inner.followed.passes.send_modify(|(begun, _)| *begun += 1);
             loop {
                 match self.follow(&cursor).await {
                     Ok((next, full)) => {
@@ -39,6 +67,7 @@ impl Engine {
                     }
                 }
             }
+            self.inner.followed.passes.send_modify(|(begun, done)| *done = *begun);
         }
     }
 

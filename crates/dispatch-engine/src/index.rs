@@ -37,6 +37,8 @@ pub struct PoolIndex {
     /// Signed-in agents (status available or away, connected or not) by primary language: the
     /// supply of each demand segment. Lock order: after `postings`.
     online: RwLock<HashMap<String, BTreeMap<AgentId, Arc<Agent>>>>,
+    /// Agents holding an invitation (open or ended), by its segment key.
+    invited: RwLock<HashMap<String, BTreeMap<AgentId, Arc<Agent>>>>,
 }
 
 fn signed_in(a: &Agent) -> bool {
@@ -137,6 +139,31 @@ impl PoolIndex {
                 online.entry(l.to_owned()).or_default().insert(n.id().clone(), Arc::clone(n));
             }
         }
+        drop(online);
+        let mut invited = self.invited.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((o, i)) = old.and_then(|o| o.invitation.as_ref().map(|i| (o, i)))
+            && let Some(m) = invited.get_mut(&i.segment)
+        {
+            m.remove(o.id());
+            if m.is_empty() {
+                invited.remove(&i.segment);
+            }
+        }
+        if let Some((n, i)) = new.and_then(|n| n.invitation.as_ref().map(|i| (n, i))) {
+            invited.entry(i.segment.clone()).or_default().insert(n.id().clone(), Arc::clone(n));
+        }
+    }
+
+    /// The agents holding an invitation, with its segment key.
+    pub fn invited(&self) -> Vec<(String, Arc<Agent>)> {
+        let invited = self.invited.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        invited.iter().flat_map(|(s, m)| m.values().map(move |a| (s.clone(), Arc::clone(a)))).collect()
+    }
+
+    /// The agents holding an invitation of `segment`.
+    pub fn invited_for(&self, segment: &str) -> Vec<Arc<Agent>> {
+        let invited = self.invited.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        invited.get(segment).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The signed-in agents speaking `language` (primary subtag).

@@ -18,11 +18,13 @@
 //!   itself (Prometheus), and the store timed;
 //! - [`store`]: the persistence port ([`Store`], [`Commit`]); [`memory`]: the embedded store;
 //! - [`index`]: the live pool index (agents by language and skill, waiting cases in order);
+//! - [`callin`]: call-in rounds, invitations and the notification service's feed;
 //! - [`demand`]: segment counts with each commit, wait estimates, and planners' segment view;
 //! - [`clock`]: system or manual time;
 //! - `conformance` (feature `test-util`): the one test suite every store must pass.
 
 pub mod api;
+pub mod callin;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "test-util")]

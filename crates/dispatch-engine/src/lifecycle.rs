@@ -145,9 +145,15 @@ impl Engine {
         let mut report = ShutdownReport { sessions_ended: sessions.len(), ..ShutdownReport::default() };
         let mut tasks = tokio::task::JoinSet::new();
         for (agent_id, session_id) in sessions {
-            self.inner.delivery.sessions.end_session(&agent_id, &session_id, StreamEnd::ServerShutdown);
             let engine = self.clone();
-            tasks.spawn(async move { engine.end_session(&agent_id, &session_id).await });
+            // The hand-back first, on the open stream (the device hears its offer withdrawn),
+            // then the stream's end: a device that reconnects to another dispatcher at once
+            // finds its offer gone and the case offered again, not the same offer shown there.
+            tasks.spawn(async move {
+                let handed_back = engine.disconnect_in_store(&agent_id, &session_id).await;
+                engine.inner.delivery.sessions.end_session(&agent_id, &session_id, StreamEnd::ServerShutdown);
+                handed_back
+            });
         }
         let deadline = tokio::time::Instant::now() + within;
         while !tasks.is_empty() {

@@ -14,6 +14,12 @@ use crate::store::StoreError;
 use crate::work::Work;
 
 impl Engine {
+    /// Waits until the matching work queued so far (and what it queued in turn) is done: on a
+    /// manual clock, a simulation steps time only when the engine has acted on the last step.
+    pub async fn settled(&self) {
+        self.inner.work.settled().await;
+    }
+
     /// Queues every waiting case for matching.
     pub(crate) fn rescan(&self) {
         for id in self.inner.index.waiting_ids() {
@@ -31,12 +37,14 @@ impl Engine {
             };
             if self.draining() {
                 // The other dispatchers match it (their change log shows the case queued).
+                self.inner.work.done();
                 continue;
             }
             let result = match &work {
                 Work::Case(id) => self.match_case(id).await,
                 Work::Agent(id) => self.match_agent(id).await,
             };
+            self.inner.work.done();
             if let Err(e) = result {
                 warn!(?work, error = %e, "matching failed; the rescan will retry");
             }

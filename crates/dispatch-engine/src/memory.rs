@@ -30,6 +30,8 @@ struct Mem {
     /// Each armed timer's due time.
     timer_due: HashMap<TimerKey, Millis>,
     counters: BTreeMap<Counter, i64>,
+    /// Shared state records: version and body.
+    states: HashMap<String, (u64, String)>,
     /// Demand-segment counts by (bucket, segment, counter).
     segments: BTreeMap<(Millis, String, SegmentCounter), i64>,
     /// Closings restores reported (see [`Marks::closed`]): never revived.
@@ -201,6 +203,20 @@ impl Store for MemoryStore {
 
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         Ok(self.lock().counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    async fn get_state(&self, name: &str) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self.lock().states.get(name).cloned())
+    }
+
+    async fn put_state(&self, name: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+        let mut mem = self.lock();
+        let now = mem.states.get(name).map_or(0, |(v, _)| *v);
+        if now != expected {
+            return Ok(false);
+        }
+        mem.states.insert(name.to_owned(), (now + 1, body.to_owned()));
+        Ok(true)
     }
 
     async fn segment_counts(&self, since: Millis) -> Result<Vec<BucketCount>, StoreError> {

@@ -397,6 +397,7 @@ pub(crate) enum StoreOp {
     ClearTimer,
     Counters,
     SegmentCounts,
+    State,
     WeightLog,
     Snapshot,
     JoinEpoch,
@@ -407,7 +408,7 @@ pub(crate) enum StoreOp {
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 22] = [
+    const ALL: [StoreOp; 23] = [
         StoreOp::Read,
         StoreOp::Ping,
         StoreOp::PurgeCase,
@@ -423,6 +424,7 @@ impl StoreOp {
         StoreOp::ClearTimer,
         StoreOp::Counters,
         StoreOp::SegmentCounts,
+        StoreOp::State,
         StoreOp::WeightLog,
         StoreOp::Snapshot,
         StoreOp::JoinEpoch,
@@ -449,6 +451,7 @@ impl StoreOp {
             StoreOp::ClearTimer => "clear_timer",
             StoreOp::Counters => "counters",
             StoreOp::SegmentCounts => "segment_counts",
+            StoreOp::State => "state",
             StoreOp::WeightLog => "weight_log",
             StoreOp::Snapshot => "snapshot",
             StoreOp::JoinEpoch => "join_epoch",
@@ -528,6 +531,12 @@ impl Store for MeteredStore {
     }
     async fn counters(&self) -> Result<Vec<(Counter, i64)>, StoreError> {
         timed!(self, StoreOp::Counters, self.inner.counters())
+    }
+    async fn get_state(&self, name: &str) -> Result<Option<(u64, String)>, StoreError> {
+        timed!(self, StoreOp::State, self.inner.get_state(name))
+    }
+    async fn put_state(&self, name: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+        timed!(self, StoreOp::State, self.inner.put_state(name, expected, body))
     }
     async fn segment_counts(&self, since: Millis) -> Result<Vec<dispatch_domain::demand::BucketCount>, StoreError> {
         timed!(self, StoreOp::SegmentCounts, self.inner.segment_counts(since))

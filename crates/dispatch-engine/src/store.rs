@@ -161,6 +161,7 @@ pub struct ChangeBatch {
 
 /// A record to put back after the store lost writes, with the timers it implies.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "built once per record in a rare reconcile, moved into the write")]
 pub enum Restore {
     /// A case.
     Case(Case, Vec<(TimerKey, Millis)>),
@@ -218,6 +219,11 @@ pub trait Store: Send + Sync + 'static {
     /// weights (atomically: replicas starting together log a change once); the log keeps the
     /// last [`WEIGHT_LOG`](dispatch_domain::transparency::WEIGHT_LOG). Whether it was appended.
     async fn log_weights(&self, change: &WeightChange) -> Result<bool, StoreError>;
+    /// A shared state record: its version and body (`None`: never written).
+    async fn get_state(&self, name: &str) -> Result<Option<(u64, String)>, StoreError>;
+    /// Writes a shared state record if its version is still `expected` (0: never written), at
+    /// the next version; whether it was written. Refused while fenced, like every write.
+    async fn put_state(&self, name: &str, expected: u64, body: &str) -> Result<bool, StoreError>;
     /// The weight changes, newest first, at most `limit`.
     async fn weight_log(&self, limit: usize) -> Result<Vec<WeightChange>, StoreError>;
     /// Every agent and live case, to build the index.

@@ -47,6 +47,8 @@ impl Engine {
                 fired += 1;
             }
             if due.len() < BATCH {
+                // Then, when one is due, a call-in round (one dispatcher wins each).
+                self.call_in_round().await?;
                 return Ok(fired);
             }
         }
@@ -136,6 +138,12 @@ impl Engine {
             TimerKey::HandBack(case_id) => self
                 .transact(Load::CaseAndItsAgent(case_id), |case, agent, now| {
                     Ok(case.map(|c| transition::review_assignment(c, agent, now, policy)).unwrap_or_default())
+                })
+                .await
+                .map(drop),
+            TimerKey::InvitationExpiry(agent_id) => self
+                .transact(Load::Agent(agent_id), |_, agent, now| {
+                    Ok(agent.map(|a| transition::invitation_expired(a, now)).unwrap_or_default())
                 })
                 .await
                 .map(drop),

@@ -188,7 +188,7 @@ impl CaseEvent {
             Event::Expired { .. } => {
                 make(CaseEventKind::Expired, after.closed_at, None, None, &after.close_reason, CaseState::Expired)
             }
-            Event::AgentStatus { .. } => return None,
+            Event::AgentStatus { .. } | Event::Invited { .. } | Event::InvitationClosed { .. } => return None,
         })
     }
 }

@@ -24,12 +24,19 @@ pub(crate) struct WorkQueue {
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
     /// Queued and not yet taken.
     pending: Mutex<HashSet<Work>>,
+    /// Queued or being worked on: zero when matching has nothing left to do.
+    outstanding: tokio::sync::watch::Sender<usize>,
 }
 
 impl WorkQueue {
     pub(crate) fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)), pending: Mutex::new(HashSet::new()) }
+        Self {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            pending: Mutex::new(HashSet::new()),
+            outstanding: tokio::sync::watch::Sender::new(0),
+        }
     }
 
     /// Queues `work` unless it is queued already.
@@ -37,8 +44,20 @@ impl WorkQueue {
         // A poisoned lock still holds a consistent set: every mutation is one insert or remove.
         let fresh = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(work.clone());
         if fresh {
+            self.outstanding.send_modify(|n| *n += 1);
             let _ = self.tx.send(work);
         }
+    }
+
+    /// A worker finished an item it took (after any work it queued).
+    pub(crate) fn done(&self) {
+        self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Waits until nothing is queued or being worked on.
+    pub(crate) async fn settled(&self) {
+        let mut rx = self.outstanding.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// The next item (shared by every worker); `None` when the queue is closed.

@@ -158,7 +158,12 @@ impl Engine {
     pub(crate) async fn commit(&self, change: Change, now: Millis) -> Result<Written, StoreError> {
         let Change { case, agent, events, timers } = change.settle(now, &self.inner.policy);
         let counters: Vec<(Counter, i64)> = events.iter().flat_map(Event::counters).collect();
-        let segment = case.as_ref().and_then(|c| self.segment_write(c, &events, now));
+        let segment = match case.as_ref() {
+            Some(c) => self.segment_write(c, &events, now),
+            None => dispatch_domain::demand::invitation_counts(&events).map(|(segment, counts)| {
+                crate::store::SegmentWrite { bucket: dispatch_domain::demand::bucket_of(now), segment, counts }
+            }),
+        };
         let commit = Commit { case, agent, timers, counters, segment };
         let committed = self.gated(now, self.inner.store.commit(commit)).await?;
         self.inner.fence.saw(committed.seq, &committed.counters);

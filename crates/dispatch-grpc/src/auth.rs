@@ -30,6 +30,8 @@ pub enum Role {
     Router,
     /// A workforce planner (reads).
     Planner,
+    /// The notification service: reads invitations to offline agents, acknowledges them.
+    Notifier,
     /// Operations (everything).
     Admin,
 }
@@ -68,6 +70,9 @@ pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.PlannerService/ExplainAgent", PLANNER),
     ("/dispatch.v1.PlannerService/GetFairness", PLANNER),
     ("/dispatch.v1.PlannerService/GetSegmentDemand", PLANNER),
+    ("/dispatch.v1.PlannerService/ListInvitations", PLANNER),
+    ("/dispatch.v1.NotifierService/StreamInvitations", Access::Roles(&[Role::Notifier])),
+    ("/dispatch.v1.NotifierService/AckInvitation", Access::Roles(&[Role::Notifier])),
     // The same for every agent: agents may read it outside their stream too.
     ("/dispatch.v1.PlannerService/GetAllocationPolicy", Access::Roles(&[Role::Planner, Role::Agent])),
     // Generic tools and load balancers: the API's shape is public (it is in the repository).
@@ -369,6 +374,7 @@ impl Authenticator {
                 "router" => Role::Router,
                 "planner" => Role::Planner,
                 "admin" => Role::Admin,
+                "notifier" => Role::Notifier,
                 _ => continue, // unknown roles grant nothing
             };
             if !roles.contains(&role) {

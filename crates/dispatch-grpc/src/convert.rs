@@ -113,7 +113,25 @@ pub(crate) fn profile_from(
         clearance,
         certifications,
         work_limits,
+        call_in,
     } = p;
+    let call_in = call_in
+        .as_ref()
+        .map(|c| {
+            let pb::CallInPreferences { languages, max_per_day, quiet_from_min, quiet_to_min, utc_offset_min } = c;
+            dispatch_domain::callin::CallInPrefs::parse(
+                "call_in",
+                dispatch_domain::callin::CallInInput {
+                    languages: languages.iter().map(String::as_str).collect(),
+                    max_per_day: *max_per_day,
+                    quiet_from_min: *quiet_from_min,
+                    quiet_to_min: *quiet_to_min,
+                    utc_offset_min: *utc_offset_min,
+                },
+            )
+        })
+        .transpose()
+        .map_err(prefixed(prefix))?;
     let channels = capacity
         .iter()
         .enumerate()
@@ -168,6 +186,7 @@ pub(crate) fn profile_from(
                     max_per_week_ms: *max_per_week_ms,
                 }
             }),
+            call_in,
         },
         limits,
     )
@@ -216,6 +235,36 @@ fn profile_to(p: &AgentProfile, now: Millis) -> pb::AgentProfile {
             max_per_day_ms: w.max_per_day_ms,
             max_per_week_ms: w.max_per_week_ms,
         }),
+        call_in: p.call_in.as_ref().map(|c| pb::CallInPreferences {
+            languages: c.languages.clone(),
+            max_per_day: c.max_per_day,
+            quiet_from_min: u32::from(c.quiet_from_min),
+            quiet_to_min: u32::from(c.quiet_to_min),
+            utc_offset_min: i32::from(c.utc_offset_min),
+        }),
+    }
+}
+
+/// An invitation on `agent`'s record → proto.
+pub fn invitation_to(i: &dispatch_domain::callin::Invitation, agent: &Agent) -> pb::Invitation {
+    use dispatch_domain::callin::InvitationOutcome as O;
+    let outcome = match i.outcome {
+        O::Pending => pb::InvitationOutcome::Pending,
+        O::CameOnline => pb::InvitationOutcome::CameOnline,
+        O::Declined => pb::InvitationOutcome::Declined,
+        O::Ignored => pb::InvitationOutcome::Ignored,
+    };
+    pb::Invitation {
+        invitation_id: i.id.clone(),
+        agent_id: agent.id().to_string(),
+        display_name: agent.profile.display_name.clone(),
+        segment: i.segment.clone(),
+        sent_at_ms: i.sent_at,
+        expires_at_ms: i.expires_at,
+        outcome: outcome as i32,
+        answered_at_ms: i.answered_at,
+        delivered_at_ms: i.delivered_at,
+        incentive: i.incentive.clone(),
     }
 }
 
@@ -250,6 +299,9 @@ pub fn agent_to(a: &Agent, now: Millis, policy: &Policy) -> pb::Agent {
             reputation: a.ratings.score(reputation),
             ratings_total: a.ratings.total,
             ratings_controllable: a.ratings.controllable,
+            invitation: a.invitation.as_ref().map(|i| invitation_to(i, a)),
+            invitations_sent: a.call_in.sent,
+            invitations_answered: a.call_in.came_online,
         }),
         version: a.version,
     }
@@ -835,6 +887,12 @@ pub fn segment_demand_to(d: &dispatch_engine::demand::SegmentDemand, now: Millis
         offers_made: u64::try_from(r.offered).unwrap_or(0),
         accept_ratio: r.accept_ratio.unwrap_or(0.0),
         mean_time_to_accept_ms: r.mean_time_to_accept_ms.unwrap_or(0.0),
+        invited: u64::try_from(r.invited).unwrap_or(0),
+        called_in: u64::try_from(r.called_in).unwrap_or(0),
+        invitations_declined: u64::try_from(r.invite_declined).unwrap_or(0),
+        invitations_ignored: u64::try_from(r.invite_ignored).unwrap_or(0),
+        conversion: r.conversion.unwrap_or(0.0),
+        mean_time_to_sign_in_ms: r.mean_time_to_sign_in_ms.unwrap_or(0.0),
     };
     let s = &d.supply;
     let a = &d.advice;
@@ -869,6 +927,7 @@ pub fn segment_demand_to(d: &dispatch_engine::demand::SegmentDemand, now: Millis
             shortfall_erlang_c: a.shortfall_c,
             shortfall_erlang_a: a.shortfall_a,
         }),
+        invitations_pending: d.invitations_pending,
     }
 }
 

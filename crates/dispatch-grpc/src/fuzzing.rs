@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 14;
+pub const KINDS: u8 = 16;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -32,7 +32,9 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         10 => pb::ExplainMatchRequest::decode(body).is_ok_and(|r| requests::explain_match(&r).is_ok()),
         11 => pb::RateCaseRequest::decode(body).is_ok_and(|r| requests::rate_case(&r).is_ok()),
         12 => pb::GetFairnessRequest::decode(body).is_ok_and(|r| requests::get_fairness(&r).is_ok()),
-        _ => pb::GetSegmentDemandRequest::decode(body).is_ok_and(|r| requests::get_segment_demand(&r).is_ok()),
+        13 => pb::GetSegmentDemandRequest::decode(body).is_ok_and(|r| requests::get_segment_demand(&r).is_ok()),
+        14 => pb::AckInvitationRequest::decode(body).is_ok_and(|r| requests::ack_invitation(&r).is_ok()),
+        _ => pb::ListInvitationsRequest::decode(body).is_ok_and(|r| requests::list_invitations(&r).is_ok()),
     }
 }
 
@@ -134,5 +136,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
             .encode_to_vec(),
         ),
         with(13, pb::GetSegmentDemandRequest { segment: Some(pb::SegmentQuery::default()) }.encode_to_vec()),
+        with(
+            14,
+            pb::AckInvitationRequest { agent_id: "ana".into(), invitation_id: "inv-3-ana".into(), declined: true }
+                .encode_to_vec(),
+        ),
+        with(14, pb::AckInvitationRequest { agent_id: "ana".into(), ..Default::default() }.encode_to_vec()),
+        with(15, pb::ListInvitationsRequest { language: "de-CH".into(), live_only: true }.encode_to_vec()),
     ]
 }

@@ -83,6 +83,27 @@ pub fn get_case(r: &pb::GetCaseRequest) -> Result<CaseId, FieldError> {
     CaseId::parse_qualified("case_id", case_id)
 }
 
+/// `AckInvitation`: the agent, the invitation id, whether the agent declined.
+pub fn ack_invitation(r: &pb::AckInvitationRequest) -> Result<(AgentId, String, bool), FieldError> {
+    let pb::AckInvitationRequest { agent_id, invitation_id, declined } = r;
+    let agent_id = AgentId::parse("agent_id", agent_id)?;
+    if invitation_id.is_empty() {
+        return Err(required("invitation_id"));
+    }
+    let id = bounded_text("invitation_id", invitation_id, 200)?.to_owned();
+    Ok((agent_id, id, *declined))
+}
+
+/// `ListInvitations`: the primary language asked for (`None`: all), open ones only.
+pub fn list_invitations(r: &pb::ListInvitationsRequest) -> Result<(Option<String>, bool), FieldError> {
+    let pb::ListInvitationsRequest { language, live_only } = r;
+    let language = match language.as_str() {
+        "" => None,
+        l => Some(dispatch_domain::Language::parse("language", l)?.primary().to_owned()),
+    };
+    Ok((language, *live_only))
+}
+
 /// `CancelCase`: the case and the reason.
 pub fn cancel_case(r: &pb::CancelCaseRequest, limits: &Limits) -> Result<(CaseId, String), FieldError> {
     let pb::CancelCaseRequest { case_id, reason } = r;

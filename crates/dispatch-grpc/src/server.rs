@@ -9,6 +9,7 @@ use std::time::Duration;
 use dispatch_engine::Engine;
 use dispatch_proto::v1::agent_service_server::AgentServiceServer;
 use dispatch_proto::v1::escalation_service_server::EscalationServiceServer;
+use dispatch_proto::v1::notifier_service_server::NotifierServiceServer;
 use dispatch_proto::v1::planner_service_server::PlannerServiceServer;
 use dispatch_proto::v1::roster_service_server::RosterServiceServer;
 use serde::{Deserialize, Serialize};
@@ -207,6 +208,7 @@ pub async fn serve(
     let roster = RosterServiceServer::new(services.clone())
         .max_decoding_message_size(config.roster_max_message_bytes)
         .max_encoding_message_size(16 * 1024 * 1024);
+    let notifier = NotifierServiceServer::new(services.clone()).max_decoding_message_size(64 * 1024);
     let planner = PlannerServiceServer::new(services)
         .max_decoding_message_size(config.planner_max_message_bytes)
         .max_encoding_message_size(4 * 1024 * 1024);
@@ -243,6 +245,7 @@ pub async fn serve(
         .add_service(escalation)
         .add_service(roster)
         .add_service(planner)
+        .add_service(notifier)
         // TCP_NODELAY on every accepted socket: without it small replies wait for delayed ACKs
         // (40 ms stalls); `Server::tcp_nodelay` does not reach sockets of a caller's listener.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain)
@@ -280,6 +283,7 @@ async fn set_all(health: &tonic_health::server::HealthReporter, status: ServingS
         <EscalationServiceServer<Services> as tonic::server::NamedService>::NAME,
         <RosterServiceServer<Services> as tonic::server::NamedService>::NAME,
         <PlannerServiceServer<Services> as tonic::server::NamedService>::NAME,
+        <NotifierServiceServer<Services> as tonic::server::NamedService>::NAME,
     ] {
         health.set_service_status(name, status).await;
     }

@@ -197,6 +197,19 @@ local function commit(keys, args)
   return out
 end
 
+-- KEYS: state, epoch   ARGV: expected version (0: absent), body, epoch, now
+-- A shared state record ("<version>:<body>"), written only over the expected version: the
+-- dispatcher whose write wins does what the state records (a call-in round). 1 if written.
+local function put_state(keys, args)
+  fence(keys[2], args[3], args[4])
+  local v = version_of(keys[1])
+  if v ~= tonumber(args[1]) then
+    return 0
+  end
+  redis.call('SET', keys[1], (v + 1) .. ':' .. args[2])
+  return 1
+end
+
 -- KEYS: agent, agents, log, epoch, seq   ARGV: expected version, id, log length, epoch, now
 local function remove_agent(keys, args)
   fence(keys[4], args[4], args[5])
@@ -395,5 +408,6 @@ redis.register_function('dispatch_leave', leave)
 redis.register_function{function_name = 'dispatch_epoch', callback = epoch_status, flags = {'no-writes'}}
 redis.register_function('dispatch_restore', restore)
 redis.register_function('dispatch_remove_agent', remove_agent)
+redis.register_function('dispatch_put_state', put_state)
 redis.register_function('dispatch_clear_timer', clear_timer)
 redis.register_function('dispatch_purge_case', purge_case)

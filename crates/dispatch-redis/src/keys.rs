@@ -63,6 +63,11 @@ impl Keys {
         format!("{}seg:{bucket}", self.prefix)
     }
 
+    /// String `<version>:<body>`: a shared state record (the call-in rounds').
+    pub fn state(&self, name: &str) -> String {
+        format!("{}state:{name}", self.prefix)
+    }
+
     /// String `<version>:<json>` of one case.
     pub fn case(&self, id: &str) -> String {
         format!("{}case:{id}", self.prefix)

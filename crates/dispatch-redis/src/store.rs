@@ -249,6 +249,7 @@ fn timer_member(key: &TimerKey) -> String {
         TimerKey::PresenceLease(a) => format!("lease:{a}"),
         TimerKey::Purge(c) => format!("purge:{c}"),
         TimerKey::HandBack(c) => format!("handback:{c}"),
+        TimerKey::InvitationExpiry(a) => format!("invite:{a}"),
     }
 }
 
@@ -326,6 +327,7 @@ fn parse_timer(member: &str) -> Option<TimerKey> {
         "lease" => TimerKey::PresenceLease(agent()?),
         "purge" => TimerKey::Purge(case()?),
         "handback" => TimerKey::HandBack(case()?),
+        "invite" => TimerKey::InvitationExpiry(agent()?),
         _ => return None,
     })
 }
@@ -720,6 +722,25 @@ impl Store for RedisStore {
         Ok(Counter::ALL.iter().filter_map(|c| raw.get(counter_name(*c)).map(|v| (*c, *v))).collect())
     }
 
+    async fn get_state(&self, name: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let raw: Option<String> = self.conn().get(self.keys.state(name)).await.map_err(unavailable)?;
+        raw.map(|r| {
+            let (v, body) = r.split_once(':').ok_or_else(|| corrupt("state", "no version"))?;
+            let v = v.parse::<u64>().map_err(|e| corrupt("state version", e))?;
+            Ok((v, body.to_owned()))
+        })
+        .transpose()
+    }
+
+    async fn put_state(&self, name: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+        let key = self.keys.state(name);
+        let now = self.now().await?.to_string();
+        let v = self
+            .fcall("dispatch_put_state", &[&key, &self.keys.epoch], &[&expected.to_string(), body, &self.epoch(), &now])
+            .await?;
+        Ok(matches!(v, Value::Int(1)))
+    }
+
     async fn segment_counts(&self, since: Millis) -> Result<Vec<BucketCount>, StoreError> {
         use dispatch_domain::demand::{BUCKET_MS, RETENTION_MS, SegmentCounter, bucket_of};
         let now = self.now().await?;
@@ -999,7 +1020,8 @@ mod tests {
             TimerKey::CaseReview(c.clone()),
             TimerKey::AgentReady(a.clone()),
             TimerKey::PresenceGrace(a.clone()),
-            TimerKey::PresenceLease(a),
+            TimerKey::PresenceLease(a.clone()),
+            TimerKey::InvitationExpiry(a),
             TimerKey::HandBack(c.clone()),
             TimerKey::Purge(c),
         ] {

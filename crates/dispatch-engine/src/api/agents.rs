@@ -90,6 +90,20 @@ impl AgentNotices {
         self.done = matches!(notice, AgentNotice::Ended { .. });
         Some(notice)
     }
+
+    /// The next message if one is queued now (a simulation's device reads between steps).
+    pub fn try_next(&mut self) -> Option<AgentNotice> {
+        if self.done {
+            return None;
+        }
+        let notice = match self.rx.try_recv() {
+            Ok(n) => *n,
+            Err(mpsc::error::TryRecvError::Empty) => return None,
+            Err(mpsc::error::TryRecvError::Disconnected) => AgentNotice::Ended { why: StreamEnd::TooSlow },
+        };
+        self.done = matches!(notice, AgentNotice::Ended { .. });
+        Some(notice)
+    }
 }
 
 /// The command side of one device's session.
@@ -242,6 +256,16 @@ impl Engine {
     /// Ends a session; whether a live offer was revoked.
     pub(crate) async fn end_session(&self, agent_id: &AgentId, session_id: &SessionId) -> Result<bool, EngineError> {
         self.inner.delivery.sessions.forget(agent_id, session_id);
+        self.disconnect_in_store(agent_id, session_id).await
+    }
+
+    /// Records the session's device as gone (its live offer revoked, the grace period begun),
+    /// leaving the stream, if still held here, to its caller; whether a live offer was revoked.
+    pub(crate) async fn disconnect_in_store(
+        &self,
+        agent_id: &AgentId,
+        session_id: &SessionId,
+    ) -> Result<bool, EngineError> {
         let out = self
             .transact(Load::AgentAndPendingCase(agent_id), |case, agent, now| {
                 Ok(agent

@@ -1,4 +1,4 @@
-//! The four `dispatch.v1` services, one file each. Each handler validates the request
+//! The five `dispatch.v1` services, one file each. Each handler validates the request
 //! (`requests`), calls the engine, and converts the answer back; streams are the engine's
 //! objects ([`dispatch_engine::AgentCommands`], [`dispatch_engine::CaseWatch`]) forwarded as
 //! protobuf.
@@ -18,6 +18,7 @@ use crate::auth::Principal;
 
 mod agent;
 mod escalation;
+mod notifier;
 mod planner;
 mod roster;
 

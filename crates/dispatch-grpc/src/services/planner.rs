@@ -44,6 +44,17 @@ impl pb::planner_service_server::PlannerService for Services {
         }))
     }
 
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        let (language, live_only) = requests::list_invitations(request.get_ref()).map_err(invalid)?;
+        let (all, _) = self.engine.invitations(language.as_deref(), live_only).await.map_err(status)?;
+        Ok(Response::new(pb::ListInvitationsResponse {
+            invitations: all.iter().map(|(i, a)| convert::invitation_to(i, a)).collect(),
+        }))
+    }
+
     async fn explain_match(
         &self,
         request: Request<pb::ExplainMatchRequest>,

@@ -79,6 +79,15 @@ enum Cmd {
     /// and the estimated wait of a new case, and the agents needed (Erlang C / A) next to those
     /// serving.
     Demand(DemandArgs),
+    /// Invitations to offline agents to come online: open ones and how the others ended.
+    Invitations {
+        /// Only segments of this language.
+        #[arg(long, default_value = "")]
+        lang: String,
+        /// Only open invitations.
+        #[arg(long)]
+        live: bool,
+    },
     /// Why an agent may or may not be offered a case now: every rule it fails, in words.
     Why {
         /// The case (as the dispatcher names it).
@@ -167,7 +176,7 @@ struct DevTokenArgs {
 #[derive(Debug, Subcommand)]
 enum AgentCmd {
     /// Register or update an agent.
-    Upsert(UpsertArgs),
+    Upsert(Box<UpsertArgs>),
     /// Show one agent.
     Get { id: String },
     /// List agents.
@@ -221,6 +230,18 @@ struct UpsertArgs {
     /// The agent's own limit of engaged time over seven days, in hours (a visa's cap; 0: none).
     #[arg(long, default_value_t = 0.0)]
     max_hours_per_week: f64,
+    /// Opt in to call-ins: at most this many invitations a local day (0: not opted in).
+    #[arg(long, default_value_t = 0)]
+    call_in_max_per_day: u32,
+    /// Languages to be called in for (repeatable; none: any spoken).
+    #[arg(long = "call-in-lang")]
+    call_in_langs: Vec<String>,
+    /// Quiet hours in local time, `HH:MM-HH:MM` (e.g. `22:00-07:00`).
+    #[arg(long, default_value = "")]
+    quiet: String,
+    /// Local time's offset from UTC, minutes.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    utc_offset_min: i32,
 }
 
 #[derive(Debug, Args)]
@@ -462,6 +483,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 planner.get_segment_demand(pb::GetSegmentDemandRequest { segment: Some(segment) }).await?.into_inner();
             out.print(&r, || demand_table(&r))
         }
+        Cmd::Invitations { lang, live } => {
+            let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
+            let r = planner
+                .list_invitations(pb::ListInvitationsRequest { language: lang, live_only: live })
+                .await?
+                .into_inner();
+            out.print(&r, || invitations_table(&r))
+        }
         Cmd::WhatIf(a) => {
             let mut planner = PlannerServiceClient::with_interceptor(conn.channel.clone(), conn.bearer.clone());
             let request = pb::WhatIfStaffingRequest {
@@ -564,6 +593,18 @@ async fn agent_cmd(conn: Conn, cmd: AgentCmd, out: &Out) -> anyhow::Result<()> {
                     max_per_week_ms: (a.max_hours_per_week * 3_600_000.0) as u64,
                     ..Default::default()
                 }),
+                call_in: if a.call_in_max_per_day > 0 {
+                    let (quiet_from_min, quiet_to_min) = quiet_hours(&a.quiet)?;
+                    Some(pb::CallInPreferences {
+                        languages: a.call_in_langs,
+                        max_per_day: a.call_in_max_per_day,
+                        quiet_from_min,
+                        quiet_to_min,
+                        utc_offset_min: a.utc_offset_min,
+                    })
+                } else {
+                    None
+                },
             };
             let r = roster.upsert_agent(pb::UpsertAgentRequest { profile: Some(profile) }).await?.into_inner();
             out.print(&r, || {
@@ -969,6 +1010,42 @@ async fn availability(conn: Conn, a: AvailabilityArgs, out: &Out) -> anyhow::Res
     })
 }
 
+/// `HH:MM-HH:MM` → minutes after midnight (empty: none).
+fn quiet_hours(s: &str) -> anyhow::Result<(u32, u32)> {
+    if s.is_empty() {
+        return Ok((0, 0));
+    }
+    let minute = |t: &str| -> anyhow::Result<u32> {
+        let (h, m) = t.split_once(':').with_context(|| format!("--quiet {s}: HH:MM-HH:MM"))?;
+        Ok(h.parse::<u32>()? * 60 + m.parse::<u32>()?)
+    };
+    let (from, to) = s.split_once('-').with_context(|| format!("--quiet {s}: HH:MM-HH:MM"))?;
+    Ok((minute(from)?, minute(to)?))
+}
+
+fn invitations_table(r: &pb::ListInvitationsResponse) -> String {
+    if r.invitations.is_empty() {
+        return "no invitations".to_owned();
+    }
+    r.invitations
+        .iter()
+        .map(|i| {
+            format!(
+                "{}  {:<12} {:<22} {:<12} sent={} expires={}{}{}",
+                i.invitation_id,
+                i.agent_id,
+                i.segment,
+                enum_name(i.outcome, pb::InvitationOutcome::as_str_name, "INVITATION_OUTCOME_"),
+                i.sent_at_ms,
+                i.expires_at_ms,
+                if i.delivered_at_ms > 0 { " delivered" } else { "" },
+                if i.incentive.is_empty() { String::new() } else { format!(" incentive={}", i.incentive) }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn estimate_text(e: &Option<pb::WaitEstimate>) -> String {
     match e {
         Some(e) if e.known => format!("{} ({}s)", e.band_text, e.wait_ms / 1000),
@@ -1008,6 +1085,18 @@ fn demand_table(r: &pb::GetSegmentDemandResponse) -> String {
                 100.0 * r.abandonment,
                 r.mean_handle_ms / 1000.0,
                 100.0 * r.accept_ratio
+            ));
+        }
+        if let Some(r) = d.rates.get(2).filter(|r| r.invited > 0 || d.invitations_pending > 0) {
+            s.push_str(&format!(
+                "  call-in: {} open; last hour {} invited, {} came online ({:.0}%, {:.0}s to sign in), {} declined, {} ignored\n",
+                d.invitations_pending,
+                r.invited,
+                r.called_in,
+                100.0 * r.conversion,
+                r.mean_time_to_sign_in_ms / 1000.0,
+                r.invitations_declined,
+                r.invitations_ignored
             ));
         }
         if let Some(a) = &d.advice {
