@@ -15,7 +15,7 @@ pub mod report;
 pub mod run;
 pub mod workload;
 
-pub use report::{Report, markdown};
+pub use report::{Report, markdown, service_level_svg};
 pub use run::run;
 
 /// A surge of one language's VIP cases.

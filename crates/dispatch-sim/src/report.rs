@@ -250,3 +250,114 @@ pub fn markdown(config: &SimConfig, off: &Report, on: &Report, command: &str, el
     );
     out
 }
+
+/// The service level of `tier` by hour of the run (cases by the hour they came in).
+pub fn hourly_service_level(r: &Report, tier: Tier) -> Vec<f64> {
+    let target = r.targets.get(&tier).copied().unwrap_or(0);
+    (0..r.hours)
+        .map(|h| {
+            let span = h * 3_600_000..(h + 1) * 3_600_000;
+            let cases: Vec<&CaseRecord> =
+                r.cases.iter().filter(|c| c.tier == tier && span.contains(&c.submitted)).collect();
+            let within = cases.iter().filter(|c| c.answered.is_some_and(|a| a - c.submitted <= target)).count();
+            within as f64 / cases.len().max(1) as f64
+        })
+        .collect()
+}
+
+/// An SVG chart of the service level by hour, per tier, call-in off (dashed) and on.
+pub fn service_level_svg(config: &SimConfig, off: &Report, on: &Report) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 360.0, 60.0, 40.0, 30.0, 150.0);
+    let hours = off.hours.max(1) as f64;
+    let x = |i: f64| left + (i + 0.5) / hours * (w - left - right);
+    let y = |v: f64| top + (1.0 - v) * (h - top - bottom);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"18\">Service level by hour (cases by the hour they came in), seed {}</text>\n",
+        config.seed
+    );
+    for tick in 0..=4 {
+        let v = f64::from(tick) / 4.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0} %</text>",
+            w - right,
+            left - 6.0,
+            y(v) + 4.0,
+            100.0 * v,
+            y = y(v)
+        );
+    }
+    for i in 0..off.hours {
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:02}</text>",
+            x(i as f64),
+            h - bottom + 16.0,
+            u64::from(config.start_hour) + i
+        );
+    }
+    let series = [
+        ("VIP, call-in off", Tier::Vip, off, "#c0392b", "6,4"),
+        ("VIP, call-in on", Tier::Vip, on, "#c0392b", ""),
+        ("standard, call-in off", Tier::Standard, off, "#2c6fbb", "6,4"),
+        ("standard, call-in on", Tier::Standard, on, "#2c6fbb", ""),
+    ];
+    for (k, (label, tier, r, colour, dash)) in series.iter().enumerate() {
+        let points: Vec<String> = hourly_service_level(r, *tier)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64), y(*v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>",
+            points.join(" ")
+        );
+        let ly = top + 20.0 * k as f64;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
+            w - right + 8.0,
+            w - right + 30.0,
+            w - right + 34.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(tier: Tier, submitted: u64, answered: Option<u64>, abandoned: bool) -> CaseRecord {
+        CaseRecord { tier, surge: false, submitted, estimate_ms: Some(20_000), answered, abandoned }
+    }
+
+    #[test]
+    fn figures_count_every_case_against_the_target() {
+        let config = SimConfig { hours: 2, ..SimConfig::short_day(1) };
+        let mut r = Report::new(&config);
+        r.cases = vec![
+            case(Tier::Vip, 0, Some(10_000), false),            // within 30 s
+            case(Tier::Vip, 1_000, Some(61_000), false),        // 60 s: late, estimate 20 s for 60 s
+            case(Tier::Vip, 2_000, None, true),                 // gave up
+            case(Tier::Vip, 3_600_000, Some(3_605_000), false), // hour 2, within
+        ];
+        let f = r.tier(Tier::Vip, false);
+        assert_eq!(f.cases, 4);
+        assert!((f.service_level - 0.5).abs() < 1e-12, "{f:?}");
+        assert!((f.abandonment - 0.25).abs() < 1e-12);
+        // Scored: the two that waited over 10 s (10 s exactly is not): |20 − 60| / 60.
+        assert_eq!(f.estimate_n, 1);
+        assert!((f.estimate_error.unwrap() - 40.0 / 60.0).abs() < 1e-12);
+        let hourly = hourly_service_level(&r, Tier::Vip);
+        assert_eq!(hourly.len(), 2);
+        assert!((hourly[0] - 1.0 / 3.0).abs() < 1e-12 && (hourly[1] - 1.0).abs() < 1e-12, "{hourly:?}");
+        let svg = service_level_svg(&config, &r, &r);
+        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 4);
+    }
+}

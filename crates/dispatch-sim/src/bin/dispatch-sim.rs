@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use dispatch_sim::{SimConfig, markdown, run};
+use dispatch_sim::{SimConfig, markdown, run, service_level_svg};
 
 #[derive(Parser)]
 #[command(about = "Simulates a day of the marketplace on the real engine (call-in off, then on)")]
@@ -34,9 +34,16 @@ async fn main() -> Result<()> {
         if args.short { " --short" } else { "" },
         args.out.as_ref().map_or_else(String::new, |p| format!(" --out {}", p.display()))
     );
-    let text = markdown(&config, &off, &on, &command, started.elapsed().as_secs_f64());
+    let mut text = markdown(&config, &off, &on, &command, started.elapsed().as_secs_f64());
     match args.out {
-        Some(p) => std::fs::write(p, text)?,
+        Some(p) => {
+            // The plot goes beside the report, under benches/plots like the benchmarks'.
+            let dir = p.parent().map(std::path::Path::to_path_buf).unwrap_or_default().join("benches/plots");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("sim_service_level.svg"), service_level_svg(&config, &off, &on))?;
+            text.push_str("\n![service level by hour](benches/plots/sim_service_level.svg)\n");
+            std::fs::write(p, text)?;
+        }
         None => print!("{text}"),
     }
     Ok(())
