@@ -610,6 +610,9 @@ impl Segment {
 pub struct WaitInputs {
     /// Waiting cases ahead of it that compete for the same agents.
     pub ahead: u32,
+    /// Of those, VIP cases ahead of a standard case: they take only VIP-certified agents' slots,
+    /// so they hold it up by the share of those slots (0 for a VIP case).
+    pub ahead_vip: u32,
     /// The agents who could take it.
     pub supply: Supply,
     /// Their mean handle time, ms.
@@ -633,20 +636,23 @@ pub struct WaitInputs {
 /// is estimated long, not infinite). With `j` cases still ahead, each of them also gives up at
 /// the rate `1 / patience` (exponential patience, as Erlang A has it), so the line moves at
 /// `rate + j / patience`: the wait is the sum of `1 / (rate + j / patience)` for `j` from
-/// `k − f` down to 0. Either way an offer's mean time to accept is added.
+/// `k − f` down to 0. Either way an offer's mean time to accept is added. VIP cases ahead of a
+/// standard case, and VIP arrivals overtaking it, take only VIP-certified agents' slots: they
+/// count by the share of those slots among the case's.
 pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
     if i.supply.serving == 0 || i.supply.slots == 0 {
         return None;
     }
     let accept = i.time_to_accept_ms.max(0.0);
-    if i.ahead < i.supply.free_slots {
+    let vip_share = f64::from(i.supply.vip_slots.min(i.supply.slots)) / f64::from(i.supply.slots);
+    let vip_ahead = i.ahead_vip.min(i.ahead);
+    let ahead = ((i.ahead - vip_ahead) as f64 + f64::from(vip_ahead) * vip_share).round() as u32;
+    if ahead < i.supply.free_slots {
         return Some(accept.round() as u64);
     }
     let service_per_ms = f64::from(i.supply.slots) / i.handle_ms.max(1.0);
-    // Overtaking VIP cases take only the slots of VIP-certified agents.
-    let vip_share = f64::from(i.supply.vip_slots.min(i.supply.slots)) / f64::from(i.supply.slots);
     let rate = (service_per_ms - i.overtaking_per_ms.max(0.0) * vip_share).max(service_per_ms / 10.0);
-    let beyond = i.ahead - i.supply.free_slots;
+    let beyond = ahead - i.supply.free_slots;
     let leaving = i.patience_ms.filter(|p| *p > 0.0).map_or(0.0, |p| 1.0 / p);
     let wait = if leaving == 0.0 {
         f64::from(beyond + 1) / rate
@@ -693,7 +699,7 @@ impl EstimateSources {
     /// The estimate's inputs from the rates read at the sources: `service` and `around` over
     /// [`SERVICE_WINDOW_MS`], `overtaking` over [`ARRIVAL_WINDOW_MS`].
     pub fn inputs(
-        ahead: u32,
+        (ahead, ahead_vip): (u32, u32),
         supply: Supply,
         service: &Rates,
         around: &Rates,
@@ -702,6 +708,7 @@ impl EstimateSources {
     ) -> WaitInputs {
         WaitInputs {
             ahead,
+            ahead_vip,
             supply,
             handle_ms: service.handle_ms_or(expected_handle_ms),
             time_to_accept_ms: service.mean_time_to_accept_ms.or(around.mean_time_to_accept_ms).unwrap_or(0.0),
@@ -782,9 +789,9 @@ impl WaitEstimate {
 
 /// Whether a waiting case `ahead` (queued before `case`, in its language) competes for the
 /// agents who could take `case`: the same channel (capacity is per channel), and requirements
-/// that `case`'s agents meet (its required skills among `case`'s at no higher level, and VIP only
-/// if `case` is VIP or outranks it: a VIP case ahead takes a VIP agent who could have served a
-/// standard case too).
+/// that `case`'s agents meet (its required skills among `case`'s at no higher level). A VIP case
+/// ahead of a standard one competes for the VIP-certified among them only ([`estimate_wait`]
+/// weighs it by their share of the slots).
 pub fn competes(ahead: &CaseSpec, case: &CaseSpec) -> bool {
     ahead.channel == case.channel
         && ahead
@@ -936,6 +943,7 @@ mod tests {
         let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, away: 0, vip_slots: 10 };
         let base = WaitInputs {
             ahead: 0,
+            ahead_vip: 0,
             supply,
             handle_ms: 300_000.0,
             time_to_accept_ms: 5_000.0,
@@ -980,6 +988,13 @@ mod tests {
         // Endless patience is the patient estimate.
         let patient = WaitInputs { ahead: 10, patience_ms: Some(f64::MAX), ..base };
         assert_eq!(estimate_wait(&patient), estimate_wait(&WaitInputs { ahead: 10, ..base }));
+        // Ten VIP cases ahead of a standard case where half the slots are VIP-certified hold it
+        // up like five; with every slot certified, like ten.
+        let half = Supply { vip_slots: 5, ..supply };
+        let vips = WaitInputs { ahead: 10, ahead_vip: 10, supply: half, ..base };
+        assert_eq!(estimate_wait(&vips), estimate_wait(&WaitInputs { ahead: 5, supply: half, ..base }));
+        let all = WaitInputs { ahead: 10, ahead_vip: 10, ..base };
+        assert_eq!(estimate_wait(&all), estimate_wait(&WaitInputs { ahead: 10, ..base }));
         assert_eq!(WaitBand::of(Some(59_999)), WaitBand::UnderOneMinute);
         assert_eq!(WaitBand::of(Some(60_000)), WaitBand::OneToThreeMinutes);
         assert_eq!(WaitBand::of(Some(600_000)), WaitBand::ThreeToTenMinutes);

@@ -173,20 +173,24 @@ impl PoolIndex {
     }
 
     /// How many waiting cases ahead of `case` in its language's queue compete for its agents
-    /// ([`demand::competes`](dispatch_domain::demand::competes)), looking at most `limit` deep;
-    /// and how many wait in its language in all.
-    pub fn ahead_of(&self, case: &Case, policy: &Policy, limit: usize) -> (u32, u32) {
+    /// ([`demand::competes`](dispatch_domain::demand::competes)), looking at most `limit` deep,
+    /// with how many of those are VIP cases ahead of a standard one; and how many wait in its
+    /// language in all.
+    pub fn ahead_of(&self, case: &Case, policy: &Policy, limit: usize) -> ((u32, u32), u32) {
         let idx = self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(set) = idx.waiting.get(case.spec.language.primary()) else {
-            return (0, 0);
+            return ((0, 0), 0);
         };
         let me = (case.queue_rank(policy), case.id().clone());
-        let ahead = set
-            .range(..me)
-            .take(limit)
-            .filter(|(_, id)| idx.live.get(id).is_some_and(|c| dispatch_domain::demand::competes(&c.spec, &case.spec)))
-            .count();
-        (u32::try_from(ahead).unwrap_or(u32::MAX), u32::try_from(set.len()).unwrap_or(u32::MAX))
+        let standard = case.spec.tier == dispatch_domain::Tier::Standard;
+        let (mut ahead, mut vip) = (0u32, 0u32);
+        for (_, id) in set.range(..me).take(limit) {
+            if let Some(c) = idx.live.get(id).filter(|c| dispatch_domain::demand::competes(&c.spec, &case.spec)) {
+                ahead += 1;
+                vip += u32::from(standard && c.spec.tier == dispatch_domain::Tier::Vip);
+            }
+        }
+        ((ahead, vip), u32::try_from(set.len()).unwrap_or(u32::MAX))
     }
 
     /// Forgets a removed agent.

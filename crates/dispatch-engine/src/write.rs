@@ -125,6 +125,13 @@ impl Engine {
                 Err(rejection) => return Err(self.refusal(rejection, now).await),
             };
             if change.is_noop() && change.timers.is_empty() {
+                // Nothing to write: the caller is answered from what was read (a retried submit
+                // or accept finds its own earlier write). What was read goes to the index, so
+                // this dispatcher holds every record it confirmed to a caller: one whose first
+                // write's reply was lost, confirmed here from the store before this index (or
+                // any other) followed the log, would otherwise be put back by nobody if the
+                // store then lost its last writes.
+                self.observe(case, agent, now);
                 return Ok(Written { now, ..Written::default() });
             }
             let span = tracing::Span::current();
