@@ -327,6 +327,13 @@ pub fn not_candidate(agent: &Agent, case: &Case, now: Millis, policy: &Policy) -
     None
 }
 
+/// The agents a call-in round seeks for a segment: the Erlang A shortfall of its advice, and at
+/// least one while its cases wait with nobody serving it (no arrivals measured yet, or a goal
+/// the maths calls out of reach, must not leave them stranded).
+pub fn call_in_need(advice: &crate::demand::Advice, cases_wait: bool) -> u32 {
+    if cases_wait && advice.serving == 0 { advice.shortfall_a.max(1) } else { advice.shortfall_a }
+}
+
 /// The agents to invite for a segment short of `shortfall` agents, whose pending invitations
 /// are expected to bring `pending_expected`: candidates ([`not_candidate`]) invited longest ago
 /// first (then the likelier to answer, then by id), until their expected responses cover the
@@ -425,6 +432,16 @@ mod tests {
         assert!(track(&mut s, &short(0), 75_000, &p).is_empty());
         assert!(s.segments.is_empty());
         assert!(track(&mut s, &short(4), 90_000, &p).is_empty());
+    }
+
+    #[test]
+    fn cases_waiting_with_nobody_serving_need_at_least_one_agent() {
+        let none = crate::demand::Advice { serving: 0, shortfall_a: 0, ..crate::demand::Advice::default() };
+        assert_eq!(call_in_need(&none, true), 1);
+        assert_eq!(call_in_need(&none, false), 0);
+        let short = crate::demand::Advice { serving: 2, shortfall_a: 3, ..none };
+        assert_eq!((call_in_need(&short, true), call_in_need(&short, false)), (3, 3));
+        assert_eq!(call_in_need(&crate::demand::Advice { serving: 2, shortfall_a: 0, ..none }, true), 0);
     }
 
     #[test]

@@ -801,7 +801,7 @@ pub fn competes(ahead: &CaseSpec, case: &CaseSpec) -> bool {
 }
 
 /// The staffing a segment needs now, next to what it has.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Advice {
     /// The offered load (arrivals over [`ARRIVAL_WINDOW_MS`], handle time as planned); `None`
     /// without arrivals.

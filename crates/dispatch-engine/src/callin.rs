@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dispatch_domain::callin::{self, CallInState, Invitation};
-use dispatch_domain::demand::{self, ARRIVAL_WINDOW_MS, SERVICE_WINDOW_MS, Segment, SegmentFilter};
+use dispatch_domain::demand::{self, Segment};
 use dispatch_domain::{Agent, AgentId, Millis, transition};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -80,14 +80,8 @@ impl Engine {
         for (key, n) in act {
             let Some(segment) = Segment::parse_key(&key) else { continue };
             let Some(sample) = segment.sample_case(policy, now) else { continue };
-            let pending_expected: f64 = self
-                .inner
-                .index
-                .invited_for(&key)
-                .iter()
-                .filter(|a| a.invitation.as_ref().is_some_and(|i| i.live(now)))
-                .map(|a| a.call_in.response_rate(p))
-                .sum();
+            let pending_expected: f64 =
+                self.inner.index.invited_for(&key, now).iter().map(|a| a.call_in.response_rate(p)).sum();
             let chosen = callin::plan(n, pending_expected, agents.iter().map(|a| a.as_ref()), &sample, now, policy);
             let incentive = p.incentive(n);
             for id in chosen {
@@ -125,22 +119,11 @@ impl Engine {
         let mut out = Vec::new();
         for segment in segments {
             let Some(sample) = segment.sample_case(policy, now) else { continue };
-            let exact = SegmentFilter::exactly(&segment);
             let agents = self.inner.index.signed_in(&segment.language);
             let supply = demand::supply_of(&sample, agents.iter().map(|a| a.as_ref()), now, policy);
-            let channel = segment.channel;
-            let expected = policy.working_time.expected_handle_ms.get(channel) + policy.wrap_up_ms.get(channel);
-            let goal = policy.demand.goal(segment.tier).map_err(|e| EngineError::Internal(e.to_string()))?;
-            let advice = demand::advise(
-                &counts.rates(&exact, now, ARRIVAL_WINDOW_MS),
-                &counts.rates(&exact, now, SERVICE_WINDOW_MS),
-                goal,
-                supply.serving,
-                expected as f64,
-            );
-            let stranded = supply.serving == 0 && waiting.iter().any(|c| Segment::of(&c.spec) == segment);
-            let n = if stranded { advice.shortfall_a.max(1) } else { advice.shortfall_a };
-            out.push((segment.key(), n));
+            let advice = self.advice_for(&segment, &counts, supply.serving, now)?;
+            let waits = waiting.iter().any(|c| Segment::of(&c.spec) == segment);
+            out.push((segment.key(), callin::call_in_need(&advice, waits)));
         }
         Ok(out)
     }

@@ -200,6 +200,28 @@ impl Engine {
         self.wait_inputs(case, &counts, now)
     }
 
+    /// The staffing advice for `segment` (its tier's goal, its arrival and service rates, the
+    /// configured handle time until it measured one) against `serving` agents: what planners
+    /// and the call-in rounds both see.
+    pub(crate) fn advice_for(
+        &self,
+        segment: &Segment,
+        counts: &SegmentCounts,
+        serving: u32,
+        now: Millis,
+    ) -> Result<Advice, EngineError> {
+        let policy = &self.inner.policy;
+        let exact = SegmentFilter::exactly(segment);
+        let goal = policy.demand.goal(segment.tier).map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok(demand::advise(
+            &counts.rates(&exact, now, ARRIVAL_WINDOW_MS),
+            &counts.rates(&exact, now, SERVICE_WINDOW_MS),
+            goal,
+            serving,
+            demand::expected_handle_ms(policy, segment.channel),
+        ))
+    }
+
     /// The segments `filter` names, each with its rates, supply, waits and advice, read fresh.
     /// A fully named segment is reported even before anything was counted in it.
     pub async fn segment_demand(&self, filter: &SegmentFilter) -> Result<(Vec<SegmentDemand>, Millis), EngineError> {
@@ -225,11 +247,7 @@ impl Engine {
             let inputs = self.wait_inputs(&sample, &counts, now);
             let mine: Vec<&Arc<Case>> = waiting.iter().filter(|c| Segment::of(&c.spec) == segment).collect();
             let oldest_wait_ms = mine.iter().map(|c| c.waited_ms(now)).max().unwrap_or(0);
-            let goal = policy.demand.goal(segment.tier).map_err(|e| EngineError::Internal(e.to_string()))?;
-            let arrivals = counts.rates(&exact, now, ARRIVAL_WINDOW_MS);
-            let service = counts.rates(&exact, now, SERVICE_WINDOW_MS);
-            let expected = demand::expected_handle_ms(policy, segment.channel);
-            let advice = demand::advise(&arrivals, &service, goal, inputs.supply.serving, expected);
+            let advice = self.advice_for(&segment, &counts, inputs.supply.serving, now)?;
             out.push(SegmentDemand {
                 target: policy.demand.target(segment.tier),
                 rates,
@@ -238,15 +256,8 @@ impl Engine {
                 oldest_wait_ms,
                 estimate: WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) },
                 advice,
-                invitations_pending: u32::try_from(
-                    self.inner
-                        .index
-                        .invited_for(&segment.key())
-                        .iter()
-                        .filter(|a| a.invitation.as_ref().is_some_and(|i| i.live(now)))
-                        .count(),
-                )
-                .unwrap_or(u32::MAX),
+                invitations_pending: u32::try_from(self.inner.index.invited_for(&segment.key(), now).len())
+                    .unwrap_or(u32::MAX),
                 segment,
             });
         }

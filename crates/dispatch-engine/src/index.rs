@@ -160,10 +160,13 @@ impl PoolIndex {
         invited.iter().flat_map(|(s, m)| m.values().map(move |a| (s.clone(), Arc::clone(a)))).collect()
     }
 
-    /// The agents holding an invitation of `segment`.
-    pub fn invited_for(&self, segment: &str) -> Vec<Arc<Agent>> {
+    /// The agents holding an invitation of `segment` that is still open at `now`.
+    pub fn invited_for(&self, segment: &str, now: Millis) -> Vec<Arc<Agent>> {
         let invited = self.invited.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        invited.get(segment).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        invited
+            .get(segment)
+            .map(|m| m.values().filter(|a| a.invitation.as_ref().is_some_and(|i| i.live(now))).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The signed-in agents speaking `language` (primary subtag).
