@@ -49,6 +49,21 @@ if [ ! -x "$venv/bin/kubernetes-validate" ] || [ "$("$venv/bin/kubernetes-valida
 fi
 export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
 
+# The consoles: Node and npm build them (crates/dispatch-web/ui/build.sh; npm packages into
+# target/web) and the browser test drives Debian's Chromium with playwright-core (npm).
+if ! need node || ! need npm || ! need chromium; then
+  echo "== installing chromium, nodejs and npm (Debian packages)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  pkgs="chromium fonts-dejavu-core"
+  need node || pkgs="$pkgs nodejs"
+  need npm || pkgs="$pkgs npm"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+need node || { echo "error: node is required (Debian package nodejs) and could not be installed" >&2; exit 1; }
+need chromium || { echo "error: chromium is required (Debian package chromium) and could not be installed" >&2; exit 1; }
+echo "== consoles: dist/ is what ui/ builds"
+crates/dispatch-web/ui/build.sh --check
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -56,3 +71,8 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 RUST_BACKTRACE=0 cargo test --workspace --locked
+echo "== browser: the consoles in headless Chromium (tests/browser/consoles.mjs)"
+cargo build -p dispatchd --locked
+DISPATCHD="$PWD/target/debug/dispatchd" DISPATCHCTL="$PWD/target/debug/dispatchctl" \
+  CHROMIUM="$(command -v chromium)" PLAYWRIGHT="$PWD/target/web/node_modules/playwright-core/index.mjs" \
+  OUT="$PWD/target/browser-test" node tests/browser/consoles.mjs

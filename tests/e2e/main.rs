@@ -14,4 +14,5 @@ mod replicas;
 mod reputation;
 mod security;
 mod transparency;
+mod web;
 mod worktime;

@@ -221,7 +221,7 @@ async fn every_method_has_a_rule_and_every_bad_credential_is_refused() {
     let s = Secure::start(false).await;
     let ch = s.channel().await;
     let methods = methods();
-    assert_eq!(methods.len(), 22, "the API's methods: {methods:?}");
+    assert_eq!(methods.len(), 24, "the API's methods: {methods:?}");
     for (path, _, _) in &methods {
         assert!(RULES.iter().any(|(p, _)| p == path), "{path} has no access rule");
     }

@@ -440,7 +440,11 @@ impl Agent {
                 self.held.remove(&h.case_id);
                 s.due.retain(|(_, a)| !matches!(a, Action::Complete { case, .. } if *case == h.case_id));
             }
-            Event::Explanation(_) | Event::WorkingTime(_) | Event::Explained(_) | Event::AllocationPolicy(_) => {}
+            Event::Explanation(_)
+            | Event::WorkingTime(_)
+            | Event::Explained(_)
+            | Event::AllocationPolicy(_)
+            | Event::Opened(_) => {}
             Event::ActivityWarning(w) => {
                 s.send(&self.id, C::ReportActivity(pb::ReportActivity { case_id: w.case_id }));
             }

@@ -53,6 +53,8 @@ const ADMIN: Access = Access::Roles(&[]);
 /// fails the authorisation test, which enumerates the services' descriptors).
 pub const RULES: &[(&str, Access)] = &[
     ("/dispatch.v1.AgentService/Connect", Access::Roles(&[Role::Agent])),
+    ("/dispatch.v1.AgentService/OpenSession", Access::Roles(&[Role::Agent])),
+    ("/dispatch.v1.AgentService/SendCommand", Access::Roles(&[Role::Agent])),
     ("/dispatch.v1.EscalationService/SubmitCase", ROUTER),
     ("/dispatch.v1.EscalationService/GetCase", ROUTER),
     ("/dispatch.v1.EscalationService/CancelCase", ROUTER),

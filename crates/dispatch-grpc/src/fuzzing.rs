@@ -9,7 +9,7 @@ use prost::Message;
 use crate::requests;
 
 /// How many request kinds the first byte selects among.
-pub const KINDS: u8 = 16;
+pub const KINDS: u8 = 17;
 
 /// Decodes `data[1..]` as the request kind `data[0] % KINDS` and validates it with the
 /// handlers' own validator. Returns whether the request would be accepted by validation (for
@@ -34,7 +34,10 @@ pub fn decode_and_validate(data: &[u8]) -> bool {
         12 => pb::GetFairnessRequest::decode(body).is_ok_and(|r| requests::get_fairness(&r).is_ok()),
         13 => pb::GetSegmentDemandRequest::decode(body).is_ok_and(|r| requests::get_segment_demand(&r).is_ok()),
         14 => pb::AckInvitationRequest::decode(body).is_ok_and(|r| requests::ack_invitation(&r).is_ok()),
-        _ => pb::ListInvitationsRequest::decode(body).is_ok_and(|r| requests::list_invitations(&r).is_ok()),
+        15 => pb::ListInvitationsRequest::decode(body).is_ok_and(|r| requests::list_invitations(&r).is_ok()),
+        _ => pb::SendCommandRequest::decode(body).is_ok_and(|r| {
+            requests::send_command(r.session_id, r.message).is_ok_and(|(_, m)| requests::command(m, limits).is_ok())
+        }),
     }
 }
 
@@ -143,5 +146,21 @@ pub fn seeds() -> Vec<Vec<u8>> {
         ),
         with(14, pb::AckInvitationRequest { agent_id: "ana".into(), ..Default::default() }.encode_to_vec()),
         with(15, pb::ListInvitationsRequest { language: "de-CH".into(), live_only: true }.encode_to_vec()),
+        with(
+            16,
+            pb::SendCommandRequest { session_id: "ss-1".into(), message: Some(pb::AgentMessage::default()) }
+                .encode_to_vec(),
+        ),
+        with(
+            16,
+            pb::SendCommandRequest {
+                session_id: "ss-1".into(),
+                message: Some(pb::AgentMessage {
+                    request_id: "r2".into(),
+                    command: Some(C::Accept(pb::Accept { offer_id: "of-1".into() })),
+                }),
+            }
+            .encode_to_vec(),
+        ),
     ]
 }

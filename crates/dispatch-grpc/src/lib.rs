@@ -22,5 +22,7 @@ pub mod fuzzing;
 pub mod requests;
 pub mod server;
 pub mod services;
+pub mod web;
 
 pub use server::{ServerConfig, TlsConfig, serve};
+pub use web::WebConfig;

@@ -182,6 +182,22 @@ pub fn agent_message(msg: pb::AgentMessage, limits: &Limits) -> Inbound {
     Inbound::Command { request_id, command: command(msg, limits) }
 }
 
+/// `SendCommand`: the session and the message (the command itself is checked as on `Connect`,
+/// with its result in band).
+pub fn send_command(
+    session_id: String,
+    message: Option<pb::AgentMessage>,
+) -> Result<(String, pb::AgentMessage), FieldError> {
+    use dispatch_domain::limits::MAX_ID_LEN;
+    if session_id.is_empty() {
+        return Err(required("session_id"));
+    }
+    if session_id.len() > MAX_ID_LEN {
+        return Err(FieldError::new("session_id", format!("longer than {MAX_ID_LEN} bytes")));
+    }
+    Ok((session_id, message.ok_or_else(|| required("message"))?))
+}
+
 /// Validates an agent's command; field names follow the `AgentMessage` message.
 pub fn command(msg: pb::AgentMessage, limits: &Limits) -> Result<AgentCommand, FieldError> {
     use dispatch_domain::limits::MAX_ID_LEN;

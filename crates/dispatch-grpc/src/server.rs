@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub health_listen: String,
     /// TLS.
     pub tls: TlsConfig,
+    /// The browser listener: consoles and gRPC-Web.
+    pub web: crate::web::WebConfig,
 }
 
 /// `[server.tls]`.
@@ -118,6 +120,7 @@ impl Default for ServerConfig {
             plaintext: false,
             health_listen: String::new(),
             tls: TlsConfig::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }
@@ -198,7 +201,7 @@ pub async fn serve(
         max_stream_age: auth.max_stream_age_s().map(Duration::from_secs),
     };
     let engine_metrics = engine.metrics().clone();
-    let services = Services::new(engine.clone(), edge, stop_rx);
+    let services = Services::new(engine.clone(), edge, stop_rx.clone());
     let agent = AgentServiceServer::new(services.clone())
         .max_decoding_message_size(config.agent_max_message_bytes)
         .max_encoding_message_size(256 * 1024);
@@ -220,6 +223,48 @@ pub async fn serve(
         info!(addr = ?l.local_addr().ok(), "serving grpc.health.v1 and /metrics (plaintext) for probes and scrapes");
         Some(tokio::spawn(operations(l, health_service.clone(), engine.clone())))
     };
+    let edge_layer = EdgeLayer::new(config.max_requests_per_connection, engine_metrics.registry(), config.traces);
+    let cors = config.web.cors()?;
+    let web_listener = if config.web.listen.is_empty() {
+        None
+    } else {
+        match TcpListener::bind(&config.web.listen).await {
+            Ok(l) => Some(l),
+            Err(e) if config.web.best_effort => {
+                warn!(addr = %config.web.listen, error = %e, "the consoles are not served (set server.web.listen to another address)");
+                None
+            }
+            Err(e) => return Err(format!("server.web.listen: binding {}: {e}", config.web.listen).into()),
+        }
+    };
+    let web = if let Some(l) = web_listener {
+        info!(addr = ?l.local_addr().ok(), tls = !config.plaintext, "serving the consoles (/agent/, /planner/) and dispatch.v1 over gRPC-Web");
+        let mut b = Server::builder().accept_http1(true);
+        if !config.plaintext {
+            b = b.tls_config(tls_config(&config.tls)?)?;
+        }
+        let mut stopping = stop_rx.clone();
+        let served = b
+            .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
+            .layer(cors)
+            .layer(crate::web::PagesLayer)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(edge_layer.clone())
+            .layer(AuthLayer::new(Arc::clone(&auth)))
+            .add_service(agent.clone())
+            .add_service(escalation.clone())
+            .add_service(roster.clone())
+            .add_service(planner.clone())
+            .add_service(notifier.clone())
+            .serve_with_incoming_shutdown(TcpIncoming::from(l).with_nodelay(Some(true)), async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+        Some(tokio::spawn(served))
+    } else {
+        None
+    };
     let addr = listener.local_addr().ok();
     info!(?addr, tls = !config.plaintext, "serving dispatch.v1");
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -236,7 +281,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .tcp_nodelay(true)
-        .layer(EdgeLayer::new(config.max_requests_per_connection, engine_metrics.registry(), config.traces))
+        .layer(edge_layer)
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
@@ -252,6 +297,12 @@ pub async fn serve(
         .await?;
     if let Some(p) = probe {
         p.abort();
+    }
+    if let Some(w) = web {
+        // Its streams ended with the others; what is left is closing its connections.
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, w).await {
+            warn!(error = %e, "the browser listener stopped with an error");
+        }
     }
     Ok(())
 }

@@ -54,7 +54,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(u) = &args.redis_url {
         overrides.push(format!("redis.url=\"{u}\""));
     }
-    let config = config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let mut config = config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    if args.dev && config.server.web.listen.is_empty() {
+        // The consoles, on a well-known address, if it is free.
+        config.server.web.listen = dispatch_grpc::web::DEV_LISTEN.to_owned();
+        config.server.web.best_effort = true;
+    }
     if args.print_config {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());

@@ -46,6 +46,8 @@ pub struct Services {
     shutdown: watch::Receiver<bool>,
     /// Open watches per connection (by the peer's address).
     watches: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    /// Browser sessions held by this process (`OpenSession`), for `SendCommand`.
+    browser: agent::BrowserSessions,
 }
 
 /// One open watch of one connection; counted until dropped.
@@ -70,7 +72,7 @@ impl Drop for WatchSlot {
 impl Services {
     /// Services over `engine`; long-lived streams end when `shutdown` turns true.
     pub fn new(engine: Engine, edge: EdgeConfig, shutdown: watch::Receiver<bool>) -> Self {
-        Self { engine, edge, shutdown, watches: Arc::default() }
+        Self { engine, edge, shutdown, watches: Arc::default(), browser: agent::BrowserSessions::default() }
     }
 
     /// Counts a watch for the connection `peer`; RESOURCE_EXHAUSTED beyond the bound.

@@ -956,6 +956,7 @@ fn describe(m: &pb::DispatcherMessage) -> String {
         Some(Event::Ended(e)) => {
             format!("ENDED {}", enum_name(e.reason, pb::SessionEndReason::as_str_name, "SESSION_END_REASON_"))
         }
+        Some(Event::Opened(o)) => format!("SESSION {} heartbeat every {}ms", o.session_id, o.heartbeat_interval_ms),
         None => "(empty message)".to_owned(),
     }
 }
