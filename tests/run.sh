@@ -72,7 +72,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 RUST_BACKTRACE=0 cargo test --workspace --locked
 echo "== browser: the consoles in headless Chromium (tests/browser/consoles.mjs)"
-cargo build -p dispatchd --locked
+# The binaries `cargo test` built for the dispatchd tests (a `cargo build` would build the
+# dependencies again with other features).
+for b in dispatchd dispatchctl; do
+  [ -x "target/debug/$b" ] || { echo "error: target/debug/$b was not built by cargo test" >&2; exit 1; }
+done
 DISPATCHD="$PWD/target/debug/dispatchd" DISPATCHCTL="$PWD/target/debug/dispatchctl" \
   CHROMIUM="$(command -v chromium)" PLAYWRIGHT="$PWD/target/web/node_modules/playwright-core/index.mjs" \
   OUT="$PWD/target/browser-test" node tests/browser/consoles.mjs

@@ -95,6 +95,9 @@ async fn a_waiting_case_is_told_its_estimated_wait(b: Backend) {
         ]
     );
     assert_eq!(got[2].band_text, "over 10 minutes");
+    // Its place in line: the cases ahead, and the slots that must free (none is free).
+    let places: Vec<(u32, u32)> = got.iter().map(|e| (e.cases_ahead, e.slots_to_free)).collect();
+    assert_eq!(places, vec![(0, 1), (1, 2), (2, 3)]);
     // A case no signed-in agent could take: unknown, said so.
     let fr = s.submit(case("fr-1", "fr", &[], pb::Tier::Standard)).await;
     let e = estimate(&fr);
@@ -107,6 +110,7 @@ async fn a_waiting_case_is_told_its_estimated_wait(b: Backend) {
     if let Some(d) = &s.devices {
         let there = estimate(&d.case("w2").await);
         assert_eq!((there.wait_ms, there.estimated_at_ms), (here.wait_ms, here.estimated_at_ms));
+        assert_eq!((there.cases_ahead, there.slots_to_free), (here.cases_ahead, here.slots_to_free));
     }
 
     // Thirty seconds on, the estimate is remade and watchers are told.

@@ -644,15 +644,14 @@ pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
         return None;
     }
     let accept = i.time_to_accept_ms.max(0.0);
-    let vip_share = f64::from(i.supply.vip_slots.min(i.supply.slots)) / f64::from(i.supply.slots);
-    let vip_ahead = i.ahead_vip.min(i.ahead);
-    let ahead = ((i.ahead - vip_ahead) as f64 + f64::from(vip_ahead) * vip_share).round() as u32;
-    if ahead < i.supply.free_slots {
+    let vip_share = vip_share(&i.supply);
+    let place = position(i);
+    if place.slots_to_free == 0 {
         return Some(accept.round() as u64);
     }
     let service_per_ms = f64::from(i.supply.slots) / i.handle_ms.max(1.0);
     let rate = (service_per_ms - i.overtaking_per_ms.max(0.0) * vip_share).max(service_per_ms / 10.0);
-    let beyond = ahead - i.supply.free_slots;
+    let beyond = place.slots_to_free - 1;
     let leaving = i.patience_ms.filter(|p| *p > 0.0).map_or(0.0, |p| 1.0 / p);
     let wait = if leaving == 0.0 {
         f64::from(beyond + 1) / rate
@@ -660,6 +659,34 @@ pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
         (0..=beyond).map(|j| 1.0 / (rate + f64::from(j) * leaving)).sum()
     } + accept;
     Some(wait.min(MAX_ESTIMATE_MS as f64).round() as u64)
+}
+
+/// The share of the slots of `supply` that VIP-certified agents hold (1 without slots: nothing to
+/// weigh).
+fn vip_share(supply: &Supply) -> f64 {
+    if supply.slots == 0 {
+        return 1.0;
+    }
+    f64::from(supply.vip_slots.min(supply.slots)) / f64::from(supply.slots)
+}
+
+/// Where a case stands in its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// The competing cases ahead of it (VIP cases ahead of a standard case counted by the VIP
+    /// share of its slots): 0 is first in line.
+    pub cases_ahead: u32,
+    /// The busy slots that must free up before it can be offered (0: a free one is there for
+    /// it). How certain an estimate can be rests on this: a wait for one slot to free is as
+    /// uncertain as one handle time (the simulator's report shows the error by it).
+    pub slots_to_free: u32,
+}
+
+/// The case's place in line: what [`estimate_wait`] counts from.
+pub fn position(i: &WaitInputs) -> Position {
+    let vip_ahead = i.ahead_vip.min(i.ahead);
+    let cases_ahead = ((i.ahead - vip_ahead) as f64 + f64::from(vip_ahead) * vip_share(&i.supply)).round() as u32;
+    Position { cases_ahead, slots_to_free: (cases_ahead + 1).saturating_sub(i.supply.free_slots) }
 }
 
 /// The configured handle time of `channel` (the expected handle time plus wrap-up): what
@@ -769,9 +796,18 @@ pub struct WaitEstimate {
     /// The wait from `at`, ms; `None`: unknown (no agent signed in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// The case's place in line at `at` (estimates stored before it was kept read as first in
+    /// line).
+    #[serde(default)]
+    pub position: Position,
 }
 
 impl WaitEstimate {
+    /// The estimate made at `now` from `inputs`.
+    pub fn of(inputs: &WaitInputs, now: Millis) -> WaitEstimate {
+        WaitEstimate { at: now, wait_ms: estimate_wait(inputs), position: position(inputs) }
+    }
+
     /// What remains of it at `now` (0 once overrun: it is about to be recomputed).
     pub fn remaining_ms(&self, now: Millis) -> Option<u64> {
         let elapsed = u64::try_from(now - self.at).unwrap_or(0);
@@ -939,6 +975,32 @@ mod tests {
     }
 
     #[test]
+    fn a_place_in_line_counts_competing_cases_and_the_slots_that_must_free() {
+        let supply = Supply { serving: 4, free: 1, slots: 4, free_slots: 1, away: 0, vip_slots: 2 };
+        let i = WaitInputs {
+            ahead: 0,
+            ahead_vip: 0,
+            supply,
+            handle_ms: 300_000.0,
+            time_to_accept_ms: 0.0,
+            overtaking_per_ms: 0.0,
+            patience_ms: None,
+        };
+        assert_eq!(position(&i), Position { cases_ahead: 0, slots_to_free: 0 }, "the free slot is its");
+        assert_eq!(position(&WaitInputs { ahead: 1, ..i }), Position { cases_ahead: 1, slots_to_free: 1 });
+        assert_eq!(position(&WaitInputs { ahead: 5, ..i }), Position { cases_ahead: 5, slots_to_free: 5 });
+        // Four VIP cases ahead of a standard one hold up half the slots: they count as two.
+        let vips = WaitInputs { ahead: 4, ahead_vip: 4, ..i };
+        assert_eq!(position(&vips), Position { cases_ahead: 2, slots_to_free: 2 });
+        let e = WaitEstimate::of(&vips, 7);
+        assert_eq!((e.at, e.wait_ms, e.position), (7, estimate_wait(&vips), position(&vips)));
+        assert_eq!(estimate_wait(&WaitInputs { ahead: 0, ..i }), Some(0), "served at once");
+        // An estimate stored before the position was kept reads as first in line.
+        let old: WaitEstimate = serde_json::from_str(r#"{"at":5,"wait_ms":9000}"#).unwrap();
+        assert_eq!(old.position, Position::default());
+    }
+
+    #[test]
     fn the_estimate_is_position_over_service_rate_and_grows_with_the_queue() {
         let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, away: 0, vip_slots: 10 };
         let base = WaitInputs {
@@ -1000,9 +1062,9 @@ mod tests {
         assert_eq!(WaitBand::of(Some(600_000)), WaitBand::ThreeToTenMinutes);
         assert_eq!(WaitBand::of(Some(600_001)), WaitBand::OverTenMinutes);
         assert_eq!(WaitBand::of(None), WaitBand::Unknown);
-        let e = WaitEstimate { at: 1_000, wait_ms: Some(90_000) };
+        let e = WaitEstimate { at: 1_000, wait_ms: Some(90_000), position: Position::default() };
         assert_eq!((e.remaining_ms(31_000), e.remaining_ms(200_000), e.review_at()), (Some(60_000), Some(0), 31_000));
-        assert_eq!(WaitEstimate { at: 0, wait_ms: Some(10) }.review_at(), 1_000);
+        assert_eq!(WaitEstimate { at: 0, wait_ms: Some(10), position: Position::default() }.review_at(), 1_000);
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Engine {
                 supply: inputs.supply,
                 waiting: u32::try_from(mine.len()).unwrap_or(u32::MAX),
                 oldest_wait_ms,
-                estimate: WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) },
+                estimate: WaitEstimate::of(&inputs, now),
                 advice,
                 invitations_pending: u32::try_from(self.inner.index.invited_for(&segment.key(), now).len())
                     .unwrap_or(u32::MAX),

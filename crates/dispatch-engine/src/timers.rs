@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use dispatch_domain::demand::{self, WaitEstimate};
+use dispatch_domain::demand::WaitEstimate;
 use dispatch_domain::{Change, Millis, TimerKey, transition};
 use tracing::warn;
 
@@ -94,7 +94,7 @@ impl Engine {
                         let Some(c) = case else { return Ok(Change::default()) };
                         let mut change = transition::review_case(c, now, policy);
                         if let Some(i) = inputs.as_ref().filter(|_| transition::estimate_due(c, now)) {
-                            let estimate = WaitEstimate { at: now, wait_ms: demand::estimate_wait(i) };
+                            let estimate = WaitEstimate::of(i, now);
                             transition::estimate(c, &mut change, estimate, now, policy);
                         }
                         Ok(change)

@@ -631,6 +631,8 @@ pub fn estimate_to(e: &WaitEstimate, now: Millis) -> pb::WaitEstimate {
         estimated_at_ms: e.at,
         as_of_ms: now,
         estimated_wait_ms: e.wait_ms.unwrap_or(0),
+        cases_ahead: e.position.cases_ahead,
+        slots_to_free: e.position.slots_to_free,
     }
 }
 

@@ -186,12 +186,14 @@ impl World {
         )?;
         let (case, _, _) = self.engine.submit(spec, None).await?;
         let estimate_ms = case.estimate.and_then(|e| e.wait_ms);
+        let slots_to_free = case.estimate.map_or(0, |e| e.position.slots_to_free);
         let i = self.cases.len();
         self.cases.push(CaseRecord {
             tier: a.tier,
             surge: a.surge,
             submitted: a.at,
             estimate_ms,
+            slots_to_free,
             answered: None,
             abandoned: false,
         });

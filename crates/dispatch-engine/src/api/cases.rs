@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use dispatch_domain::demand::{self, WaitEstimate};
+use dispatch_domain::demand::WaitEstimate;
 use dispatch_domain::model::CaseSpec;
 use dispatch_domain::{Case, CaseId, Change, FieldError, Millis, Rejection, TenantId, transition};
 use tokio::sync::broadcast;
@@ -81,7 +81,7 @@ impl Engine {
                         c.trace = crate::telemetry::current_traceparent();
                     }
                     if let Some(c) = change.case.clone() {
-                        let estimate = WaitEstimate { at: now, wait_ms: demand::estimate_wait(&inputs) };
+                        let estimate = WaitEstimate::of(&inputs, now);
                         transition::estimate(&c, &mut change, estimate, now, policy);
                     }
                     Ok(change)

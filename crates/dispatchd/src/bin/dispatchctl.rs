@@ -1049,7 +1049,15 @@ fn invitations_table(r: &pb::ListInvitationsResponse) -> String {
 
 fn estimate_text(e: &Option<pb::WaitEstimate>) -> String {
     match e {
-        Some(e) if e.known => format!("{} ({}s)", e.band_text, e.wait_ms / 1000),
+        Some(e) if e.known => {
+            format!(
+                "{} ({}s; {} ahead, {} slots to free)",
+                e.band_text,
+                e.wait_ms / 1000,
+                e.cases_ahead,
+                e.slots_to_free
+            )
+        }
         Some(e) => e.band_text.clone(),
         None => "-".to_owned(),
     }
