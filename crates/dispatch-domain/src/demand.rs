@@ -539,6 +539,35 @@ pub struct Supply {
     /// Of the slots, those of agents holding the VIP certification (the only ones a VIP case
     /// that overtakes a standard one can take).
     pub vip_slots: u32,
+    /// Of the slots not free, those that free at a known time within the next minute: room
+    /// held back only by a wrap-up or a cool-down (no case in them).
+    pub soon_slots: u32,
+    /// When the soonest [`SOON`] of those free, ms from now, in order (0 past `soon_slots`).
+    pub soon_ms: [u64; SOON],
+}
+
+/// How many of the slots freeing soon a [`Supply`] keeps the times of.
+pub const SOON: usize = 8;
+
+/// A wrap-up or cool-down ending within this counts as a slot freeing soon.
+pub const SOON_WITHIN_MS: u64 = 60_000;
+
+impl Supply {
+    /// Counts `n` slots that free in `in_ms`.
+    fn add_soon(&mut self, n: u32, in_ms: u64) {
+        for _ in 0..n {
+            let kept = (self.soon_slots as usize).min(SOON);
+            self.soon_slots += 1;
+            if kept < SOON {
+                self.soon_ms[kept] = in_ms;
+            } else if in_ms < self.soon_ms[SOON - 1] {
+                self.soon_ms[SOON - 1] = in_ms;
+            } else {
+                continue;
+            }
+            self.soon_ms[..kept.min(SOON - 1) + 1].sort_unstable();
+        }
+    }
 }
 
 /// The supply for `case` among `agents` (the signed-in agents speaking its language): those whose
@@ -562,9 +591,20 @@ pub fn supply_of<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, n
                 if agent.profile.holds_vip() {
                     out.vip_slots += capacity;
                 }
-                if agent.unready_reason(now).is_none() && agent.has_room(channel) {
-                    out.free += 1;
-                    out.free_slots += capacity.saturating_sub(agent.load(channel));
+                let room = capacity.saturating_sub(agent.load(channel));
+                match agent.ready_at(now) {
+                    Some(t) if room > 0 && t <= now => {
+                        out.free += 1;
+                        out.free_slots += room;
+                    }
+                    // Ready again at a known time (wrap-up, cool-down): the room is there soon.
+                    Some(t) if room > 0 => {
+                        let in_ms = u64::try_from(t - now).unwrap_or(0);
+                        if in_ms <= SOON_WITHIN_MS {
+                            out.add_soon(room, in_ms);
+                        }
+                    }
+                    _ => {}
                 }
             }
             AgentStatus::Offline => {}
@@ -649,9 +689,14 @@ pub fn estimate_wait(i: &WaitInputs) -> Option<u64> {
     if place.slots_to_free == 0 {
         return Some(accept.round() as u64);
     }
+    // Slots ending a wrap-up or cool-down free at known times, before any busy one.
+    let soon = i.supply.soon_slots.min(SOON as u32);
+    if place.slots_to_free <= soon {
+        return Some((i.supply.soon_ms[place.slots_to_free as usize - 1] as f64 + accept).round() as u64);
+    }
     let service_per_ms = f64::from(i.supply.slots) / i.handle_ms.max(1.0);
     let rate = (service_per_ms - i.overtaking_per_ms.max(0.0) * vip_share).max(service_per_ms / 10.0);
-    let beyond = place.slots_to_free - 1;
+    let beyond = place.slots_to_free - 1 - soon;
     let leaving = i.patience_ms.filter(|p| *p > 0.0).map_or(0.0, |p| 1.0 / p);
     let wait = if leaving == 0.0 {
         f64::from(beyond + 1) / rate
@@ -975,8 +1020,40 @@ mod tests {
     }
 
     #[test]
+    fn slots_ending_a_wrap_up_or_cool_down_free_before_busy_ones() {
+        let mut supply = Supply { serving: 10, slots: 10, vip_slots: 10, ..Supply::default() };
+        for in_ms in [9_000, 3_000, 40_000] {
+            supply.add_soon(1, in_ms);
+        }
+        assert_eq!((supply.soon_slots, &supply.soon_ms[..4]), (3, &[3_000, 9_000, 40_000, 0][..]));
+        let base = WaitInputs {
+            ahead: 0,
+            ahead_vip: 0,
+            supply,
+            handle_ms: 300_000.0,
+            time_to_accept_ms: 5_000.0,
+            overtaking_per_ms: 0.0,
+            patience_ms: None,
+        };
+        // First in line takes the slot free in 3 s, the second the one in 9 s, the third 40 s.
+        assert_eq!(estimate_wait(&base), Some(8_000));
+        assert_eq!(estimate_wait(&WaitInputs { ahead: 1, ..base }), Some(14_000));
+        assert_eq!(estimate_wait(&WaitInputs { ahead: 2, ..base }), Some(45_000));
+        // The fourth waits for a busy slot: the first of ten, 300 s / 10 = 30 s, as without them.
+        let plain = WaitInputs { supply: Supply { soon_slots: 0, soon_ms: [0; SOON], ..supply }, ..base };
+        assert_eq!(estimate_wait(&WaitInputs { ahead: 3, ..base }), estimate_wait(&plain));
+        // Only the soonest SOON are kept, in order.
+        let mut many = Supply::default();
+        for in_ms in (0..20u64).rev() {
+            many.add_soon(1, in_ms * 1_000);
+        }
+        assert_eq!(many.soon_slots, 20);
+        assert_eq!(many.soon_ms, [0, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000]);
+    }
+
+    #[test]
     fn a_place_in_line_counts_competing_cases_and_the_slots_that_must_free() {
-        let supply = Supply { serving: 4, free: 1, slots: 4, free_slots: 1, away: 0, vip_slots: 2 };
+        let supply = Supply { serving: 4, free: 1, slots: 4, free_slots: 1, vip_slots: 2, ..Supply::default() };
         let i = WaitInputs {
             ahead: 0,
             ahead_vip: 0,
@@ -1002,7 +1079,7 @@ mod tests {
 
     #[test]
     fn the_estimate_is_position_over_service_rate_and_grows_with_the_queue() {
-        let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, away: 0, vip_slots: 10 };
+        let supply = Supply { serving: 10, free: 0, slots: 10, free_slots: 0, vip_slots: 10, ..Supply::default() };
         let base = WaitInputs {
             ahead: 0,
             ahead_vip: 0,

@@ -251,6 +251,13 @@ impl Agent {
         }
     }
 
+    /// When the agent can take an offer if nothing changes but time: `now` if it can now, the
+    /// end of its wrap-up or cool-down if only those hold it back; `None` if anything else does.
+    pub fn ready_at(&self, now: Millis) -> Option<Millis> {
+        let t = now.max(self.wrap_up_until).max(self.cool_down_until);
+        self.unready_reason(t).is_none().then_some(t)
+    }
+
     /// The planner's bucket.
     pub fn activity(&self, now: Millis) -> Activity {
         match (&self.session, self.status) {
