@@ -23,7 +23,7 @@ use crate::policy::Policy;
 use crate::queueing::{self, Goal, Load, Staffing};
 use crate::scoring;
 use crate::state::{Agent, AgentStatus, Case, OfferOutcome};
-use crate::transition::Event;
+use crate::transition::{Event, RevokeReason};
 
 /// The width of one rate bucket.
 pub const BUCKET_MS: Millis = 60_000;
@@ -199,11 +199,16 @@ pub enum SegmentCounter {
     InviteDeclined,
     /// Invitations that lapsed unanswered.
     InviteIgnored,
+    /// Offers that ended without an accept while the case still waited for one: declined,
+    /// timed out, or taken back from an agent who went away or dropped.
+    OfferFailed,
+    /// Sum of those offers' times, offer to end, ms.
+    OfferFailedMs,
 }
 
 impl SegmentCounter {
     /// Every counter.
-    pub const ALL: [SegmentCounter; 16] = [
+    pub const ALL: [SegmentCounter; 18] = [
         SegmentCounter::Arrived,
         SegmentCounter::Answered,
         SegmentCounter::AnsweredWaitMs,
@@ -220,6 +225,8 @@ impl SegmentCounter {
         SegmentCounter::CallInSignInMs,
         SegmentCounter::InviteDeclined,
         SegmentCounter::InviteIgnored,
+        SegmentCounter::OfferFailed,
+        SegmentCounter::OfferFailedMs,
     ];
 
     /// The stable name stores use.
@@ -241,6 +248,8 @@ impl SegmentCounter {
             SegmentCounter::CallInSignInMs => "call_in_sign_in_ms",
             SegmentCounter::InviteDeclined => "invite_declined",
             SegmentCounter::InviteIgnored => "invite_ignored",
+            SegmentCounter::OfferFailed => "offer_failed",
+            SegmentCounter::OfferFailedMs => "offer_failed_ms",
         }
     }
 
@@ -320,6 +329,21 @@ pub fn segment_counts(
         match event {
             Event::Queued { .. } => out.push((SegmentCounter::Arrived, 1)),
             Event::Offered { .. } => out.push((SegmentCounter::Offered, 1)),
+            Event::Declined { offer_id, .. }
+            | Event::TimedOut { offer_id, .. }
+            | Event::Revoked {
+                offer_id,
+                reason: RevokeReason::Disconnected | RevokeReason::AgentUnavailable | RevokeReason::TimedOut,
+                ..
+            } => {
+                if let Some(o) = case.offers.iter().find(|o| &o.id == offer_id) {
+                    out.push((SegmentCounter::OfferFailed, 1));
+                    out.push((
+                        SegmentCounter::OfferFailedMs,
+                        ms(u64::try_from(o.decided_at - o.offered_at).unwrap_or(0)),
+                    ));
+                }
+            }
             Event::Assigned { offer_id, time_to_accept_ms, waited_ms, .. } => {
                 out.push((SegmentCounter::Accepted, 1));
                 out.push((SegmentCounter::AcceptMs, ms(*time_to_accept_ms)));
@@ -468,6 +492,9 @@ pub struct Rates {
     pub accept_ratio: Option<f64>,
     /// Mean offer → accept time, ms.
     pub mean_time_to_accept_ms: Option<f64>,
+    /// Mean time of an offer that failed (declined, timed out, taken back), ms; `None`: none
+    /// failed.
+    pub mean_failed_offer_ms: Option<f64>,
     /// Invitations sent.
     pub invited: i64,
     /// Invitations answered by signing in.
@@ -504,6 +531,7 @@ impl Rates {
             offered: t.get(C::Offered),
             accept_ratio: ratio(t.get(C::Accepted), t.get(C::Offered)),
             mean_time_to_accept_ms: ratio(t.get(C::AcceptMs), t.get(C::Accepted)),
+            mean_failed_offer_ms: ratio(t.get(C::OfferFailedMs), t.get(C::OfferFailed)),
             invited: t.get(C::Invited),
             called_in: t.get(C::CalledIn),
             invite_declined: t.get(C::InviteDeclined),
@@ -657,7 +685,8 @@ pub struct WaitInputs {
     pub supply: Supply,
     /// Their mean handle time, ms.
     pub handle_ms: f64,
-    /// The mean offer → accept time, ms.
+    /// The mean time from the case's first offer to its accept, failed offers before it
+    /// included ([`offer_to_accept_ms`]), ms.
     pub time_to_accept_ms: f64,
     /// Arrivals per ms of cases that will be served before it although they come later (a
     /// higher tier in the same language and channel).
@@ -783,12 +812,30 @@ impl EstimateSources {
             ahead_vip,
             supply,
             handle_ms: service.handle_ms_or(expected_handle_ms),
-            time_to_accept_ms: service.mean_time_to_accept_ms.or(around.mean_time_to_accept_ms).unwrap_or(0.0),
+            time_to_accept_ms: offer_to_accept_ms(service, around),
             overtaking_per_ms: overtaking.map_or(0.0, |r| r.arrived as f64 / r.window_ms.max(1) as f64),
             patience_ms: service.patience_ms.or(around.patience_ms),
         }
     }
 }
+
+/// The mean time from a case's first offer to its accept: the accepted offer's time, and before
+/// it the failed ones (1 / accept ratio − 1 of them on average, each of their mean time),
+/// measured in the segment, or in its language and channel until the segment has its own.
+pub fn offer_to_accept_ms(service: &Rates, around: &Rates) -> f64 {
+    let accept = service.mean_time_to_accept_ms.or(around.mean_time_to_accept_ms).unwrap_or(0.0);
+    let (ratio, failed) = match (service.accept_ratio, service.mean_failed_offer_ms) {
+        (Some(r), f) if service.offered >= MIN_OFFERS => (r, f),
+        _ => (around.accept_ratio.unwrap_or(1.0), around.mean_failed_offer_ms),
+    };
+    // At most four failures per accept are planned for: a segment whose offers nearly all
+    // fail is a staffing problem, not a longer wait in line.
+    let failures = (1.0 / ratio.max(0.2) - 1.0).max(0.0);
+    accept + failures * failed.unwrap_or(0.0)
+}
+
+/// Offers a segment must have made before its own accept ratio is used.
+pub const MIN_OFFERS: i64 = 5;
 
 /// The longest estimate given (a day): beyond it, "over 10 minutes" says all there is.
 pub const MAX_ESTIMATE_MS: u64 = 86_400_000;
@@ -1017,6 +1064,31 @@ mod tests {
         assert_eq!(few.handle_ms_or(1.0), 1.0);
         let empty = Rates::of(&Totals::default(), 60_000);
         assert_eq!((empty.patience_ms, empty.mean_handle_ms, empty.abandonment), (None, None, 0.0));
+    }
+
+    #[test]
+    fn failed_offers_before_the_accept_lengthen_the_wait_for_it() {
+        let totals = |offered: i64, accepted: i64, failed: i64, failed_ms: i64| {
+            let mut t = Totals::default();
+            t.add(SegmentCounter::Offered, offered);
+            t.add(SegmentCounter::Accepted, accepted);
+            t.add(SegmentCounter::AcceptMs, accepted * 4_000);
+            t.add(SegmentCounter::OfferFailed, failed);
+            t.add(SegmentCounter::OfferFailedMs, failed_ms);
+            Rates::of(&t, 900_000)
+        };
+        // Half the offers fail, after 20 s each: one failure per accept, 4 s + 20 s.
+        let half = totals(10, 5, 5, 100_000);
+        assert_eq!(half.mean_failed_offer_ms, Some(20_000.0));
+        assert_eq!(offer_to_accept_ms(&half, &Rates::default()), 24_000.0);
+        // Every offer accepted: the accept time alone.
+        assert_eq!(offer_to_accept_ms(&totals(10, 10, 0, 0), &Rates::default()), 4_000.0);
+        // A segment with too few offers reads its language and channel's.
+        let few = totals(2, 1, 1, 5_000);
+        assert_eq!(offer_to_accept_ms(&few, &half), 4_000.0 + 20_000.0);
+        // Nearly every offer failing is planned as at most four failures per accept.
+        let hopeless = totals(100, 1, 99, 99 * 10_000);
+        assert_eq!(offer_to_accept_ms(&hopeless, &Rates::default()), 4_000.0 + 4.0 * 10_000.0);
     }
 
     #[test]

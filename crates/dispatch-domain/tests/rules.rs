@@ -318,6 +318,34 @@ fn timeouts_count_misses_and_force_away() {
 }
 
 #[test]
+fn failed_offers_are_counted_for_the_segment_with_their_time() {
+    use dispatch_domain::demand::{SegmentCounter as C, segment_counts};
+    let p = Policy::default();
+    let target = p.demand.target(Tier::Standard);
+    let a = ready("a", &[("en", 5)], &[], false);
+    let c = new_case("f1", "en", &[], Tier::Standard, T0);
+    // Timed out after the full 20 s.
+    let (c1, a1) = offered(&c, &a, 1, T0);
+    let ch = transition::time_out(&c1, Some(&a1), T0 + 20_000, &p);
+    let counted = segment_counts(ch.case.as_ref().unwrap(), &ch.events, target, 0);
+    assert!(counted.contains(&(C::OfferFailed, 1)) && counted.contains(&(C::OfferFailedMs, 20_000)), "{counted:?}");
+    // Declined after 3 s.
+    let (c2, _) = apply(&c1, &a1, &ch);
+    let b = ready("b", &[("en", 5)], &[], false);
+    let (c3, a3) = offered(&c2, &b, 2, T0 + 30_000);
+    let ch = transition::decline(&c3, &a3, &oid(2), "busy", T0 + 33_000, &p).unwrap();
+    let counted = segment_counts(ch.case.as_ref().unwrap(), &ch.events, target, 0);
+    assert!(counted.contains(&(C::OfferFailed, 1)) && counted.contains(&(C::OfferFailedMs, 3_000)), "{counted:?}");
+    // An offer revoked because the router cancelled is not a failure of matching.
+    let (c4, _) = apply(&c3, &a3, &ch);
+    let d = ready("d", &[("en", 5)], &[], false);
+    let (c5, a5) = offered(&c4, &d, 3, T0 + 40_000);
+    let ch = transition::cancel(&c5, Some(&a5), "customer left", T0 + 41_000, &p).unwrap();
+    let counted = segment_counts(ch.case.as_ref().unwrap(), &ch.events, target, 0);
+    assert!(!counted.iter().any(|(k, _)| *k == C::OfferFailed), "{counted:?}");
+}
+
+#[test]
 fn disconnect_revokes_and_grace_expiry_signs_out() {
     let p = Policy::default();
     let c = new_case("c", "en", &[], Tier::Standard, T0);

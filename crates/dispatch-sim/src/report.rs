@@ -328,8 +328,8 @@ pub fn markdown(config: &SimConfig, off: &Report, on: &Report, command: &str, el
          and for a wait on one slot no one-number estimate can beat a median error of about 63 % (the \
          floor); 20 % takes about ten slots to free, which this day, spread over 35 thin markets, never \
          has. Against the floor, the estimate loses most where a slot was free at submit (those waits are \
-         offers declined or timed out and offered again, which it does not foresee: it is short) and at one \
-         slot (it is long: agents signing in, cases ahead giving up, and requirements relaxed as a case \
+         the offer's own time to accept, failed offers before it included, and scoring only waits over \
+         10 s keeps exactly the slow ones, which the mean falls short of) and at one slot (it is long: agents signing in, cases ahead giving up, and requirements relaxed as a case \
          waits free capacity sooner than a mean handle time over the slots). Cases ahead are counted by \
          language and channel with their skills and tier weighed, busy agents' time already spent on their \
          cases is not used, and agents called in are not foreseen. Utilisation is low because supply is spread over \
