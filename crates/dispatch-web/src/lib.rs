@@ -1,6 +1,7 @@
-//! The browser consoles' static assets, embedded at compile time from `dist/` (built from `ui/`
-//! by `ui/build.sh`, committed, so that `cargo build` needs no Node). The dispatcher's web
-//! listener serves them next to the gRPC-Web services; no CDN, nothing fetched elsewhere.
+//! The browser consoles' static assets, embedded at compile time: the pages from `ui/static/`
+//! as written, the bundles from `dist/` (built from `ui/src` by `ui/build.sh`, committed, so that
+//! `cargo build` needs no Node). The dispatcher's web listener serves them next to the gRPC-Web
+//! services; no CDN, nothing fetched elsewhere.
 
 /// One embedded file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,18 +16,26 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
+/// A bundle built by `ui/build.sh` (committed in `dist/`).
 macro_rules! dist {
     ($file:literal) => {
         include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/", $file))
     };
 }
 
+/// A page or style sheet served as written (`ui/static/`).
+macro_rules! page {
+    ($file:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/static/", $file))
+    };
+}
+
 /// Every path served, with its file.
 pub const ASSETS: &[(&str, Asset)] = &[
-    ("/", Asset { content_type: HTML, body: dist!("index.html") }),
-    ("/agent/", Asset { content_type: HTML, body: dist!("agent.html") }),
-    ("/planner/", Asset { content_type: HTML, body: dist!("planner.html") }),
-    ("/assets/console.css", Asset { content_type: CSS, body: dist!("console.css") }),
+    ("/", Asset { content_type: HTML, body: page!("index.html") }),
+    ("/agent/", Asset { content_type: HTML, body: page!("agent.html") }),
+    ("/planner/", Asset { content_type: HTML, body: page!("planner.html") }),
+    ("/assets/console.css", Asset { content_type: CSS, body: page!("console.css") }),
     ("/assets/agent.js", Asset { content_type: JS, body: dist!("agent.js") }),
     ("/assets/planner.js", Asset { content_type: JS, body: dist!("planner.js") }),
     ("/assets/planner.css", Asset { content_type: CSS, body: dist!("planner.css") }),

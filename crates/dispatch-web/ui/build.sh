@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the consoles into crates/dispatch-web/dist/ (committed, embedded by the crate, so that
-# `cargo build` needs no Node): npm packages (package-lock.json) into target/web, client code
-# generated from proto/ by protoc-gen-es (buf compiles the protos), bundled by esbuild.
+# Builds the consoles' bundles into crates/dispatch-web/dist/ (committed, embedded by the crate
+# with the pages of ui/static, so that `cargo build` needs no Node): npm packages (package-lock.json)
+# into target/web, client code generated from proto/ by protoc-gen-es (buf compiles the protos), bundled by esbuild.
 #   build.sh           rebuild dist/
 #   build.sh --check   rebuild into a scratch directory and fail if dist/ differs (tests/run.sh)
 set -euo pipefail
@@ -29,7 +29,6 @@ cp "$ui/tsconfig.json" "$work/"
 mkdir -p "$out.tmp"
 (cd "$work" && ./node_modules/.bin/esbuild src/agent.ts src/planner.ts --bundle --minify --format=esm \
   --target=es2020 --legal-comments=none --charset=utf8 --log-level=warning --outdir="$out.tmp")
-cp "$ui/static/"* "$out.tmp/"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 

@@ -121,6 +121,13 @@ impl Drop for Registered {
     }
 }
 
+impl Services {
+    /// The bounds of `principal`'s session, whichever way it is carried.
+    fn stream_limits(&self, principal: &auth::Principal) -> StreamLimits {
+        StreamLimits { heartbeat_timeout: self.edge.heartbeat_timeout, max_age: self.stream_age(principal) }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for Services {
     type ConnectStream = BoxStream<pb::DispatcherMessage>;
@@ -132,8 +139,7 @@ impl pb::agent_service_server::AgentService for Services {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal = auth::principal(&request)?;
         let agent_id = principal.agent()?;
-        let limits =
-            StreamLimits { heartbeat_timeout: self.edge.heartbeat_timeout, max_age: self.stream_age(&principal) };
+        let limits = self.stream_limits(&principal);
         let source = Commands { inbound: request.into_inner(), limits: self.engine.policy().limits.clone() };
         let (notices, commands) = self.engine.connect(&agent_id).await.map_err(status)?;
         tokio::spawn(commands.run(source, limits, self.shutting_down()));
@@ -149,8 +155,7 @@ impl pb::agent_service_server::AgentService for Services {
     ) -> Result<Response<Self::OpenSessionStream>, Status> {
         let principal = auth::principal(&request)?;
         let agent_id = principal.agent()?;
-        let limits =
-            StreamLimits { heartbeat_timeout: self.edge.heartbeat_timeout, max_age: self.stream_age(&principal) };
+        let limits = self.stream_limits(&principal);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMANDS);
         let (notices, commands) = self.engine.connect(&agent_id).await.map_err(status)?;
         let session_id = commands.session_id().to_string();
