@@ -43,6 +43,8 @@ impl Replica {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("replica log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatchd"));
         cmd.args(["--dev", "--listen", &format!("127.0.0.1:{}", self.port), "--redis-url", &self.redis_url]);
+        // The consoles on a port of their own (`--dev` would put every replica's on 8080).
+        cmd.args(["--set", "server.web.listen=\"127.0.0.1:0\""]);
         for s in &self.settings {
             cmd.args(["--set", s]);
         }

@@ -20,6 +20,13 @@ pub(crate) struct Fence {
     window_until: AtomicI64,
     /// This dispatcher is restoring right now (set before it joins the new epoch).
     reconciling: AtomicBool,
+    /// From the start of a reconcile until its restore is written (or it found nothing lost):
+    /// the index is what the restore is made of, and a record missing from the store may be
+    /// one the store lost and the restore is about to put back.
+    putting_back: AtomicBool,
+    /// Reconciles begun and restores written: a read that straddles either cannot tell a record
+    /// gone from one lost.
+    steps: AtomicU64,
     /// Wakes the follower to reconcile at once (a write was fenced).
     wake: Notify,
     /// Reconciles done (for tests and logs).
@@ -47,6 +54,8 @@ impl Fence {
             window_ms,
             window_until: AtomicI64::new(Millis::MIN),
             reconciling: AtomicBool::new(false),
+            putting_back: AtomicBool::new(false),
+            steps: AtomicU64::new(0),
             wake: Notify::new(),
             reconciles: AtomicU64::new(0),
             changed: tokio::sync::watch::channel(0).0,
@@ -125,6 +134,24 @@ impl Fence {
     /// This dispatcher's restore for `epoch` is in.
     pub(crate) fn restored(&self, epoch: Epoch) {
         self.restored_epoch.fetch_max(epoch.number, Ordering::SeqCst);
+        self.putting_back.store(false, Ordering::SeqCst);
+        self.steps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A mark to take before reading a record that the index holds: see [`Fence::may_be_lost`].
+    pub(crate) fn read_mark(&self) -> u64 {
+        self.steps.load(Ordering::SeqCst)
+    }
+
+    /// Whether a record that a read begun at `mark` found missing may be one the store lost
+    /// rather than one that is gone: a reconcile began or wrote its restore since (the read may
+    /// have seen the store before the restore), or one is making its restore from the index
+    /// right now. Such a
+    /// record stays in the index, so that this dispatcher's restore still puts it back. (That
+    /// the store did not restart since this dispatcher joined its epoch is for the store to
+    /// say: [`Store::check_epoch`](crate::store::Store::check_epoch).)
+    pub(crate) fn may_be_lost(&self, mark: u64) -> bool {
+        self.putting_back.load(Ordering::SeqCst) || self.steps.load(Ordering::SeqCst) != mark
     }
 
     /// Started in `epoch` (a fresh dispatcher has nothing to put back for it).
@@ -165,6 +192,11 @@ impl Fence {
 
     /// Marks a reconcile of this dispatcher as running (`true`) or over.
     pub(crate) fn restoring(&self, on: bool) {
+        // Flag first, then the count: a read marked after the count still sees the flag.
+        self.putting_back.store(on, Ordering::SeqCst);
+        if on {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+        }
         self.reconciling.store(on, Ordering::SeqCst);
         self.changed.send_modify(|v| *v += 1);
     }

@@ -17,6 +17,9 @@ use crate::store::{
 pub struct MemoryStore {
     clock: Clock,
     inner: Mutex<Mem>,
+    /// Tests: the store "restarted" and lost writes; epoch checks are fenced until it is over.
+    #[cfg(test)]
+    lost: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -53,7 +56,32 @@ impl Mem {
 impl MemoryStore {
     /// An empty store on `clock`.
     pub fn new(clock: Clock) -> Self {
-        Self { clock, inner: Mutex::new(Mem::default()) }
+        Self {
+            clock,
+            inner: Mutex::new(Mem::default()),
+            #[cfg(test)]
+            lost: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Tests: the store comes back without these records, as Redis does after a crash that lost
+    /// its last second, and fences epoch checks until [`MemoryStore::end_loss`].
+    #[cfg(test)]
+    pub(crate) fn lose(&self, case: Option<&CaseId>, agent: Option<&AgentId>) {
+        let mut mem = self.lock();
+        if let Some(c) = case {
+            mem.cases.remove(c);
+        }
+        if let Some(a) = agent {
+            mem.agents.remove(a);
+        }
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Tests: the dispatchers joined the store's new epoch.
+    #[cfg(test)]
+    pub(crate) fn end_loss(&self) {
+        self.lost.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
@@ -288,6 +316,14 @@ impl Store for MemoryStore {
             }
         }
         Ok(written)
+    }
+
+    #[cfg(test)]
+    async fn check_epoch(&self) -> Result<(), StoreError> {
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Fenced("the store restarted and lost writes".into()));
+        }
+        Ok(())
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {

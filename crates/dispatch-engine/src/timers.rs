@@ -107,10 +107,10 @@ impl Engine {
                 // One read: the record refreshes the index and is reviewed (its working time);
                 // a review that changes something is written with compare-and-set on that
                 // version. Lost to a concurrent change, it is moot: that change was settled too.
+                let mark = self.inner.fence.read_mark();
                 let read = self.inner.store.read(None, Some(agent_id)).await?;
                 let Some(agent) = read.agent else {
-                    self.observe_agent_removed(agent_id);
-                    return Ok(());
+                    return self.agent_missing(agent_id, mark).await;
                 };
                 let review = transition::review_agent(&agent, read.now, policy);
                 self.observe(None, Some(agent), read.now);
