@@ -18,12 +18,17 @@ dispatcher_args=(--dev --set 'log.filter="warn"' --set policy.wrap_up_ms.chat=0 
   --set policy.wrap_up_ms.email=0 --set engine.rescan_interval_ms=1000)
 dpid=""
 start_dispatcher() { # store: memory | redis
-  port=$(free_port)
+  port=$(free_port); hport=$(free_port); wport=$(free_port)
+  # The operations port serves /metrics: the load generator reads each run's cost per case.
+  local ports=(--listen "127.0.0.1:$port" --set "server.health_listen=\"127.0.0.1:$hport\""
+    --set "server.web.listen=\"127.0.0.1:$wport\"")
+  cost=(--metrics-addr "127.0.0.1:$hport")
   if [ "$1" = redis ]; then
     redis-cli -p "$rport" flushall >/dev/null
-    $B/dispatchd "${dispatcher_args[@]}" --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$rport" &
+    $B/dispatchd "${dispatcher_args[@]}" "${ports[@]}" --redis-url "redis://127.0.0.1:$rport" &
+    cost+=(--redis-url "redis://127.0.0.1:$rport")
   else
-    $B/dispatchd "${dispatcher_args[@]}" --listen "127.0.0.1:$port" &
+    $B/dispatchd "${dispatcher_args[@]}" "${ports[@]}" &
   fi
   dpid=$!
   for _ in $(seq 100); do $B/dispatchctl --addr "http://127.0.0.1:$port" queue >/dev/null 2>&1 && return; sleep 0.1; done
@@ -33,7 +38,7 @@ stop_dispatcher() { kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null |
 record() { # label, loadgen args...
   local label=$1; shift
   echo "== $label"
-  $B/loadgen run --addr "http://127.0.0.1:$port" --dispatcher-pid "$dpid" --label "$label" "$@" | tee "$out/$label.txt" | tail -1 >> "$out/results.jsonl"
+  $B/loadgen run --addr "http://127.0.0.1:$port" --dispatcher-pid "$dpid" --label "$label" "${cost[@]}" "$@" | tee "$out/$label.txt" | tail -1 >> "$out/results.jsonl"
 }
 
 rport=$(free_port)

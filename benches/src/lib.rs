@@ -2,6 +2,8 @@
 //! selection benchmarks share. The benchmarks themselves are in `benches/*.rs` (`micro.rs` with
 //! criterion; the others print percentiles) and `src/bin/loadgen.rs`.
 
+pub mod cost;
+
 /// The `bench.v1` echo service.
 #[allow(clippy::all, missing_docs)]
 pub mod echo {

@@ -102,6 +102,14 @@ struct RunArgs {
     /// A label for the JSON line.
     #[arg(long, default_value = "run")]
     label: String,
+    /// The dispatcher's operations address (`host:port` of `server.health_listen`), to read
+    /// its store operations and conflicts per case from `/metrics`.
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// The Redis the dispatcher writes to, to read Redis's commands, CPU, bytes and
+    /// persistence work per case (`INFO`; the statistics are reset when submitting begins).
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Router connections (submissions round-robin over them; the dispatcher sheds beyond
     /// `max_requests_per_connection` in flight on one connection).
     #[arg(long, default_value_t = 8)]
@@ -404,6 +412,15 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
+    let redis = match &a.redis_url {
+        Some(url) => Some(redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?),
+        None => None,
+    };
+    let mut probe =
+        dispatch_benches::cost::Probe { dispatcher_pid: a.dispatcher_pid, metrics_addr: a.metrics_addr.clone(), redis };
+    probe.reset().await;
+    let cost_before = probe.snapshot().await;
+    let assigned_before = shared.assigned.load(Ordering::Relaxed);
     let submit_started = Instant::now();
     let mut submitted = 0u64;
     if let Some(period_us) = 1_000_000u64.checked_div(a.rate) {
@@ -432,6 +449,8 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     while shared.assigned.load(Ordering::Relaxed) < submitted && settle.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cost = probe.snapshot().await.per_case(&cost_before, shared.assigned.load(Ordering::Relaxed) - assigned_before);
+    println!("cost per case: {cost}");
     let (mut offer_h, mut assign_h) = (hist(), hist());
     let mut waiting = 0u64;
     for e in shared.cases.iter() {
@@ -465,7 +484,7 @@ async fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             "agents_per_connection": per_connection,
             "concurrency": a.concurrency, "submitted": submitted, "assigned": assigned, "unassigned": waiting,
             "throughput_per_s": throughput, "submit_to_offer": pcts(&offer_h), "submit_to_assigned": pcts(&assign_h),
-            "accept_to_confirmed": pcts(&confirm), "rss_bytes_per_agent": rss_per_agent,
+            "accept_to_confirmed": pcts(&confirm), "rss_bytes_per_agent": rss_per_agent, "cost": cost,
         })
     );
     Ok(())

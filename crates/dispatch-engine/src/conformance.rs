@@ -18,6 +18,12 @@ use dispatch_domain::demand::SegmentCounter;
 /// as the store (a `redis-server`).
 pub type Fixture = (Arc<dyn Store>, Clock, Box<dyn std::any::Any + Send>);
 
+/// An agent record as the suite writes it: English, billing, one chat slot (for store tests
+/// outside the suite too).
+pub fn sample_agent(id: &str) -> Agent {
+    agent(id)
+}
+
 fn agent(id: &str) -> Agent {
     let p = AgentProfile::parse(
         AgentProfileInput {

@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     pub(crate) work: WorkQueue,
     /// Offer and session ids.
     pub(crate) ids: IdMint,
+    /// Agents an offer is being committed to by a matcher worker of this process.
+    pub(crate) claims: crate::work::Claims<dispatch_domain::AgentId>,
+    /// Cases an offer is being committed for by a matcher worker of this process.
+    pub(crate) case_claims: crate::work::Claims<dispatch_domain::CaseId>,
     /// Writes wait while a reconcile after a store restart is under way.
     pub(crate) fence: Fence,
     /// Lately closed cases, put back after the store lost writes.
@@ -106,6 +110,8 @@ impl Engine {
             },
             work: WorkQueue::new(),
             ids: IdMint::new(config.id_seed),
+            claims: crate::work::Claims::default(),
+            case_claims: crate::work::Claims::default(),
             fence: Fence::new(config.reconcile_window_ms),
             closed: ClosedMemory::new(config.reconcile_memory_ms, config.reconcile_memory_bytes),
             life: Lifecycle {

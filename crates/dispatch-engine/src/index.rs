@@ -347,6 +347,17 @@ impl PoolIndex {
     /// The first waiting case in queue order that `agent` may take, across the languages it
     /// speaks.
     pub fn best_case_for(&self, agent: &Agent, now: Millis, policy: &Policy) -> Option<Arc<Case>> {
+        self.best_case_skipping(agent, now, policy, |_| false)
+    }
+
+    /// [`best_case_for`](Self::best_case_for), passing over the cases `skip` names.
+    pub fn best_case_skipping(
+        &self,
+        agent: &Agent,
+        now: Millis,
+        policy: &Policy,
+        skip: impl Fn(&CaseId) -> bool,
+    ) -> Option<Arc<Case>> {
         if agent.unready_reason(now).is_some() {
             return None;
         }
@@ -360,6 +371,9 @@ impl PoolIndex {
             for (rank, id) in set {
                 if best.is_some_and(|(b, _)| b <= *rank) {
                     break;
+                }
+                if skip(id) {
+                    continue;
                 }
                 let Some(case) = idx.live.get(id) else {
                     continue;

@@ -13,6 +13,17 @@ use crate::error::EngineError;
 use crate::store::StoreError;
 use crate::work::Work;
 
+/// What an attempt to offer a case to one candidate came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tried {
+    /// Committed.
+    Offered,
+    /// The candidate is gone from the index or may not take it (now): the next one is tried.
+    Passed,
+    /// The compare-and-set lost: the records were read again, to decide again.
+    Conflict,
+}
+
 impl Engine {
     /// Waits until the matching work queued so far (and what it queued in turn) is done: on a
     /// manual clock, a simulation steps time only when the engine has acted on the last step.
@@ -73,33 +84,65 @@ impl Engine {
             if case.state != CaseState::Queued {
                 return Ok(());
             }
+            // A free agent's worker is offering it this case now (if that fails, the case's
+            // next trigger or the rescan matches it).
+            let Some(_case_claim) = self.inner.case_claims.claim(id) else {
+                return Ok(());
+            };
             let now = self.now().await?;
             let explanation = self.inner.index.rank_for_case(&case, now, policy);
-            let mut conflicted = false;
+            // Agents another worker is committing an offer to are passed over (it would most
+            // likely win them); if no one else could take the case, the best of those is tried
+            // after all.
+            let mut passed_over = None;
+            let mut tried = Tried::Passed;
             for (i, cand) in explanation.candidates.iter().enumerate() {
-                let Some(agent) = self.inner.index.agent(&cand.agent_id) else {
+                let Some(_claim) = self.inner.claims.claim(&cand.agent_id) else {
+                    passed_over.get_or_insert(i);
                     continue;
                 };
-                let why = scoring::with_winner_first(&explanation, i);
-                let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
-                    continue;
-                };
-                match self.commit_offer(change, &case, now).await {
-                    Ok(_) => return Ok(()),
-                    Err(StoreError::Conflict(_)) => {
-                        self.reread_case(id).await?;
-                        self.reread_agent(agent.id()).await?;
-                        conflicted = true;
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
+                tried = self.try_offer(&case, &explanation, i, now).await?;
+                if tried != Tried::Passed {
+                    break;
                 }
             }
-            if !conflicted {
+            if tried == Tried::Passed
+                && let Some(i) = passed_over
+            {
+                tried = self.try_offer(&case, &explanation, i, now).await?;
+            }
+            if tried != Tried::Conflict {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Offers `case` to the `i`-th candidate of its ranking, if that agent is still in the
+    /// index and may take it; a lost compare-and-set reads both records again.
+    async fn try_offer(
+        &self,
+        case: &dispatch_domain::Case,
+        explanation: &dispatch_domain::state::Explanation,
+        i: usize,
+        now: dispatch_domain::Millis,
+    ) -> Result<Tried, EngineError> {
+        let Some(agent) = self.inner.index.agent(&explanation.candidates[i].agent_id) else {
+            return Ok(Tried::Passed);
+        };
+        let why = scoring::with_winner_first(explanation, i);
+        let Ok(change) = transition::offer(case, &agent, self.new_offer_id()?, why, now, &self.inner.policy) else {
+            return Ok(Tried::Passed);
+        };
+        match self.commit_offer(change, case, now).await {
+            Ok(_) => Ok(Tried::Offered),
+            Err(StoreError::Conflict(_)) => {
+                self.reread_case(case.id()).await?;
+                self.reread_agent(agent.id()).await?;
+                Ok(Tried::Conflict)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Offers the best waiting case to an agent who just became free.
@@ -109,9 +152,17 @@ impl Engine {
             let Some(agent) = self.inner.index.agent(id) else {
                 return Ok(());
             };
+            // Case workers pass over this agent meanwhile; held by one of them already, this
+            // goes ahead all the same (the compare-and-set decides).
+            let _claim = self.inner.claims.claim(id);
             let now = self.now().await?;
-            let Some(case) = self.inner.index.best_case_for(&agent, now, policy) else {
+            let claims = &self.inner.case_claims;
+            let Some(case) = self.inner.index.best_case_skipping(&agent, now, policy, |c| claims.held(c)) else {
                 return Ok(());
+            };
+            // Lost to a case worker between the look and now: decide again.
+            let Some(_case_claim) = claims.claim(case.id()) else {
+                continue;
             };
             let why = scoring::rank(&case, [agent.as_ref()], now, policy);
             let Ok(change) = transition::offer(&case, &agent, self.new_offer_id()?, why, now, policy) else {
@@ -122,6 +173,8 @@ impl Engine {
                 Err(StoreError::Conflict(_)) => {
                     self.reread_case(case.id()).await?;
                     self.reread_agent(id).await?;
+                    // Its own worker may have passed it over while this held it.
+                    self.inner.work.push(Work::Case(case.id().clone()));
                 }
                 Err(e) => return Err(e.into()),
             }

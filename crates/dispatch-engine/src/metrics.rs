@@ -37,6 +37,7 @@ pub struct Metrics {
     /// `store_ops` of each operation with outcome `ok`, resolved once (the hot path).
     store_ok: Arc<Vec<prometheus::Histogram>>,
     store_errors: IntCounterVec,
+    commit_conflicts: IntCounterVec,
     change_log_lag_entries: IntGauge,
     change_log_lag: prometheus::Gauge,
     reconciles: IntCounterVec,
@@ -120,6 +121,13 @@ impl Metrics {
                 "dispatch_store_errors_total",
                 "Store operations that failed, by kind and outcome (conflict: a compare-and-set lost).",
                 &["op", "outcome"],
+            ),
+            commit_conflicts: counter_vec(
+                &r,
+                "dispatch_commit_conflicts_total",
+                "Commits that lost their compare-and-set, by the transition they carried (its first event: \
+                 offered for an offer, assigned for an accept, ...; none for a write without events).",
+                &["transition"],
             ),
             change_log_lag_entries: register(
                 &r,
@@ -208,6 +216,9 @@ impl Metrics {
                 }
             }
         }
+        for transition in ["offered", "assigned"] {
+            self.commit_conflicts.with_label_values(&[transition]);
+        }
         for kind in ["joined", "restored"] {
             self.reconciles.with_label_values(&[kind]);
         }
@@ -266,6 +277,12 @@ impl Metrics {
         if matches!(result, Err(StoreError::Fenced(_))) {
             self.fenced_writes.inc();
         }
+    }
+
+    /// A commit of `events` lost its compare-and-set (another writer changed a record first).
+    pub(crate) fn conflict(&self, events: &[Event]) {
+        let transition = events.first().map_or("none", Event::name);
+        self.commit_conflicts.with_label_values(&[transition]).inc();
     }
 
     /// A change-log read found `entries` waiting, the oldest `age_ms` old.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use dispatch_domain::{AgentId, CaseId};
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -68,6 +69,45 @@ impl WorkQueue {
     }
 }
 
+/// The agents (or cases) this process's matcher workers are committing an offer to right now.
+/// Workers rank the same pool at the same moment and would otherwise pick the same best agent
+/// (a case worker and the worker of an agent just freed, the same case), and all but one would
+/// lose the compare-and-set, read again and decide again; a worker passes over what another one
+/// holds. Only a hint: the store's compare-and-set still decides.
+pub(crate) struct Claims<K: Eq + std::hash::Hash + Clone> {
+    held: dashmap::DashSet<K>,
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Default for Claims<K> {
+    fn default() -> Self {
+        Self { held: dashmap::DashSet::new() }
+    }
+}
+
+/// What one worker holds until dropped.
+pub(crate) struct Claim<'a, K: Eq + std::hash::Hash + Clone> {
+    claims: &'a Claims<K>,
+    key: K,
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Claims<K> {
+    /// Holds `key` for the caller; `None` if another worker holds it.
+    pub(crate) fn claim(&self, key: &K) -> Option<Claim<'_, K>> {
+        self.held.insert(key.clone()).then(|| Claim { claims: self, key: key.clone() })
+    }
+
+    /// Whether a worker holds `key`.
+    pub(crate) fn held(&self, key: &K) -> bool {
+        self.held.contains(key)
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Drop for Claim<'_, K> {
+    fn drop(&mut self) {
+        self.claims.held.remove(&self.key);
+    }
+}
+
 /// Offer and session ids: random, from a seeded generator in tests.
 pub(crate) struct IdMint {
     rng: Mutex<SmallRng>,
@@ -107,6 +147,19 @@ mod tests {
         q.push(case("a")); // taken already: queued again
         assert_eq!(q.take().await, Some(case("b")));
         assert_eq!(q.take().await, Some(case("a")));
+    }
+
+    #[test]
+    fn a_claim_is_held_by_one_worker_until_dropped() {
+        let claims: Claims<AgentId> = Claims::default();
+        let ana = AgentId::parse("a", "ana").unwrap();
+        let first = claims.claim(&ana).expect("free");
+        assert!(claims.held(&ana));
+        assert!(claims.claim(&ana).is_none(), "another worker passes over her");
+        assert!(claims.claim(&AgentId::parse("a", "bo").unwrap()).is_some(), "others stay free");
+        drop(first);
+        assert!(!claims.held(&ana));
+        assert!(claims.claim(&ana).is_some(), "free again once the commit is done");
     }
 
     #[test]

@@ -50,8 +50,18 @@ local function version_of(key)
   return 0
 end
 
+-- The serving process's run id, read with INFO once per Lua VM and kept in this library's
+-- upvalue. The VM lives exactly as long as the process: a restarted server, or another node
+-- that took over (a promoted replica, a slot's new owner), runs a VM of its own that loads the
+-- library afresh, so its first call reads its own run id. The fence therefore still catches a
+-- restart or a failover on the first write, without an INFO (about 4 KB of text to build and
+-- scan) on every call. A reloaded library (FUNCTION LOAD REPLACE) starts empty and reads again.
+local cached_run_id = nil
 local function run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if not cached_run_id then
+    cached_run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  end
+  return cached_run_id
 end
 
 local function read_epoch(key)
