@@ -18,10 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    CaseSpec, Certification, Channel, DataRegion, FieldError, Language, Level, Market, Millis, Skill, SkillLevel, Tier,
-};
-use crate::policy::{Policy, Relaxed};
+use crate::model::{CaseSpec, Channel, FieldError, Language, Millis, Skill, Tier};
+use crate::policy::Policy;
 use crate::queueing::{self, Goal, Load, Staffing};
 use crate::scoring;
 use crate::state::{Agent, AgentStatus, Case, OfferOutcome};
@@ -600,45 +598,6 @@ impl Supply {
     }
 }
 
-/// Everything of a case that [`supply_of`] reads, at one instant: two cases with the same key
-/// have the same supply among the same agents at the same time. The profile filters read only
-/// these parts of the spec ([`scoring::matches_requirements`]) and the relaxation in force, the
-/// supply the channel. A cache of supplies is keyed by it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SupplyKey {
-    language: Language,
-    min_proficiency: Level,
-    required_skills: Vec<SkillLevel>,
-    preferred_skills: Vec<SkillLevel>,
-    tier: Tier,
-    channel: Channel,
-    market: Option<Market>,
-    data_region: Option<DataRegion>,
-    required_clearance: u8,
-    required_certifications: Vec<Certification>,
-    relaxed: Relaxed,
-}
-
-impl SupplyKey {
-    /// The key of `case` at `now`.
-    pub fn of(case: &Case, policy: &Policy, now: Millis) -> Self {
-        let s = &case.spec;
-        Self {
-            language: s.language.clone(),
-            min_proficiency: s.min_proficiency,
-            required_skills: s.required_skills.clone(),
-            preferred_skills: s.preferred_skills.clone(),
-            tier: s.tier,
-            channel: s.channel,
-            market: s.market.clone(),
-            data_region: s.data_region.clone(),
-            required_clearance: s.required_clearance,
-            required_certifications: s.required_certifications.clone(),
-            relaxed: case.relaxed(policy, now),
-        }
-    }
-}
-
 /// The supply for `case` among `agents` (the signed-in agents speaking its language): those whose
 /// profile meets its requirements under the relaxation in force ([`scoring::matches_requirements`],
 /// the rule selection applies), classified by whether they serve (available) or are away, and
@@ -1051,33 +1010,6 @@ mod tests {
             required_clearance: 0,
             required_certifications: vec![],
         }
-    }
-
-    #[test]
-    fn the_supply_key_holds_what_eligibility_reads_and_nothing_else() {
-        let policy = Policy::default();
-        let base = Case::new(spec("en", Tier::Standard, &[("billing", 2)]), 0);
-        let key = |c: &Case, now| SupplyKey::of(c, &policy, now);
-        // Another case asking the same of agents: another id, summary, sentiment, priority.
-        let mut twin = base.spec.clone();
-        twin.id = CaseId::parse("id", "c2").unwrap();
-        twin.summary = "another customer".into();
-        twin.sentiment = -0.9;
-        twin.priority = 7;
-        assert_eq!(key(&Case::new(twin, 0), 0), key(&base, 0));
-        // What the profile filters or the supply read tells them apart.
-        for other in [
-            spec("en", Tier::Standard, &[("billing", 3)]),
-            spec("en", Tier::Vip, &[("billing", 2)]),
-            spec("de", Tier::Standard, &[("billing", 2)]),
-            CaseSpec { channel: Channel::Voice, ..base.spec.clone() },
-            CaseSpec { required_clearance: 2, ..base.spec.clone() },
-        ] {
-            assert_ne!(key(&Case::new(other, 0), 0), key(&base, 0));
-        }
-        // So does the relaxation the case has reached by waiting.
-        let later = policy.relaxation.iter().map(|s| s.after_ms).max().expect("the default policy relaxes");
-        assert_ne!(key(&base, i64::try_from(later).unwrap()), key(&base, 0), "a relaxed case asks less of agents");
     }
 
     #[test]

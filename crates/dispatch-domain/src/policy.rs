@@ -160,7 +160,7 @@ pub struct RelaxationStep {
 }
 
 /// What is in force for one case at one moment: the sum of the steps it has reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Relaxed {
     /// Preferred skills no longer required.
     pub drop_preferred_skills: bool,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use dispatch_domain::demand::{
     self, ARRIVAL_WINDOW_MS, Advice, BucketCount, EstimateSources, Rates, SERVICE_WINDOW_MS, Segment, SegmentFilter,
-    ServiceTarget, Supply, SupplyKey, Totals, WINDOWS_MS, WaitEstimate, WaitInputs,
+    ServiceTarget, Supply, Totals, WINDOWS_MS, WaitEstimate, WaitInputs,
 };
 use dispatch_domain::{Case, Event, Millis};
 
@@ -19,13 +19,6 @@ use crate::store::SegmentWrite;
 
 /// How long counts read for estimates are reused (store time).
 const CACHE_MS: Millis = 5_000;
-/// How long a supply counted for one case's estimate is reused for cases with the same
-/// [`SupplyKey`] (store time): counting walks every signed-in agent of the language, and a
-/// submission must not (at 1,000 cases/s over thousands of agents it was most of the CPU a case
-/// cost). An estimate made from a supply up to a second old.
-const SUPPLY_CACHE_MS: Millis = 1_000;
-/// Supplies kept at most; the cache is emptied when it grows beyond.
-const SUPPLY_CACHE_ENTRIES: usize = 4_096;
 /// How deep the queue is looked at for the cases ahead of one.
 const AHEAD_LIMIT: usize = 10_000;
 
@@ -88,8 +81,6 @@ impl SegmentCounts {
 pub(crate) struct DemandCache {
     cached: Mutex<Option<(Millis, Arc<SegmentCounts>)>>,
     closed: Mutex<(Millis, Arc<ByBucket>)>,
-    /// Supplies lately counted for estimates, by key, with when (store clock).
-    supply: Mutex<HashMap<SupplyKey, (Millis, Supply)>>,
 }
 
 /// One segment as a planner sees it.
@@ -182,7 +173,8 @@ impl Engine {
         let index = &self.inner.index;
         let segment = Segment::of(&case.spec);
         let sources = EstimateSources::of(&segment);
-        let supply = self.supply_for(case, now);
+        let agents = index.signed_in(segment.language.as_str());
+        let supply = demand::supply_of(case, agents.iter().map(|a| a.as_ref()), now, policy);
         let (ahead, _) = index.ahead_of(case, policy, AHEAD_LIMIT);
         EstimateSources::inputs(
             ahead,
@@ -192,27 +184,6 @@ impl Engine {
             sources.overtaking.map(|f| counts.rates(&f, now, ARRIVAL_WINDOW_MS)).as_ref(),
             demand::expected_handle_ms(policy, segment.channel),
         )
-    }
-
-    /// The supply for `case` at `now` ([`demand::supply_of`] over the language's signed-in
-    /// agents), reused for [`SUPPLY_CACHE_MS`] by cases with the same key.
-    fn supply_for(&self, case: &Case, now: Millis) -> Supply {
-        let policy = &self.inner.policy;
-        let key = SupplyKey::of(case, policy, now);
-        let cache = &self.inner.demand.supply;
-        if let Some((at, supply)) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
-            && (0..SUPPLY_CACHE_MS).contains(&(now - at))
-        {
-            return *supply;
-        }
-        let agents = self.inner.index.signed_in(case.spec.language.primary());
-        let supply = demand::supply_of(case, agents.iter().map(|a| a.as_ref()), now, policy);
-        let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= SUPPLY_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, (now, supply));
-        supply
     }
 
     /// The estimate for `case` (waiting, or about to be submitted) at `now`. Counts that cannot

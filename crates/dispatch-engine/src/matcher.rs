@@ -84,11 +84,6 @@ impl Engine {
             if case.state != CaseState::Queued {
                 return Ok(());
             }
-            // A free agent's worker is offering it this case now (if that fails, the case's
-            // next trigger or the rescan matches it).
-            let Some(_case_claim) = self.inner.case_claims.claim(id) else {
-                return Ok(());
-            };
             let now = self.now().await?;
             let explanation = self.inner.index.rank_for_case(&case, now, policy);
             // Agents another worker is committing an offer to are passed over (it would most
