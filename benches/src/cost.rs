@@ -68,6 +68,10 @@ async fn scrape(addr: &str) -> Option<BTreeMap<String, f64>> {
     Some(out)
 }
 
+/// The INFO calls [`Probe::snapshot`] makes after it reads the command counts (cpu, stats,
+/// persistence): counted in the next snapshot's figures.
+const PROBE_INFO_CALLS: f64 = 3.0;
+
 fn info_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.lines().filter_map(|l| l.trim_end().split_once(':'))
 }
@@ -152,13 +156,16 @@ impl Snapshot {
         let (mut calls, mut usec) = (0.0, 0.0);
         for (cmd, (c, u)) in &self.commands {
             let (bc, bu) = before.commands.get(cmd).copied().unwrap_or((0.0, 0.0));
-            // Commands run by this probe itself are not the dispatcher's.
-            if cmd == "info" || cmd == "config|resetstat" || c - bc <= 0.0 {
+            // This probe's own INFO calls between the two command counts are not the
+            // dispatcher's (its Functions' INFO calls are).
+            let own = if cmd == "info" { PROBE_INFO_CALLS } else { 0.0 };
+            let d = c - bc - own;
+            if d <= 0.0 {
                 continue;
             }
-            calls += c - bc;
+            calls += d;
             usec += u - bu;
-            commands.insert(cmd.clone(), per(c - bc, n));
+            commands.insert(cmd.clone(), per(d, n));
         }
         let lag = self.metrics.get("dispatch_change_log_lag_seconds").copied();
         json!({

@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     pub(crate) ids: IdMint,
     /// Agents an offer is being committed to by a matcher worker of this process.
     pub(crate) claims: crate::work::Claims<dispatch_domain::AgentId>,
-    /// Cases an offer is being committed for by a matcher worker of this process.
+    /// Cases a free agent's matcher worker of this process is committing an offer for.
     pub(crate) case_claims: crate::work::Claims<dispatch_domain::CaseId>,
     /// Writes wait while a reconcile after a store restart is under way.
     pub(crate) fence: Fence,

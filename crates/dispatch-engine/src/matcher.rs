@@ -168,7 +168,7 @@ impl Engine {
                 Err(StoreError::Conflict(_)) => {
                     self.reread_case(case.id()).await?;
                     self.reread_agent(id).await?;
-                    // Its own worker may have passed it over while this held it.
+                    // Other agents' workers may have passed it over while this held it.
                     self.inner.work.push(Work::Case(case.id().clone()));
                 }
                 Err(e) => return Err(e.into()),

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use dispatch_domain::{AgentId, CaseId};
-
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -71,9 +70,9 @@ impl WorkQueue {
 
 /// The agents (or cases) this process's matcher workers are committing an offer to right now.
 /// Workers rank the same pool at the same moment and would otherwise pick the same best agent
-/// (a case worker and the worker of an agent just freed, the same case), and all but one would
-/// lose the compare-and-set, read again and decide again; a worker passes over what another one
-/// holds. Only a hint: the store's compare-and-set still decides.
+/// (two case workers) or the same best case (two workers of agents just freed), and all but one
+/// would lose the compare-and-set, read again and decide again; a worker passes over what
+/// another one holds. Only a hint: the store's compare-and-set still decides.
 pub(crate) struct Claims<K: Eq + std::hash::Hash + Clone> {
     held: dashmap::DashSet<K>,
 }

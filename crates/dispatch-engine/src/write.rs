@@ -172,15 +172,11 @@ impl Engine {
             }),
         };
         let commit = Commit { case, agent, timers, counters, segment };
-        let committed = match self.gated(now, self.inner.store.commit(commit)).await {
-            Ok(c) => c,
-            Err(e) => {
-                if matches!(e, StoreError::Conflict(_)) {
-                    self.inner.metrics.conflict(&events);
-                }
-                return Err(e);
+        let committed = self.gated(now, self.inner.store.commit(commit)).await.inspect_err(|e| {
+            if matches!(e, StoreError::Conflict(_)) {
+                self.inner.metrics.conflict(&events);
             }
-        };
+        })?;
         self.inner.fence.saw(committed.seq, &committed.counters);
         self.inner.fence.saw_at(committed.seq, now);
         self.inner.metrics.committed(&events, committed.case.as_ref(), now);
