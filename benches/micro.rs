@@ -7,6 +7,12 @@
 //!   free agent may take, among N waiting cases (`PoolIndex::best_case_for` against a scan of
 //!   every waiting case for the eligible one with the best queue rank).
 //!
+//! - `supply_of_segment/{index,records,cloned_records}/N`: the supply of an English case (every
+//!   agent of the pool speaks English) among N signed-in agents: the index's walk of compact
+//!   summaries (`PoolIndex::supply_for`), the domain's rule over the records
+//!   (`demand::supply_of`), and that rule over a fresh copy of the signed-in handles (the path
+//!   estimates took before the summaries).
+//!
 //! `cargo bench -p dispatch-benches --bench micro` (criterion's report in target/criterion;
 //! add `-- --quick` for a short run). `benches/run.sh` runs it and copies the medians into
 //! BENCHMARKS.md.
@@ -16,7 +22,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dispatch_benches::pool::{T0, agent, case, indexed_agents};
-use dispatch_domain::{Agent, Case, CaseState, Policy, scoring};
+use dispatch_domain::{Agent, Case, CaseState, Policy, demand, scoring};
 use dispatch_engine::index::PoolIndex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -99,5 +105,43 @@ fn best_case_for_agent(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, best_agent_for_case, best_case_for_agent);
+fn supply_of_segment(c: &mut Criterion) {
+    let policy = Policy::default();
+    let mut group = c.benchmark_group("supply_of_segment");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for n in [1_000usize, 10_000] {
+        let mut rng = SmallRng::seed_from_u64(11);
+        // The generator signs in one agent in ten.
+        let (agents, index) = indexed_agents(&mut rng, n * 10, &policy);
+        let signed_in: Vec<Agent> = agents.into_iter().filter(|a| a.session.is_some()).collect();
+        let cases: Vec<Case> =
+            (0..2_000).map(|i| case(&mut rng, i)).filter(|c| c.spec.language.primary() == "en").take(64).collect();
+        for c in &cases {
+            assert_eq!(index.supply_for(c, T0, &policy), demand::supply_of(c, signed_in.iter(), T0, &policy));
+        }
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::new("index", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % cases.len();
+                black_box(index.supply_for(&cases[i], T0, &policy))
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("records", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % cases.len();
+                black_box(demand::supply_of(&cases[i], signed_in.iter(), T0, &policy))
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("cloned_records", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % cases.len();
+                let handles = index.signed_in("en");
+                black_box(demand::supply_of(&cases[i], handles.iter().map(|a| a.as_ref()), T0, &policy))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, best_agent_for_case, best_case_for_agent, supply_of_segment);
 criterion_main!(benches);

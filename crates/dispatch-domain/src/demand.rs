@@ -22,7 +22,7 @@ use crate::model::{CaseSpec, Channel, FieldError, Language, Millis, Skill, Tier}
 use crate::policy::Policy;
 use crate::queueing::{self, Goal, Load, Staffing};
 use crate::scoring;
-use crate::state::{Agent, AgentStatus, Case, OfferOutcome};
+use crate::state::{Agent, AgentStatus, Case, OfferOutcome, Standing};
 use crate::transition::{Event, RevokeReason};
 
 /// The width of one rate bucket.
@@ -601,35 +601,59 @@ impl Supply {
 /// The supply for `case` among `agents` (the signed-in agents speaking its language): those whose
 /// profile meets its requirements under the relaxation in force ([`scoring::matches_requirements`],
 /// the rule selection applies), classified by whether they serve (available) or are away, and
-/// their slots in its channel, free or not.
+/// their slots in its channel, free or not ([`Supply::count`]).
 pub fn supply_of<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, now: Millis, policy: &Policy) -> Supply {
     let relaxed = case.relaxed(policy, now);
-    let channel = case.spec.channel;
     let mut out = Supply::default();
     for agent in agents {
-        if !agent.connected() || scoring::matches_requirements(case, agent, relaxed, now).is_err() {
-            continue;
+        if agent.connected() && scoring::matches_requirements(case, agent, relaxed, now).is_ok() {
+            out.count(&agent.standing(), case.spec.channel, now);
         }
+    }
+    out
+}
+
+/// [`supply_of`] over agents as a scan holds them (compact summaries, or records), the case's
+/// needs compiled once into `query`: the same rule and the same figures.
+pub fn supply_of_held<'a>(
+    query: &crate::compact::Query<'_>,
+    channel: Channel,
+    agents: impl IntoIterator<Item = crate::compact::Held<'a>>,
+    now: Millis,
+) -> Supply {
+    let mut out = Supply::default();
+    for agent in agents {
+        if let Some(standing) = query.matches(agent, now) {
+            out.count(&standing, channel, now);
+        }
+    }
+    out
+}
+
+impl Supply {
+    /// Counts an agent who meets the case's requirements, as it stands at `now`, for a case of
+    /// `channel`.
+    pub fn count(&mut self, agent: &Standing, channel: Channel, now: Millis) {
         match agent.status {
-            AgentStatus::Away => out.away += 1,
+            AgentStatus::Away => self.away += 1,
             AgentStatus::Available => {
-                let capacity = agent.profile.capacity_for(channel);
-                out.serving += 1;
-                out.slots += capacity;
-                if agent.profile.holds_vip() {
-                    out.vip_slots += capacity;
+                let (capacity, load) = agent.in_channel(channel);
+                self.serving += 1;
+                self.slots += capacity;
+                if agent.vip {
+                    self.vip_slots += capacity;
                 }
-                let room = capacity.saturating_sub(agent.load(channel));
-                match agent.ready_at(now) {
+                let room = capacity.saturating_sub(load);
+                match agent.readiness.ready_at(now) {
                     Some(t) if room > 0 && t <= now => {
-                        out.free += 1;
-                        out.free_slots += room;
+                        self.free += 1;
+                        self.free_slots += room;
                     }
                     // Ready again at a known time (wrap-up, cool-down): the room is there soon.
                     Some(t) if room > 0 => {
                         let in_ms = u64::try_from(t - now).unwrap_or(0);
                         if in_ms <= SOON_WITHIN_MS {
-                            out.add_soon(room, in_ms);
+                            self.add_soon(room, in_ms);
                         }
                     }
                     _ => {}
@@ -638,7 +662,6 @@ pub fn supply_of<'a>(case: &Case, agents: impl IntoIterator<Item = &'a Agent>, n
             AgentStatus::Offline => {}
         }
     }
-    out
 }
 
 impl Segment {

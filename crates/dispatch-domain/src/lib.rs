@@ -9,6 +9,7 @@
 //! - [`state`]: the persisted records, [`Agent`](state::Agent) and [`Case`](state::Case), and
 //!   queue ordering;
 //! - [`scoring`]: hard filters, soft terms and ranking of candidates;
+//! - [`compact`]: compact summaries of agents that scans read with the same rules;
 //! - [`transition`]: the case / offer / agent state machines, returning a
 //!   [`Change`](transition::Change) (records to compare-and-set, events, timers).
 //! - [`stats`]: planner counts over agents;
@@ -20,6 +21,7 @@
 //! - [`transparency`]: why an agent gets no offers, and the allocation parameters in force.
 
 pub mod callin;
+pub mod compact;
 pub mod demand;
 pub mod limits;
 pub mod model;

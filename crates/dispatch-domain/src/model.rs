@@ -217,6 +217,12 @@ impl Language {
     pub fn same_primary(&self, other: &Language) -> bool {
         self.primary == other.primary
     }
+
+    /// The primary subtag packed into a number (its bytes, big-endian): what
+    /// [`same_primary`](Language::same_primary) compares, and what a compact summary keeps.
+    pub fn primary_code(&self) -> u32 {
+        self.primary
+    }
 }
 
 impl fmt::Display for Language {
@@ -258,6 +264,13 @@ impl fmt::Display for Skill {
     }
 }
 
+/// Ordered and compared as its text: maps keyed by it are looked up by `&str`.
+impl std::borrow::Borrow<str> for Skill {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The ISO 3166-1 alpha-2 codes (2026), sorted: the markets a case may come from.
 const ISO_3166_ALPHA_2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
     BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES \
@@ -295,6 +308,13 @@ impl Market {
 impl fmt::Display for Market {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Ordered and compared as its text: sets of it are looked up by `&str`.
+impl std::borrow::Borrow<str> for Market {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -425,6 +445,15 @@ pub enum Channel {
 impl Channel {
     /// Every channel.
     pub const ALL: [Channel; 3] = [Channel::Voice, Channel::Chat, Channel::Email];
+
+    /// Its position in [`Channel::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Channel::Voice => 0,
+            Channel::Chat => 1,
+            Channel::Email => 2,
+        }
+    }
 
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {

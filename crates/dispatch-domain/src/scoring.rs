@@ -2,7 +2,7 @@
 //! and the choice of the best candidates ([`rank`]). Callers bring the candidates (from an
 //! index); nothing here scans a pool.
 
-use crate::model::{AgentProfile, CaseSpec, DataRegion, Level, Market, Millis, Skill, VIP_CERTIFICATION};
+use crate::model::{AgentProfile, DataRegion, Level, Market, Millis, VIP_CERTIFICATION};
 use crate::policy::{Policy, Relaxed};
 use crate::state::{Agent, CandidateScore, Case, Explanation, Term, TermScore};
 
@@ -153,83 +153,253 @@ pub fn eligibility_relaxed(
 /// certifications, valid at `now`), under the given relaxation. The first that fails. Each
 /// filter is one of the gap functions below, which [`why_not`] reads too.
 pub fn matches_requirements(case: &Case, agent: &Agent, relaxed: Relaxed, now: Millis) -> Result<(), Ineligible> {
-    let (spec, profile) = (&case.spec, &agent.profile);
-    if language_gap(spec, profile, relaxed).is_some() {
+    check_requirements(&CaseNeeds { case, relaxed }, &agent.profile, now)
+}
+
+/// What a case needs of an agent's profile, in the terms (`Key`) of what holds the profile:
+/// the case itself with its names ([`CaseNeeds`]), or its needs compiled to the ids a compact
+/// summary interned them to ([`Compiled`]). The rule reading them is written once
+/// ([`check_requirements`]).
+pub trait Requirements {
+    /// How a skill, market, data region or certification is named.
+    type Key: ?Sized;
+    /// The primary language ([`Language::primary_code`](crate::model::Language::primary_code))
+    /// and the proficiency needed in it.
+    fn language(&self) -> (u32, Level);
+    /// The skills needed, each with the level needed.
+    fn skills(&self) -> impl Iterator<Item = (&Self::Key, Level)>;
+    /// The market the agent must be contracted for.
+    fn market(&self) -> Option<&Self::Key>;
+    /// The data region the agent must be cleared for.
+    fn region(&self) -> Option<&Self::Key>;
+    /// The personal-data clearance needed.
+    fn clearance(&self) -> u8;
+    /// The certifications needed, each with whether it is the VIP certification.
+    fn certifications(&self) -> impl Iterator<Item = (&Self::Key, bool)>;
+}
+
+/// What a profile holds, as the rule reads it, in the terms `K` of a [`Requirements`].
+pub trait Qualifications<K: ?Sized> {
+    /// The proficiency in the primary language coded `language` (the best of its tags).
+    fn proficiency(&self, language: u32) -> Option<Level>;
+    /// The level of `skill`.
+    fn skill(&self, skill: &K) -> Option<Level>;
+    /// Contracted for `market`.
+    fn serves(&self, market: &K) -> bool;
+    /// Cleared for `region`.
+    fn cleared_for(&self, region: &K) -> bool;
+    /// Personal-data clearance.
+    fn clearance(&self) -> u8;
+    /// The expiry of the certification `name` ([`Millis::MAX`]: none), if held.
+    fn certified_until(&self, name: &K) -> Option<Millis>;
+}
+
+/// A case's needs under a relaxation, read from the case: required skills at their lowered
+/// level, preferred ones until dropped, `vip` for a VIP case unless relaxed away.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseNeeds<'a> {
+    /// The case.
+    pub case: &'a Case,
+    /// The relaxation in force.
+    pub relaxed: Relaxed,
+}
+
+impl Requirements for CaseNeeds<'_> {
+    type Key = str;
+
+    fn language(&self) -> (u32, Level) {
+        let spec = &self.case.spec;
+        (spec.language.primary_code(), spec.min_proficiency.lowered(self.relaxed.lower_min_proficiency_by))
+    }
+
+    fn skills(&self) -> impl Iterator<Item = (&str, Level)> {
+        let (spec, relaxed) = (&self.case.spec, self.relaxed);
+        let required = spec
+            .required_skills
+            .iter()
+            .map(move |r| (r.skill.as_str(), r.level.lowered(relaxed.lower_skill_levels_by)));
+        let preferred = spec
+            .preferred_skills
+            .iter()
+            .filter(move |_| !relaxed.drop_preferred_skills)
+            .map(|p| (p.skill.as_str(), p.level));
+        required.chain(preferred)
+    }
+
+    fn market(&self) -> Option<&str> {
+        self.case.spec.market.as_ref().map(Market::as_str)
+    }
+
+    fn region(&self) -> Option<&str> {
+        self.case.spec.data_region.as_ref().map(DataRegion::as_str)
+    }
+
+    fn clearance(&self) -> u8 {
+        self.case.spec.required_clearance
+    }
+
+    fn certifications(&self) -> impl Iterator<Item = (&str, bool)> {
+        let vip = self.case.needs_vip_certified(self.relaxed).then_some((VIP_CERTIFICATION, true));
+        vip.into_iter().chain(self.case.spec.required_certifications.iter().map(|c| (c.as_str(), false)))
+    }
+}
+
+impl Qualifications<str> for AgentProfile {
+    fn proficiency(&self, language: u32) -> Option<Level> {
+        self.languages.iter().filter(|l| l.language.primary_code() == language).map(|l| l.proficiency).max()
+    }
+
+    fn skill(&self, skill: &str) -> Option<Level> {
+        self.skills.get(skill).copied()
+    }
+
+    fn serves(&self, market: &str) -> bool {
+        self.markets.contains(market)
+    }
+
+    fn cleared_for(&self, region: &str) -> bool {
+        self.data_regions.contains(region)
+    }
+
+    fn clearance(&self) -> u8 {
+        self.clearance
+    }
+
+    fn certified_until(&self, name: &str) -> Option<Millis> {
+        self.certifications.get(name).copied()
+    }
+}
+
+/// A case's needs compiled once for a scan of compact summaries: its names mapped to the ids
+/// the summaries hold ([`Compiled::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled<K> {
+    language: (u32, Level),
+    skills: Vec<(K, Level)>,
+    market: Option<K>,
+    region: Option<K>,
+    clearance: u8,
+    certifications: Vec<(K, bool)>,
+}
+
+impl<K> Compiled<K> {
+    /// `needs` with every name mapped by `id` (a name no summary holds must map to an id none
+    /// holds, so that the rule finds it missing).
+    pub fn of<N: Requirements>(needs: &N, mut id: impl FnMut(&N::Key) -> K) -> Compiled<K> {
+        Compiled {
+            language: needs.language(),
+            skills: needs.skills().map(|(s, l)| (id(s), l)).collect(),
+            market: needs.market().map(&mut id),
+            region: needs.region().map(&mut id),
+            clearance: needs.clearance(),
+            certifications: needs.certifications().map(|(c, vip)| (id(c), vip)).collect(),
+        }
+    }
+}
+
+impl<K> Requirements for Compiled<K> {
+    type Key = K;
+
+    fn language(&self) -> (u32, Level) {
+        self.language
+    }
+
+    fn skills(&self) -> impl Iterator<Item = (&K, Level)> {
+        self.skills.iter().map(|(k, l)| (k, *l))
+    }
+
+    fn market(&self) -> Option<&K> {
+        self.market.as_ref()
+    }
+
+    fn region(&self) -> Option<&K> {
+        self.region.as_ref()
+    }
+
+    fn clearance(&self) -> u8 {
+        self.clearance
+    }
+
+    fn certifications(&self) -> impl Iterator<Item = (&K, bool)> {
+        self.certifications.iter().map(|(k, vip)| (k, *vip))
+    }
+}
+
+/// The profile filters of [`matches_requirements`] over any [`Requirements`] and
+/// [`Qualifications`] in the same terms: the first that fails.
+pub fn check_requirements<N: Requirements, Q: Qualifications<N::Key>>(
+    needs: &N,
+    held: &Q,
+    now: Millis,
+) -> Result<(), Ineligible> {
+    if language_gap(needs, held).is_some() {
         return Err(Ineligible::Language);
     }
-    if skill_gaps(spec, profile, relaxed).next().is_some() {
+    if skill_gaps(needs, held).next().is_some() {
         return Err(Ineligible::Skill);
     }
-    if market_gap(spec, profile).is_some() {
+    if market_gap(needs, held).is_some() {
         return Err(Ineligible::Market);
     }
-    if region_gap(spec, profile).is_some() {
+    if region_gap(needs, held).is_some() {
         return Err(Ineligible::DataRegion);
     }
-    if clearance_gap(spec, profile).is_some() {
+    if clearance_gap(needs, held).is_some() {
         return Err(Ineligible::Clearance);
     }
-    if let Some((_, rule, _)) = certification_gaps(case, profile, relaxed, now).next() {
+    if let Some((_, rule, _)) = certification_gaps(needs, held, now).next() {
         return Err(rule);
     }
     Ok(())
 }
 
-/// The proficiency the case needs under `relaxed`, and the agent's (`None`: does not speak
-/// it), when the agent's is short.
-fn language_gap(spec: &CaseSpec, profile: &AgentProfile, relaxed: Relaxed) -> Option<(Level, Option<Level>)> {
-    let need = spec.min_proficiency.lowered(relaxed.lower_min_proficiency_by);
-    let held = profile.proficiency(&spec.language);
-    held.is_none_or(|p| p < need).then_some((need, held))
+/// The proficiency needed, and the agent's (`None`: does not speak it), when the agent's is
+/// short.
+fn language_gap<N: Requirements, Q: Qualifications<N::Key>>(needs: &N, held: &Q) -> Option<(Level, Option<Level>)> {
+    let (language, need) = needs.language();
+    let have = held.proficiency(language);
+    have.is_none_or(|p| p < need).then_some((need, have))
 }
 
-/// The skills the case needs under `relaxed` (required ones at their lowered level, preferred
-/// ones until dropped) that the agent lacks: the skill, the level needed, the level held.
-fn skill_gaps<'a>(
-    spec: &'a CaseSpec,
-    profile: &'a AgentProfile,
-    relaxed: Relaxed,
-) -> impl Iterator<Item = (&'a Skill, Level, Option<Level>)> + 'a {
-    let required = spec.required_skills.iter().map(move |r| (r, r.level.lowered(relaxed.lower_skill_levels_by)));
-    let preferred = spec.preferred_skills.iter().filter(move |_| !relaxed.drop_preferred_skills).map(|p| (p, p.level));
-    required.chain(preferred).filter_map(|(s, need)| {
-        let held = profile.skills.get(&s.skill).copied();
-        held.is_none_or(|l| l < need).then_some((&s.skill, need, held))
+/// The skills needed that the agent lacks: the skill, the level needed, the level held.
+fn skill_gaps<'a, N: Requirements, Q: Qualifications<N::Key>>(
+    needs: &'a N,
+    held: &'a Q,
+) -> impl Iterator<Item = (&'a N::Key, Level, Option<Level>)> + 'a {
+    needs.skills().filter_map(|(s, need)| {
+        let have = held.skill(s);
+        have.is_none_or(|l| l < need).then_some((s, need, have))
     })
 }
 
-/// The case's market, when the agent is not contracted for it.
-fn market_gap<'a>(spec: &'a CaseSpec, profile: &AgentProfile) -> Option<&'a Market> {
-    spec.market.as_ref().filter(|m| !profile.markets.contains(*m))
+/// The market needed, when the agent is not contracted for it.
+fn market_gap<'a, N: Requirements, Q: Qualifications<N::Key>>(needs: &'a N, held: &Q) -> Option<&'a N::Key> {
+    needs.market().filter(|m| !held.serves(m))
 }
 
-/// The case's data region, when the agent is not cleared for it.
-fn region_gap<'a>(spec: &'a CaseSpec, profile: &AgentProfile) -> Option<&'a DataRegion> {
-    spec.data_region.as_ref().filter(|r| !profile.data_regions.contains(*r))
+/// The data region needed, when the agent is not cleared for it.
+fn region_gap<'a, N: Requirements, Q: Qualifications<N::Key>>(needs: &'a N, held: &Q) -> Option<&'a N::Key> {
+    needs.region().filter(|r| !held.cleared_for(r))
 }
 
-/// The agent's clearance and the case's, when the agent's is short.
-fn clearance_gap(spec: &CaseSpec, profile: &AgentProfile) -> Option<(u8, u8)> {
-    (profile.clearance < spec.required_clearance).then_some((profile.clearance, spec.required_clearance))
+/// The agent's clearance and the one needed, when the agent's is short.
+fn clearance_gap<N: Requirements, Q: Qualifications<N::Key>>(needs: &N, held: &Q) -> Option<(u8, u8)> {
+    (held.clearance() < needs.clearance()).then_some((held.clearance(), needs.clearance()))
 }
 
-/// The certifications the case needs (`vip` for a VIP case under `relaxed`, then its required
-/// ones) that the agent lacks or holds expired at `now`: the name, the rule, and the expiry
-/// when expired.
-fn certification_gaps<'a>(
-    case: &'a Case,
-    profile: &'a AgentProfile,
-    relaxed: Relaxed,
+/// The certifications needed that the agent lacks or holds expired at `now`: the name, the
+/// rule, and the expiry when expired.
+fn certification_gaps<'a, N: Requirements, Q: Qualifications<N::Key>>(
+    needs: &'a N,
+    held: &'a Q,
     now: Millis,
-) -> impl Iterator<Item = (&'a str, Ineligible, Option<Millis>)> + 'a {
-    let vip = case.needs_vip_certified(relaxed).then_some((VIP_CERTIFICATION, true));
-    let required = case.spec.required_certifications.iter().map(|c| (c.as_str(), false));
-    vip.into_iter().chain(required).filter_map(move |(name, is_vip)| match profile.certifications.get(name) {
+) -> impl Iterator<Item = (&'a N::Key, Ineligible, Option<Millis>)> + 'a {
+    needs.certifications().filter_map(move |(name, is_vip)| match held.certified_until(name) {
         None => Some((name, if is_vip { Ineligible::NotVipCertified } else { Ineligible::Certification }, None)),
-        Some(until) if now >= *until => Some((
+        Some(until) if now >= until => Some((
             name,
             if is_vip { Ineligible::NotVipCertified } else { Ineligible::CertificationExpired },
-            Some(*until),
+            Some(until),
         )),
         Some(_) => None,
     })
@@ -249,6 +419,7 @@ pub struct FailedRule {
 /// this case?". The same gap functions as [`matches_requirements`] decide; this only words them.
 pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<FailedRule> {
     let relaxed = case.relaxed(policy, now);
+    let needs = CaseNeeds { case, relaxed };
     let spec = &case.spec;
     let profile = &agent.profile;
     let mut out = Vec::new();
@@ -268,7 +439,7 @@ pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<
         let (load, cap) = (agent.load(spec.channel), profile.capacity_for(spec.channel));
         fail(Ineligible::NoCapacity, format!("holds {load} of {cap} {} cases", spec.channel.as_str()));
     }
-    match language_gap(spec, profile, relaxed) {
+    match language_gap(&needs, profile) {
         Some((_, None)) => fail(Ineligible::Language, format!("does not speak {}", spec.language.primary())),
         Some((need, Some(p))) => fail(
             Ineligible::Language,
@@ -276,25 +447,25 @@ pub fn why_not(case: &Case, agent: &Agent, now: Millis, policy: &Policy) -> Vec<
         ),
         None => {}
     }
-    for (skill, need, held) in skill_gaps(spec, profile, relaxed) {
+    for (skill, need, held) in skill_gaps(&needs, profile) {
         let detail = match held {
             None => format!("lacks skill {skill} (the case needs level {})", need.get()),
             Some(l) => format!("holds skill {skill} at {}, the case needs {}", l.get(), need.get()),
         };
         fail(Ineligible::Skill, detail);
     }
-    if let Some(m) = market_gap(spec, profile) {
+    if let Some(m) = market_gap(&needs, profile) {
         let serves: Vec<&str> = profile.markets.iter().map(|m| m.as_str()).collect();
         let serves = if serves.is_empty() { "none".to_owned() } else { serves.join(", ") };
         fail(Ineligible::Market, format!("not contracted for market {m} (serves: {serves})"));
     }
-    if let Some(r) = region_gap(spec, profile) {
+    if let Some(r) = region_gap(&needs, profile) {
         fail(Ineligible::DataRegion, format!("not cleared for personal data of region {r}"));
     }
-    if let Some((held, need)) = clearance_gap(spec, profile) {
+    if let Some((held, need)) = clearance_gap(&needs, profile) {
         fail(Ineligible::Clearance, format!("personal-data clearance {held}, the case needs {need}"));
     }
-    for (name, rule, expired) in certification_gaps(case, profile, relaxed, now) {
+    for (name, rule, expired) in certification_gaps(&needs, profile, now) {
         let detail = match expired {
             None => format!("lacks certification {name}"),
             Some(until) => format!("certification {name} expired {} ago", span(now - until)),

@@ -148,6 +148,77 @@ pub struct Agent {
     pub version: u64,
 }
 
+/// The parts of an agent's record its readiness is decided from: a small copy, so that an index
+/// may keep it inline and ask the same rule ([`Readiness::unready_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The device stream is open.
+    pub connected: bool,
+    /// Status available.
+    pub available: bool,
+    /// An offer is out to it.
+    pub offer_held: bool,
+    /// The end of its wrap-up.
+    pub wrap_up_until: Millis,
+    /// The end of its cool-down.
+    pub cool_down_until: Millis,
+    /// The end of the working-time cap it reached, if any.
+    pub capped_until: Option<Millis>,
+}
+
+impl Readiness {
+    /// Why the agent cannot take any offer at `now`, ignoring the case: `None` when it can.
+    pub fn unready_reason(&self, now: Millis) -> Option<&'static str> {
+        if !self.connected {
+            Some("not connected")
+        } else if !self.available {
+            Some("not available")
+        } else if self.offer_held {
+            Some("holding an offer")
+        } else if now < self.wrap_up_until {
+            Some("in wrap-up")
+        } else if now < self.cool_down_until {
+            Some("cooling down")
+        } else if self.capped_until.is_some_and(|until| now < until) {
+            Some("at a working-time limit")
+        } else {
+            None
+        }
+    }
+
+    /// When the agent can take an offer if nothing changes but time: `now` if it can now, the
+    /// end of its wrap-up or cool-down if only those hold it back; `None` if anything else does.
+    pub fn ready_at(&self, now: Millis) -> Option<Millis> {
+        let t = now.max(self.wrap_up_until).max(self.cool_down_until);
+        self.unready_reason(t).is_none().then_some(t)
+    }
+}
+
+/// What the supply of a segment counts of one agent ([`crate::demand::Supply::count`]): its
+/// status, readiness, capacity and load per channel (in [`Channel::ALL`] order) and whether it
+/// holds the VIP certification. Small and `Copy`, so that an index keeps it inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Its status.
+    pub status: AgentStatus,
+    /// Its readiness.
+    pub readiness: Readiness,
+    /// Capacity per channel.
+    pub capacity: [u16; 3],
+    /// Offers plus assignments per channel.
+    pub load: [u16; 3],
+    /// Holds the VIP certification.
+    pub vip: bool,
+}
+
+impl Standing {
+    /// Capacity and load in `channel`.
+    pub fn in_channel(&self, channel: Channel) -> (u32, u32) {
+        let i = channel.index();
+        (u32::from(self.capacity[i]), u32::from(self.load[i]))
+    }
+}
+
 impl Agent {
     /// A newly registered agent: offline, no history.
     pub fn new(profile: AgentProfile, now: Millis) -> Self {
@@ -234,28 +305,37 @@ impl Agent {
 
     /// Why the agent cannot take any offer now, ignoring the case: `None` when it can.
     pub fn unready_reason(&self, now: Millis) -> Option<&'static str> {
-        if !self.connected() {
-            Some("not connected")
-        } else if self.status != AgentStatus::Available {
-            Some("not available")
-        } else if self.pending_offer.is_some() {
-            Some("holding an offer")
-        } else if now < self.wrap_up_until {
-            Some("in wrap-up")
-        } else if now < self.cool_down_until {
-            Some("cooling down")
-        } else if self.work.capped.is_some_and(|c| now < c.until) {
-            Some("at a working-time limit")
-        } else {
-            None
-        }
+        self.readiness().unready_reason(now)
     }
 
     /// When the agent can take an offer if nothing changes but time: `now` if it can now, the
     /// end of its wrap-up or cool-down if only those hold it back; `None` if anything else does.
     pub fn ready_at(&self, now: Millis) -> Option<Millis> {
-        let t = now.max(self.wrap_up_until).max(self.cool_down_until);
-        self.unready_reason(t).is_none().then_some(t)
+        self.readiness().ready_at(now)
+    }
+
+    /// What its readiness is decided from ([`Readiness`]).
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            connected: self.connected(),
+            available: self.status == AgentStatus::Available,
+            offer_held: self.pending_offer.is_some(),
+            wrap_up_until: self.wrap_up_until,
+            cool_down_until: self.cool_down_until,
+            capped_until: self.work.capped.map(|c| c.until),
+        }
+    }
+
+    /// What supply counts of it ([`Standing`]).
+    pub fn standing(&self) -> Standing {
+        let per_channel = |f: &dyn Fn(Channel) -> u32| Channel::ALL.map(|c| u16::try_from(f(c)).unwrap_or(u16::MAX));
+        Standing {
+            status: self.status,
+            readiness: self.readiness(),
+            capacity: per_channel(&|c| self.profile.capacity_for(c)),
+            load: per_channel(&|c| self.load(c)),
+            vip: self.profile.holds_vip(),
+        }
     }
 
     /// The planner's bucket.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dispatch_domain::callin::{self, CallInState, Invitation};
-use dispatch_domain::demand::{self, Segment};
+use dispatch_domain::demand::Segment;
 use dispatch_domain::{Agent, AgentId, Millis, transition};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -119,8 +119,7 @@ impl Engine {
         let mut out = Vec::new();
         for segment in segments {
             let Some(sample) = segment.sample_case(policy, now) else { continue };
-            let agents = self.inner.index.signed_in(&segment.language);
-            let supply = demand::supply_of(&sample, agents.iter().map(|a| a.as_ref()), now, policy);
+            let supply = self.inner.index.supply_for(&sample, now, policy);
             let advice = self.advice_for(&segment, &counts, supply.serving, now)?;
             let waits = waiting.iter().any(|c| Segment::of(&c.spec) == segment);
             out.push((segment.key(), callin::call_in_need(&advice, waits)));

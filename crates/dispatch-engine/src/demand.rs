@@ -173,8 +173,7 @@ impl Engine {
         let index = &self.inner.index;
         let segment = Segment::of(&case.spec);
         let sources = EstimateSources::of(&segment);
-        let agents = index.signed_in(segment.language.as_str());
-        let supply = demand::supply_of(case, agents.iter().map(|a| a.as_ref()), now, policy);
+        let supply = index.supply_for(case, now, policy);
         let (ahead, _) = index.ahead_of(case, policy, AHEAD_LIMIT);
         EstimateSources::inputs(
             ahead,

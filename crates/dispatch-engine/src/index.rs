@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
+use dispatch_domain::compact::{self, Held, Summary};
+use dispatch_domain::demand::{self, Supply};
 use dispatch_domain::model::Market;
 use dispatch_domain::scoring::{self, Ineligible};
 use dispatch_domain::state::Explanation;
@@ -34,15 +36,47 @@ pub struct PoolIndex {
     postings: RwLock<HashMap<Posting, Postings>>,
     /// Live (not terminal) cases and the waiting order.
     cases: Mutex<CaseIndex>,
-    /// Signed-in agents (status available or away, connected or not) by primary language: the
-    /// supply of each demand segment. Lock order: after `postings`.
-    online: RwLock<HashMap<String, BTreeMap<AgentId, Arc<Agent>>>>,
+    /// Signed-in agents (status available or away, connected or not) by primary language, as
+    /// compact summaries: the supply of each demand segment. Lock order: after `postings`.
+    online: RwLock<HashMap<String, Roster>>,
+    /// The ids the summaries hold for skill, market, region and certification names.
+    names: RwLock<HashMap<String, u32>>,
     /// Agents holding an invitation (open or ended), by its segment key.
     invited: RwLock<HashMap<String, BTreeMap<AgentId, Arc<Agent>>>>,
 }
 
 fn signed_in(a: &Agent) -> bool {
     a.session.is_some() && a.status != dispatch_domain::AgentStatus::Offline
+}
+
+/// The signed-in agents of one language: their compact summaries in one array (what a scan for
+/// supply walks), each with its record (read instead when the profile has no summary), and
+/// each agent's place in the array.
+#[derive(Default)]
+struct Roster {
+    rows: Vec<(Option<Summary>, Arc<Agent>)>,
+    slots: HashMap<AgentId, usize>,
+}
+
+impl Roster {
+    fn put(&mut self, summary: Option<Summary>, agent: &Arc<Agent>) {
+        let row = (summary, Arc::clone(agent));
+        match self.slots.get(agent.id()) {
+            Some(i) => self.rows[*i] = row,
+            None => {
+                self.slots.insert(agent.id().clone(), self.rows.len());
+                self.rows.push(row);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &AgentId) {
+        let Some(i) = self.slots.remove(id) else { return };
+        self.rows.swap_remove(i);
+        if let Some((_, moved)) = self.rows.get(i) {
+            self.slots.insert(moved.id().clone(), i);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -121,22 +155,38 @@ impl PoolIndex {
         Applied::Newer(old)
     }
 
-    /// Moves an agent between the signed-in lists of its languages.
+    /// The id of `name` in summaries, given one if it has none.
+    fn intern(&self, name: &str) -> u32 {
+        if let Some(id) = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name) {
+            return *id;
+        }
+        let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = u32::try_from(names.len()).unwrap_or(compact::UNKNOWN - 1).min(compact::UNKNOWN - 1);
+        *names.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// Moves an agent between the signed-in lists of its languages, with its summary.
     fn file_online(&self, old: Option<&Agent>, new: Option<&Arc<Agent>>) {
+        let online_now = new.filter(|n| signed_in(n));
+        let summary = online_now.and_then(|n| Summary::of(n, |name| self.intern(name)));
         let mut online = self.online.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let languages = online_now.map(|n| n.profile.primary_languages()).unwrap_or_default();
         if let Some(o) = old.filter(|o| signed_in(o)) {
-            for l in o.profile.primary_languages() {
+            for l in o.profile.primary_languages().into_iter().filter(|l| !languages.contains(l)) {
                 if let Some(m) = online.get_mut(l) {
                     m.remove(o.id());
-                    if m.is_empty() {
+                    if m.rows.is_empty() {
                         online.remove(l);
                     }
                 }
             }
         }
-        if let Some(n) = new.filter(|n| signed_in(n)) {
-            for l in n.profile.primary_languages() {
-                online.entry(l.to_owned()).or_default().insert(n.id().clone(), Arc::clone(n));
+        if let Some(n) = online_now {
+            for l in languages {
+                match online.get_mut(l) {
+                    Some(m) => m.put(summary, n),
+                    None => online.entry(l.to_owned()).or_default().put(summary, n),
+                }
             }
         }
         drop(online);
@@ -172,7 +222,26 @@ impl PoolIndex {
     /// The signed-in agents speaking `language` (primary subtag).
     pub fn signed_in(&self, language: &str) -> Vec<Arc<Agent>> {
         let online = self.online.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        online.get(language).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        online.get(language).map(|m| m.rows.iter().map(|(_, a)| Arc::clone(a)).collect()).unwrap_or_default()
+    }
+
+    /// The supply for `case` at `now` ([`demand::supply_of`] over the signed-in agents speaking
+    /// its language): one walk of the language's compact summaries, the case's needs compiled
+    /// once, the same rule.
+    pub fn supply_for(&self, case: &Case, now: Millis, policy: &Policy) -> Supply {
+        let query = {
+            let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            compact::Query::of(case, case.relaxed(policy, now), |name| names.get(name).copied())
+        };
+        let online = self.online.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(roster) = online.get(case.spec.language.primary()) else {
+            return Supply::default();
+        };
+        let held = roster.rows.iter().map(|(s, a)| match s {
+            Some(s) => Held::Summary(s),
+            None => Held::Record(a),
+        });
+        demand::supply_of_held(&query, case.spec.channel, held, now)
     }
 
     /// How many waiting cases ahead of `case` in its language's queue compete for its agents
