@@ -328,12 +328,12 @@ impl Agent {
 
     /// What supply counts of it ([`Standing`]).
     pub fn standing(&self) -> Standing {
-        let per_channel = |f: &dyn Fn(Channel) -> u32| Channel::ALL.map(|c| u16::try_from(f(c)).unwrap_or(u16::MAX));
+        let narrow = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
         Standing {
             status: self.status,
             readiness: self.readiness(),
-            capacity: per_channel(&|c| self.profile.capacity_for(c)),
-            load: per_channel(&|c| self.load(c)),
+            capacity: Channel::ALL.map(|c| narrow(self.profile.capacity_for(c))),
+            load: Channel::ALL.map(|c| narrow(self.load(c))),
             vip: self.profile.holds_vip(),
         }
     }
