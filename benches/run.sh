@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out=target/bench-results
 mkdir -p "$out" benches/plots
 : > "$out/results.jsonl"
-cargo build --release -p dispatchd -p dispatch-benches --bin loadgen --bin dispatchd 2>&1 | tail -1
+cargo build --release -p dispatchd -p dispatch-benches --bin loadgen --bin dispatchd --bin dispatchctl 2>&1 | tail -1
 B=target/release
 python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 

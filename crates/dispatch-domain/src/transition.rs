@@ -555,6 +555,10 @@ pub struct Change {
     pub events: Vec<Event>,
     /// Timers to arm (key, due time).
     pub timers: Vec<(TimerKey, Millis)>,
+    /// Timers the change makes moot, disarmed in the same write ([`moot_timers`]; set by
+    /// [`Change::settle`]). Disarming is hygiene, not correctness: a timer left armed finds
+    /// nothing to do when it fires.
+    pub disarm: Vec<TimerKey>,
 }
 
 impl Change {
@@ -562,6 +566,12 @@ impl Change {
     /// every change passes here before it is written. A cap it sets arms the agent's ready
     /// timer for when it ends.
     pub fn settle(mut self, now: Millis, policy: &Policy) -> Change {
+        // A case that moved on (every move has an event) no longer needs the timers of the
+        // state it left, unless this change arms them again.
+        if let Some(case) = self.case.as_ref().filter(|_| !self.events.is_empty()) {
+            let armed = &self.timers;
+            self.disarm = moot_timers(case).filter(|k| !armed.iter().any(|(a, _)| a == k)).collect();
+        }
         if let Some(agent) = self.agent.as_mut() {
             // The agent's own figures of the day, from what happened to it.
             for ev in &self.events {
@@ -705,7 +715,7 @@ pub fn offer(
     agent.offers_received += 1;
     let events = vec![Event::Offered { case_id: case.id().clone(), offer_id, agent_id: agent.id().clone(), deadline }];
     let timers = vec![(TimerKey::OfferDeadline(case.id().clone()), deadline)];
-    Ok(Change { case: Some(case), agent: Some(agent), events, timers })
+    Ok(Change { case: Some(case), agent: Some(agent), events, timers, disarm: Vec::new() })
 }
 
 /// Checks that `offer_id` is `agent`'s live offer on `case` before `now`'s deadline; `Ok(None)`
@@ -794,7 +804,7 @@ pub fn accept(
         waited_ms: u64::try_from(now - case.created_at).unwrap_or(0),
     }];
     let timers = activity_timer(&case, policy).into_iter().collect();
-    Ok(Change { case: Some(case), agent: Some(agent), events, timers })
+    Ok(Change { case: Some(case), agent: Some(agent), events, timers, disarm: Vec::new() })
 }
 
 /// The activity timer of an assigned case: the warning, or once warned the hand-back.
@@ -1167,6 +1177,18 @@ pub fn review_case(case: &Case, now: Millis, policy: &Policy) -> Change {
     }
     change.case_review(case, policy, now);
     change
+}
+
+/// The timers of a case that its present state makes moot: its review unless it waits, its
+/// offer deadline unless it is offered, and its hand-back once it is over (terminal states are
+/// final). Its hand-back while it is assigned is armed by its agent's changes as well as its
+/// own, so only a terminal case gives it up; its purge is never moot.
+pub fn moot_timers(case: &Case) -> impl Iterator<Item = TimerKey> {
+    let id = case.id();
+    let review = (case.state != CaseState::Queued).then(|| TimerKey::CaseReview(id.clone()));
+    let deadline = (!matches!(case.state, CaseState::Offered { .. })).then(|| TimerKey::OfferDeadline(id.clone()));
+    let hand_back = case.state.is_terminal().then(|| TimerKey::HandBack(id.clone()));
+    [review, deadline, hand_back].into_iter().flatten()
 }
 
 /// The timers a case implies in its present state: those the transitions that led to it

@@ -474,6 +474,8 @@ proptest! {
         let mut next_offer = 0u32;
         let mut history: Vec<Vec<Event>> = vec![Vec::new(); 4];
         let mut counted: BTreeMap<Counter, i64> = BTreeMap::new();
+        // The cases' timers as a store holds them: each settled change disarms, then arms.
+        let mut armed: BTreeMap<TimerKey, Millis> = cases.iter().flat_map(|c| transition::case_timers(c, T0, &p)).collect();
         for op in ops {
             let pending_case = |agents: &[Agent], cases: &[Case], ai: usize| agents[ai].pending_offer.as_ref().and_then(|po| cases.iter().position(|c| c.id() == &po.case_id));
             let result: Option<(Option<usize>, Option<usize>, Change)> = match op {
@@ -500,6 +502,9 @@ proptest! {
                 }
             };
             if let Some((ci, ai, ch)) = result {
+                let ch = ch.settle(now, &p);
+                for key in &ch.disarm { armed.remove(key); }
+                armed.extend(ch.timers.iter().cloned());
                 for ev in &ch.events {
                     for (counter, delta) in ev.counters() { *counted.entry(counter).or_insert(0) += delta; }
                 }
@@ -529,6 +534,14 @@ proptest! {
                 get(Counter::OffersAccepted) + get(Counter::OffersDeclined) + get(Counter::OffersTimedOut) + get(Counter::OffersRevoked) + live
             );
             for c in &cases {
+                // No timer the case's state still needs was disarmed, and none it no longer
+                // needs is left armed.
+                for (key, _) in transition::case_timers(c, now, &p) {
+                    prop_assert!(armed.contains_key(&key), "{:?} disarmed while {:?}", key, c.state);
+                }
+                for key in transition::moot_timers(c) {
+                    prop_assert!(!armed.contains_key(&key), "{:?} left armed while {:?}", key, c.state);
+                }
                 // A case may be accepted again after a hand-back, never while an earlier
                 // assignment stands.
                 let accepted = c.offers.iter().filter(|o| o.outcome == OfferOutcome::Accepted && o.handed_back_at == 0).count();

@@ -93,12 +93,15 @@ pub async fn records_round_trip_with_versions(s: &dyn Store) {
 /// A stale version anywhere in a commit writes nothing at all: no record, no timer, no counter.
 pub async fn a_conflict_writes_nothing(s: &dyn Store) {
     let a = put_agent(s, agent("a1")).await;
+    let armed = TimerKey::OfferDeadline(cid("c-old"));
+    s.commit(Commit { timers: vec![(armed.clone(), 5)], ..Commit::default() }).await.unwrap();
     let stale = Agent { version: 0, ..a.clone() };
     let r = s
         .commit(Commit {
             case: Some(case("c-new", 1)),
             agent: Some(stale),
             timers: vec![(TimerKey::CaseReview(cid("c-new")), 1)],
+            disarm: vec![armed.clone()],
             counters: vec![(Counter::Submitted, 1)],
             segment: Some(SegmentWrite {
                 bucket: 0,
@@ -109,7 +112,7 @@ pub async fn a_conflict_writes_nothing(s: &dyn Store) {
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     assert!(s.get_case(&cid("c-new")).await.unwrap().is_none(), "the case was not written");
-    assert!(s.due_timers(i64::MAX / 2, 10).await.unwrap().is_empty(), "no timer was armed");
+    assert_eq!(s.due_timers(i64::MAX / 2, 10).await.unwrap(), vec![(armed, 5)], "no timer was armed or disarmed");
     assert!(s.counters().await.unwrap().iter().all(|(_, v)| *v == 0), "no counter moved");
     assert!(s.segment_counts(0).await.unwrap().is_empty(), "no segment count moved");
     assert_eq!(s.get_agent(a.id()).await.unwrap().unwrap().version, 1);
@@ -143,6 +146,20 @@ pub async fn timers_are_ordered_movable_and_cleared_by_due_time(s: &dyn Store) {
     );
     s.clear_timer(&k1, 300).await.unwrap();
     assert_eq!(s.due_timers(600, 10).await.unwrap(), vec![(k2, 500)]);
+}
+
+/// A commit disarms the timers it names whatever their due time, before arming its own: a key
+/// it both disarms and arms stays armed at the new time; one never armed is no error.
+pub async fn a_commit_disarms_timers(s: &dyn Store) {
+    let (k1, k2, k3) =
+        (TimerKey::CaseReview(cid("c1")), TimerKey::OfferDeadline(cid("c1")), TimerKey::Purge(cid("c2")));
+    let timers = vec![(k1.clone(), 300), (k2.clone(), 100), (k3.clone(), 900)];
+    s.commit(Commit { timers, ..Commit::default() }).await.unwrap();
+    let c = case("c1", 1);
+    let disarm = vec![k1.clone(), k2.clone(), TimerKey::HandBack(cid("never-armed"))];
+    let commit = Commit { case: Some(c), timers: vec![(k2.clone(), 700)], disarm, ..Commit::default() };
+    s.commit(commit).await.unwrap();
+    assert_eq!(s.due_timers(1_000, 10).await.unwrap(), vec![(k2, 700), (k3, 900)]);
 }
 
 /// An offered case can be found by its offer id.
@@ -373,6 +390,7 @@ macro_rules! store_conformance_tests {
             case!(a_conflict_writes_nothing);
             case!(create_requires_absence);
             case!(timers_are_ordered_movable_and_cleared_by_due_time);
+            case!(a_commit_disarms_timers);
             case!(offers_lead_to_their_case);
             case!(agents_page_in_id_order);
             case!(agent_removal_is_fenced);

@@ -194,6 +194,11 @@ impl Store for MemoryStore {
             mem.agents.insert(a.id().clone(), a.clone());
             out.agent = Some(a);
         }
+        for key in commit.disarm {
+            if let Some(due) = mem.timer_due.remove(&key) {
+                mem.timers.remove(&(due, key));
+            }
+        }
         for (key, due) in commit.timers {
             mem.arm(key, due);
         }

@@ -48,7 +48,7 @@ pub use dispatch_domain::stats::Counter;
 
 /// One atomic write. Each record is written only if the stored version equals the record's
 /// `version` (0: the record must not exist); the store then stores it at [`next_version`].
-/// Timers are armed (moved if armed already) and counters added in the same step.
+/// Timers are disarmed and armed (moved if armed already) and counters added in the same step.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
     /// The case to write.
@@ -57,6 +57,9 @@ pub struct Commit {
     pub agent: Option<Agent>,
     /// Timers to arm: (key, due).
     pub timers: Vec<(TimerKey, Millis)>,
+    /// Timers to disarm, whatever their due time (before `timers` are armed, so a key in both
+    /// stays armed).
+    pub disarm: Vec<TimerKey>,
     /// Counter increments.
     pub counters: Vec<(Counter, i64)>,
     /// The case's demand-segment counts, added to their bucket.

@@ -14,6 +14,15 @@ use crate::error::EngineError;
 use crate::work::Work;
 use crate::write::Load;
 
+/// How many due timers fire at once: enough that a burst of them (the wrap-up ends of a busy
+/// minute, a day's purges) is not a queue of round trips one after another, few enough that a
+/// burst does not crowd the store.
+const FIRING_AT_ONCE: usize = 32;
+
+fn flatten(r: Result<Result<(), EngineError>, tokio::task::JoinError>) -> Result<(), EngineError> {
+    r.map_err(|e| EngineError::Internal(format!("a timer's firing failed: {e}")))?
+}
+
 impl Engine {
     pub(crate) async fn sweeper(self) {
         let mut stop = self.inner.life.stop.subscribe();
@@ -30,7 +39,9 @@ impl Engine {
         }
     }
 
-    /// Fires every due timer once. Returns how many fired.
+    /// Fires every due timer once, [`FIRING_AT_ONCE`] at a time (each handler re-checks its
+    /// records, and timers of the same record are settled by compare-and-set like any other
+    /// race). Returns how many fired; the first error, once every firing begun has ended.
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         const BATCH: usize = 256;
         let now = self.now().await?;
@@ -41,11 +52,30 @@ impl Engine {
             if fired == 0 {
                 self.inner.metrics.timers_due(due.len());
             }
-            for (key, at) in &due {
-                self.fire(key).await?;
-                self.gated(now, self.inner.store.clear_timer(key, *at)).await?;
-                fired += 1;
+            let mut firing = tokio::task::JoinSet::new();
+            let mut failed = None;
+            for (key, at) in due.iter().cloned() {
+                if firing.len() >= FIRING_AT_ONCE
+                    && let Some(Err(e)) = firing.join_next().await.map(flatten)
+                {
+                    failed.get_or_insert(e);
+                }
+                let engine = self.clone();
+                firing.spawn(async move {
+                    engine.fire(&key).await?;
+                    engine.gated(now, engine.inner.store.clear_timer(&key, at)).await?;
+                    Ok::<_, EngineError>(())
+                });
             }
+            while let Some(r) = firing.join_next().await {
+                if let Err(e) = flatten(r) {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            fired += due.len();
             if due.len() < BATCH {
                 // Then, when one is due, a call-in round (one dispatcher wins each).
                 self.call_in_round().await?;

@@ -6,6 +6,7 @@
 //! record then goes through the one delivery path (`delivery.rs`).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use dispatch_domain::stats::Counter;
 use dispatch_domain::{Agent, AgentId, Case, CaseId, Change, Event, Millis, Rejection};
@@ -30,6 +31,23 @@ pub(crate) enum Load<'a> {
     AgentAndPendingCase(&'a AgentId),
     /// A case and a given agent (an agent's command about a case).
     CaseAndAgent(&'a CaseId, &'a AgentId),
+}
+
+/// The records a load names, as the index holds them (`None`: absent), and which of the two
+/// slots it names at all.
+struct Indexed {
+    case: Option<Arc<Case>>,
+    agent: Option<Arc<Agent>>,
+    names_case: bool,
+    names_agent: bool,
+}
+
+impl Indexed {
+    /// Whether `change` writes every record the decision read (or found absent): each is then
+    /// checked by compare-and-set, so a commit that succeeds was decided on the store's records.
+    fn covered_by(&self, change: &Change) -> bool {
+        (!self.names_case || change.case.is_some()) && (!self.names_agent || change.agent.is_some())
+    }
 }
 
 /// The result of a committed transition.
@@ -89,6 +107,43 @@ impl Engine {
         Ok((r.case, r.agent, r.now))
     }
 
+    /// The records `load` names as the index holds them, for a first decision without a read.
+    /// `None` when the index cannot stand in for the store: it lacks a record the load names
+    /// through another (the agent a case names, the case an agent's offer names), or the case
+    /// closed (the index keeps only live ones).
+    fn load_indexed(&self, load: &Load<'_>) -> Option<Indexed> {
+        let index = &self.inner.index;
+        let case = |id: &CaseId| match index.case(id) {
+            Some(c) => Some(Some(c)),
+            None if index.closed(id).is_some() => None,
+            None => Some(None),
+        };
+        let named_agent = |id: &AgentId| index.agent(id).map(Some);
+        // (case, agent, whether the case slot is named, whether the agent slot is)
+        let (case, agent, names_case, names_agent) = match load {
+            Load::Case(id) => (case(id)?, None, true, false),
+            Load::Agent(id) => (None, index.agent(id), false, true),
+            Load::CaseAndAgent(c, a) => (case(c)?, index.agent(a), true, true),
+            Load::CaseAndItsAgent(id) | Load::CaseAndItsLastAgent(id) => {
+                let c = case(id)?;
+                let last = matches!(load, Load::CaseAndItsLastAgent(_));
+                let named = c.as_ref().and_then(|c| c.current_agent().or(c.completed_by().filter(|_| last)).cloned());
+                match named {
+                    Some(a) => (c, named_agent(&a)?, true, true),
+                    None => (c, None, true, false),
+                }
+            }
+            Load::AgentAndPendingCase(id) => {
+                let a = index.agent(id);
+                match a.as_ref().and_then(|a| a.pending_offer.as_ref()).map(|p| p.case_id.clone()) {
+                    Some(c) => (Some(index.case(&c)?), a, true, true),
+                    None => (None, a, false, true),
+                }
+            }
+        };
+        Some(Indexed { case, agent, names_case, names_agent })
+    }
+
     /// Read → decide → compare-and-set, retried on conflict. The decision sees the records it
     /// read and the store's time.
     pub(crate) async fn transact<F>(&self, load: Load<'_>, decide: F) -> Result<Written, EngineError>
@@ -114,6 +169,24 @@ impl Engine {
     where
         F: FnMut(Option<&Case>, Option<&Agent>, Millis) -> Result<Change, Rejection>,
     {
+        // First on the index's records, with no read: the compare-and-set on every record the
+        // decision rests on is what makes that safe (a stale record only costs a conflict). A
+        // refusal or a no-op rests on what was read, so it is decided again on the store's
+        // records, as is a change that leaves alone a record it read (nothing would check it).
+        if let Some(indexed) = self.load_indexed(&load) {
+            let now = self.now().await?;
+            if !self.inner.fence.closed(now)
+                && let Ok(change) = decide(indexed.case.as_deref(), indexed.agent.as_deref(), now)
+                && !change.is_noop()
+                && indexed.covered_by(&change)
+            {
+                match self.commit(change, now).await {
+                    Ok(out) => return Ok(out),
+                    Err(StoreError::Conflict(what)) => debug!(%what, "the index was stale, reading the records"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let retries = self.inner.config.conflict_retries;
         for attempt in 0..retries {
             let (case, agent, now) = self.load(&load).await?;
@@ -163,7 +236,7 @@ impl Engine {
 
     /// Commits a decided change through the gate, then delivers what was stored.
     pub(crate) async fn commit(&self, change: Change, now: Millis) -> Result<Written, StoreError> {
-        let Change { case, agent, events, timers } = change.settle(now, &self.inner.policy);
+        let Change { case, agent, events, timers, disarm } = change.settle(now, &self.inner.policy);
         let counters: Vec<(Counter, i64)> = events.iter().flat_map(Event::counters).collect();
         let segment = match case.as_ref() {
             Some(c) => self.segment_write(c, &events, now),
@@ -171,7 +244,7 @@ impl Engine {
                 crate::store::SegmentWrite { bucket: dispatch_domain::demand::bucket_of(now), segment, counts }
             }),
         };
-        let commit = Commit { case, agent, timers, counters, segment };
+        let commit = Commit { case, agent, timers, disarm, counters, segment };
         let committed = self.gated(now, self.inner.store.commit(commit)).await.inspect_err(|e| {
             if matches!(e, StoreError::Conflict(_)) {
                 self.inner.metrics.conflict(&events);

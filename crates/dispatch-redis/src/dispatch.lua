@@ -163,8 +163,8 @@ end
 
 -- KEYS: case, agent, agents, live, offers, timers, counters, log, epoch, seq, segment bucket
 -- ARGV[1]: JSON {c = record meta | absent, a = record meta | absent, t = [[member, due]],
---                n = [[name, delta]], max = log length, g = [[field, delta]] | absent,
---                gx = the segment bucket's time to live, ms}; a record's meta is
+--                x = [member] to disarm first | absent, n = [[name, delta]], max = log length,
+--                g = [[field, delta]] | absent, gx = the segment bucket's time to live, ms}; a record's meta is
 --                {k, id, exp = the version it must have now, v = the version it is written at,
 --                 live and offers for a case} (the writer decides both; nothing is computed here)
 -- ARGV[2]: the case's JSON, ARGV[3]: the agent's JSON
@@ -189,6 +189,9 @@ local function commit(keys, args)
   end
   if a then
     write_record(keys[2], a, args[3], idx, m['max'], seq)
+  end
+  for _, x in ipairs(m['x'] or {}) do
+    redis.call('ZREM', keys[6], x)
   end
   for _, t in ipairs(m['t']) do
     redis.call('ZADD', keys[6], t[2], t[1])

@@ -307,6 +307,9 @@ struct CommitMeta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     a: Option<RecordMeta<'a>>,
     t: Vec<(String, String)>,
+    /// Timers to disarm (members), before `t` is armed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    x: Vec<String>,
     n: Vec<(&'static str, String)>,
     max: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -609,7 +612,7 @@ impl Store for RedisStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
-        let Commit { case, agent, timers, counters, segment } = commit;
+        let Commit { case, agent, timers, disarm, counters, segment } = commit;
         // The store sets the version (the one place that does): above the one read, in this
         // handle's epoch (see `next_version`). `exp` is the version read.
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -633,6 +636,7 @@ impl Store for RedisStore {
             }),
             a: agent.as_ref().map(|a| RecordMeta::agent(a).over(agent_read)),
             t: timers_meta(&timers),
+            x: disarm.iter().map(timer_member).collect(),
             n: counters.iter().map(|(c, d)| (counter_name(*c), d.to_string())).collect(),
             max: self.max_len.to_string(),
             g: segment.as_ref().map(|g| {

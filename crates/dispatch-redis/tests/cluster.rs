@@ -38,6 +38,7 @@ async fn the_store_conformance_suite_passes_on_a_cluster() {
     suite::racing_commits_have_exactly_one_winner(Arc::new(store(&cluster, "c10").await)).await;
     suite::read_reports_the_store_time(&store(&cluster, "c11").await, &Clock::system()).await;
     suite::restore_keeps_the_newest_version(&store(&cluster, "c12").await).await;
+    suite::a_commit_disarms_timers(&store(&cluster, "c13").await).await;
     let owners: std::collections::BTreeSet<u16> =
         (1..=12).map(|i| cluster.owner_of(&Keys::new(&format!("c{i}")).log)).collect();
     assert!(owners.len() > 1, "the twelve pools are spread over several shards: {owners:?}");

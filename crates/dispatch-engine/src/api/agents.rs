@@ -300,13 +300,19 @@ impl Engine {
         .map(drop)
     }
 
-    async fn offer_case(&self, offer_id: &OfferId) -> Result<CaseId, EngineError> {
+    /// The case an offer to `agent_id` belongs to: from the agent's live offer as the index
+    /// holds it (an offer id names one case for ever), else from the store.
+    async fn offer_case(&self, agent_id: &AgentId, offer_id: &OfferId) -> Result<CaseId, EngineError> {
+        let indexed = self.inner.index.agent(agent_id);
+        if let Some(p) = indexed.as_ref().and_then(|a| a.pending_offer.as_ref()).filter(|p| &p.offer_id == offer_id) {
+            return Ok(p.case_id.clone());
+        }
         self.inner.store.offer_case(offer_id).await?.ok_or_else(|| not_found("offer", offer_id))
     }
 
     /// The agent accepts an offer (idempotent on the offer id).
     async fn accept(&self, agent_id: &AgentId, session_id: &SessionId, offer_id: &OfferId) -> Result<(), EngineError> {
-        let case_id = self.offer_case(offer_id).await?;
+        let case_id = self.offer_case(agent_id, offer_id).await?;
         self.transact(Load::CaseAndAgent(&case_id, agent_id), |case, agent, now| {
             let (case, agent) = both(case, agent, &case_id, agent_id)?;
             transition::check_session(agent, session_id)?;
@@ -324,7 +330,7 @@ impl Engine {
         offer_id: &OfferId,
         reason: &str,
     ) -> Result<(), EngineError> {
-        let case_id = self.offer_case(offer_id).await?;
+        let case_id = self.offer_case(agent_id, offer_id).await?;
         self.transact(Load::CaseAndAgent(&case_id, agent_id), |case, agent, now| {
             let (case, agent) = both(case, agent, &case_id, agent_id)?;
             transition::check_session(agent, session_id)?;

@@ -53,6 +53,23 @@ impl Engine {
         }
     }
 
+    /// The stored id a submission of `id` by a caller scoped to `tenant` is filed under: the
+    /// tenant's own ([`stored_id`]), unless a record stored before case ids were scoped (under
+    /// the plain id, naming the tenant) exists. Whether the case itself exists is left to the
+    /// submission's compare-and-set, so only a scoped caller's id the index does not hold costs
+    /// a read (of the plain id).
+    async fn submission_id(&self, id: &CaseId, tenant: Option<&TenantId>) -> Result<CaseId, EngineError> {
+        let key = stored_id(id, tenant)?;
+        if tenant.is_none() || self.inner.index.case(&key).is_some() {
+            return Ok(key);
+        }
+        let legacy = match self.inner.index.case(id) {
+            Some(c) => c.visible_to(tenant),
+            None => self.inner.store.read(Some(id), None).await?.case.is_some_and(|c| c.visible_to(tenant)),
+        };
+        Ok(if legacy { id.clone() } else { key })
+    }
+
     /// Submits a case for `tenant`; a retry with the same payload returns the existing case
     /// (`false`). With the store's time. The stored case's id is the tenant's own (see
     /// [`CaseId::scoped`]).
@@ -61,7 +78,8 @@ impl Engine {
         mut spec: CaseSpec,
         tenant: Option<TenantId>,
     ) -> Result<(Case, bool, Millis), EngineError> {
-        let (id, _, at) = self.read_case(&spec.id, tenant.as_ref()).await?;
+        let id = self.submission_id(&spec.id, tenant.as_ref()).await?;
+        let at = self.now().await?;
         spec.id = id.clone();
         // The estimate's inputs, gathered once (the index and the cached rates); the estimate is
         // made at the store time the submission is decided.
