@@ -5,24 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatch_domain::limits::Limits;
-use dispatch_domain::model::{AgentProfile, AgentProfileInput, Channel};
 use dispatch_domain::{AgentId, Millis, Policy, TimerKey};
 use dispatch_engine::{AgentCommands, AgentNotices, Clock, Engine, EngineConfig, MemoryStore, Store};
 
-const T0: Millis = 1_700_000_000_000;
+mod common;
+use common::profile;
 
-fn profile(id: &str) -> AgentProfile {
-    let input = AgentProfileInput {
-        id,
-        display_name: "",
-        languages: vec![("en", 4)],
-        capacity: vec![(Some(Channel::Chat), 1)],
-        rating: 4.0,
-        ..AgentProfileInput::default()
-    };
-    AgentProfile::parse(input, &Limits::default()).unwrap()
-}
+const T0: Millis = 1_700_000_000_000;
 
 /// When each agent's presence lease runs out, as the store holds it.
 async fn leases(store: &MemoryStore) -> Vec<(AgentId, Millis)> {
